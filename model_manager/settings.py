@@ -1,0 +1,137 @@
+"""Settings of the model manager: one pydantic-settings model, env prefix ``ENCLAVE_``.
+
+Every limit has a name and a default. Secrets are ``SecretStr``. The load token is also read
+from ``LOAD_TOKEN`` (DESIGN.md). The service composes this model into its own settings; no
+module of this package reads the environment by itself.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["DEFAULT_ENGINE_ENV_ALLOWLIST", "ModelManagerSettings"]
+
+#: Environment variables passed from the service to the engine besides PATH, HOME and LANG.
+#: A trailing ``*`` is a prefix match.
+DEFAULT_ENGINE_ENV_ALLOWLIST: tuple[str, ...] = (
+    "CUDA_VISIBLE_DEVICES",
+    "NVIDIA_VISIBLE_DEVICES",
+    "CUDA_DEVICE_ORDER",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "TMPDIR",
+    "TZ",
+    "VLLM_*",
+    "NCCL_*",
+)
+
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
+
+
+class ModelManagerSettings(BaseSettings):
+    """Configuration of catalog, digests, engine supervision, lifecycle API and status push."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="ENCLAVE_",
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+    )
+
+    # Catalog and digests.
+    models_dir: Path = Path("/models")
+    roothash_dir: Path = Path("/etc/enclave/roothash")
+    require_verity: bool = False
+    state_dir: Path = Path("/var/lib/enclave")
+    run_dir: Path = Path("/run/enclave")
+    digest_cache_on_disk: bool = True
+    dmsetup_command: str = "dmsetup"
+    veritysetup_command: str = "veritysetup"
+    digest_command_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Engine.
+    engine_command: Annotated[tuple[str, ...], NoDecode] = ("vllm",)
+    engine_transport: Literal["uds", "tcp"] = "uds"
+    engine_socket: Path | None = None
+    vllm_port: int = Field(default=8001, ge=1, le=65535)
+    engine_env_allowlist: Annotated[tuple[str, ...], NoDecode] = ()
+    load_timeout_seconds: float = Field(default=1800.0, gt=0)
+    stop_grace_seconds: float = Field(default=30.0, ge=0)
+    kill_wait_seconds: float = Field(default=10.0, gt=0)
+    health_poll_initial_seconds: float = Field(default=0.1, gt=0)
+    health_poll_max_seconds: float = Field(default=2.0, gt=0)
+    health_request_timeout_seconds: float = Field(default=5.0, gt=0)
+    restart_limit: int = Field(default=3, ge=0)
+    restart_window_seconds: float = Field(default=3600.0, gt=0)
+    restart_backoff_initial_seconds: float = Field(default=2.0, ge=0)
+    restart_backoff_max_seconds: float = Field(default=60.0, ge=0)
+    log_tail_lines: int = Field(default=200, ge=1, le=100_000)
+    log_line_max_chars: int = Field(default=4096, ge=80)
+
+    # Lifecycle.
+    restore_on_boot: bool = False
+    hook_timeout_seconds: float = Field(default=60.0, gt=0)
+
+    # Lifecycle API.
+    load_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("load_token", "ENCLAVE_LOAD_TOKEN", "LOAD_TOKEN"),
+    )
+    insecure_dev_mode: bool = False
+    control_body_limit_bytes: int = Field(default=4096, ge=64)
+
+    # Status push.
+    push_url: HttpUrl | None = None
+    push_token: SecretStr | None = None
+    push_interval_seconds: float = Field(default=30.0, gt=0)
+    push_jitter_fraction: float = Field(default=0.1, ge=0, le=1)
+    push_timeout_seconds: float = Field(default=10.0, gt=0)
+    push_backoff_initial_seconds: float = Field(default=1.0, gt=0)
+    push_backoff_max_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("engine_command", "engine_env_allowlist", mode="before")
+    @classmethod
+    def _split_words(cls, value: object) -> object:
+        """Accept a shell-style string (split with shlex, never run by a shell) or a list."""
+        if isinstance(value, str):
+            return tuple(shlex.split(value))
+        return value
+
+    @field_validator("engine_command")
+    @classmethod
+    def _command_not_empty(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not value[0]:
+            raise ValueError("engine_command needs at least a program")
+        return value
+
+    @field_validator("load_token", "push_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("a token may not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _push_url_protected(self) -> ModelManagerSettings:
+        """The push carries a bearer token: plain http only to loopback or in dev mode."""
+        url = self.push_url
+        if (
+            url is not None
+            and url.scheme != "https"
+            and url.host not in _LOOPBACK_HOSTS
+            and not self.insecure_dev_mode
+        ):
+            raise ValueError("push_url must use https (http only to loopback, or in dev mode)")
+        return self
+
+    def engine_socket_path(self) -> Path:
+        """The engine's Unix socket: ``engine_socket``, else ``<run_dir>/engine.sock``."""
+        if self.engine_socket is not None:
+            return self.engine_socket
+        return self.run_dir / "engine.sock"
