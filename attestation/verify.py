@@ -1,0 +1,233 @@
+"""Verify RA-TLS evidence (or a bare quote): one entry point, numbered steps, one error.
+
+The steps, in the order of DESIGN.md ("Attestation evidence"); each failure raises
+:class:`~attestation.errors.VerificationError` with a stable ``reason`` code:
+
+ 1. parse the evidence (tag 60000 [quote, claims]) and the quote
+ 2. DCAP: dcap-qvl checks the quote's signature chain, QE identity, TCB info, CRLs at ``now``
+    (Intel's root by default; another root only when passed explicitly)
+ 3. TDX only
+ 4. TCB status (and advisories) allowed by policy
+ 5. the TD is not in debug mode
+ 6. report_data == SHA-256(claims-buffer) || 0^32
+ 7. pubkey-hash matches the peer's SPKI
+ 8. the nonce matches, when one was sent (policy may demand one)
+ 9. the event log, when given, replays to the quote's RTMRs
+10. measurement policy: MRTD, RTMR0-3, MRCONFIGID allow-lists
+11. claims and model policy
+
+Only a returned :class:`VerifiedEvidence` means "verified"; there is no boolean result.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from attestation import _dcap
+from attestation.checks import (
+    Reason,
+    check_model,
+    check_nonce,
+    check_not_debug,
+    check_pubkey_hash,
+    check_report_data,
+    check_tdx,
+)
+from attestation.collateral import Collateral
+from attestation.errors import EvidenceError, QuoteParseError, VerificationError
+from attestation.eventlog import EventLog, verify_event_log
+from attestation.evidence import Claims, Evidence, ModelClaim, decode_evidence
+from attestation.policy import DEFAULT_POLICY, Policy
+from attestation.quote import Quote, TdReport, parse_quote
+
+__all__ = [
+    "Measurements",
+    "VerifiedEvidence",
+    "check_measurements",
+    "check_tcb_status",
+    "verify_evidence",
+    "verify_quote",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Measurements:
+    mrtd: bytes
+    rtmr0: bytes
+    rtmr1: bytes
+    rtmr2: bytes
+    rtmr3: bytes
+    mrconfigid: bytes
+    mrowner: bytes
+    mrownerconfig: bytes
+    td_attributes: bytes
+    xfam: bytes
+    tee_tcb_svn: bytes
+
+    @classmethod
+    def of(cls, report: TdReport) -> Measurements:
+        return cls(
+            mrtd=report.mr_td,
+            rtmr0=report.rtmr0,
+            rtmr1=report.rtmr1,
+            rtmr2=report.rtmr2,
+            rtmr3=report.rtmr3,
+            mrconfigid=report.mr_config_id,
+            mrowner=report.mr_owner,
+            mrownerconfig=report.mr_owner_config,
+            td_attributes=report.td_attributes,
+            xfam=report.xfam,
+            tee_tcb_svn=report.tee_tcb_svn,
+        )
+
+    @property
+    def rtmrs(self) -> tuple[bytes, bytes, bytes, bytes]:
+        return (self.rtmr0, self.rtmr1, self.rtmr2, self.rtmr3)
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEvidence:
+    status: str
+    advisory_ids: tuple[str, ...]
+    tee_type: int
+    quote_version: int
+    measurements: Measurements
+    report_data: bytes
+    claims: Claims | None  # None for a bare quote
+    model: ModelClaim | None
+    event_log: EventLog | None = None
+
+
+def verify_evidence(
+    evidence: bytes | Evidence,
+    *,
+    collateral: Collateral,
+    peer_spki_der: bytes,
+    policy: Policy = DEFAULT_POLICY,
+    nonce: bytes | None = None,
+    event_log: EventLog | None = None,
+    now: int | None = None,
+    root_ca_der: bytes | None = None,
+) -> VerifiedEvidence:
+    """Verify evidence presented by a peer whose certificate has ``peer_spki_der``."""
+    # 1. Parse the evidence and the quote.
+    try:
+        parsed = evidence if isinstance(evidence, Evidence) else decode_evidence(evidence)
+        claims = parsed.claims
+    except EvidenceError as exc:
+        raise VerificationError(Reason.EVIDENCE_MALFORMED, str(exc)) from exc
+    quote = _parse(parsed.quote)
+    # 2-5. DCAP, TDX only, TCB status, not debug.
+    report, status, advisories = _verify_platform(
+        parsed.quote, quote, collateral, policy, now, root_ca_der
+    )
+    # 6. report_data binds the claims buffer.
+    check_report_data(report.report_data, parsed.claims_buffer)
+    # 7. pubkey-hash binds the peer's TLS key.
+    check_pubkey_hash(claims, peer_spki_der)
+    # 8. The nonce, when one was sent, is echoed.
+    check_nonce(claims, nonce, required=policy.require_nonce)
+    # 9. The event log, when given, replays to the quote's RTMRs.
+    if event_log is not None:
+        verify_event_log(event_log, report.rtmrs)
+    # 10. Measurement policy.
+    check_measurements(report, policy)
+    # 11. Our claims, and model policy.
+    if policy.require_enclave_claims and (
+        claims.ohttp_keys is None or claims.service_version is None
+    ):
+        raise VerificationError(
+            Reason.CLAIMS_INCOMPLETE, "evidence lacks the ohttp-keys or service claim"
+        )
+    check_model(claims.model, policy.allowed_model_digests, required=policy.require_model)
+    return VerifiedEvidence(
+        status=status,
+        advisory_ids=advisories,
+        tee_type=quote.tee_type,
+        quote_version=quote.version,
+        measurements=Measurements.of(report),
+        report_data=report.report_data,
+        claims=claims,
+        model=claims.model,
+        event_log=event_log,
+    )
+
+
+def verify_quote(
+    quote_bytes: bytes,
+    *,
+    collateral: Collateral,
+    policy: Policy = DEFAULT_POLICY,
+    now: int | None = None,
+    root_ca_der: bytes | None = None,
+) -> VerifiedEvidence:
+    """Verify a bare quote: the evidence steps 1-5 and 10 (no claims to bind)."""
+    quote = _parse(quote_bytes)  # 1.
+    report, status, advisories = _verify_platform(  # 2-5.
+        quote_bytes, quote, collateral, policy, now, root_ca_der
+    )
+    check_measurements(report, policy)  # 10.
+    return VerifiedEvidence(
+        status=status,
+        advisory_ids=advisories,
+        tee_type=quote.tee_type,
+        quote_version=quote.version,
+        measurements=Measurements.of(report),
+        report_data=report.report_data,
+        claims=None,
+        model=None,
+    )
+
+
+def _parse(quote_bytes: bytes) -> Quote:
+    try:
+        return parse_quote(quote_bytes)
+    except QuoteParseError as exc:
+        raise VerificationError(Reason.QUOTE_MALFORMED, str(exc)) from exc
+
+
+def _verify_platform(
+    quote_bytes: bytes,
+    quote: Quote,
+    collateral: Collateral,
+    policy: Policy,
+    now: int | None,
+    root_ca_der: bytes | None,
+) -> tuple[TdReport, str, tuple[str, ...]]:
+    at = int(time.time()) if now is None else now
+    # 2. DCAP verification (the only place dcap-qvl is called; errors translated there).
+    verdict = _dcap.verify_quote_dcap(quote_bytes, collateral.json_text, at, root_ca_der)
+    # 3. TDX only.
+    report = check_tdx(quote)
+    # 4. TCB status and advisories.
+    check_tcb_status(verdict.status, verdict.advisory_ids, policy)
+    # 5. Not a debug TD.
+    if not policy.insecure_allow_debug:
+        check_not_debug(report)
+    return report, verdict.status, verdict.advisory_ids
+
+
+def check_tcb_status(status: str, advisory_ids: tuple[str, ...], policy: Policy) -> None:
+    if status not in policy.allowed_tcb_statuses:
+        raise VerificationError(
+            Reason.TCB_STATUS_NOT_ALLOWED,
+            f"TCB status {status} is not in {sorted(policy.allowed_tcb_statuses)}",
+        )
+    refused = sorted(set(advisory_ids) - policy.allowed_advisory_ids)
+    if refused:
+        raise VerificationError(
+            Reason.ADVISORY_NOT_ALLOWED, f"advisories not allowed: {', '.join(refused)}"
+        )
+
+
+def check_measurements(report: TdReport, policy: Policy) -> None:
+    if policy.mrtd is not None and report.mr_td not in policy.mrtd:
+        raise VerificationError(Reason.MRTD_NOT_ALLOWED, f"MRTD {report.mr_td.hex()}")
+    for index, (value, allowed) in enumerate(zip(report.rtmrs, policy.rtmrs, strict=True)):
+        if allowed is not None and value not in allowed:
+            raise VerificationError(Reason.RTMR_NOT_ALLOWED, f"RTMR{index} {value.hex()}")
+    if policy.mrconfigid is not None and report.mr_config_id not in policy.mrconfigid:
+        raise VerificationError(
+            Reason.MRCONFIGID_NOT_ALLOWED, f"MRCONFIGID {report.mr_config_id.hex()}"
+        )
