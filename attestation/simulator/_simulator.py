@@ -33,6 +33,9 @@ SIMULATED_FMSPC = bytes.fromhex("5131AA000000")
 _MIN_NOW = 2 * 86_400  # the PKI is backdated by a day; keep its dates after the epoch
 _MAX_VALIDITY_DAYS = 3650  # certificates live ten years; collateral must not outlive them
 _COLLATERAL_BACKDATE = dt.timedelta(hours=1)
+#: CRLs outlive the TCB info by this much, so that ``nextUpdate`` of the TCB info and QE
+#: identity (inclusive in dcap-qvl) is the one end of the window; CRL expiry is exclusive.
+_CRL_OVERLAP = dt.timedelta(hours=1)
 
 
 def _digest(label: str, size: int) -> bytes:
@@ -125,7 +128,7 @@ class Simulator:
         at = dt.datetime.fromtimestamp(moment, dt.UTC)
         until = at + dt.timedelta(days=validity_days)
         try:
-            pki = generate_pki(_PLATFORM, now=at, crl_until=until)
+            pki = generate_pki(_PLATFORM, now=at, crl_until=until + _CRL_OVERLAP)
             collateral = build_collateral(
                 pki=pki,
                 tcb=_PLATFORM,
