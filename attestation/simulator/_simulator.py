@@ -83,7 +83,8 @@ class Simulator:
 
     Its quotes verify with ``dcap_qvl.verify_with_root_ca(quote, sim.collateral(),
     sim.root_ca_der, sim.now)``; with Intel's root (``dcap_qvl.verify``) they never do.
-    Never trust ``root_ca_der`` for real evidence.
+    Never trust ``root_ca_der`` for real evidence. Build one with ``Simulator.create``;
+    ``with_measurements`` derives another TD on the same platform.
     """
 
     __slots__ = ("_platform", "measurements")
