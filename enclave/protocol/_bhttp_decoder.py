@@ -68,7 +68,7 @@ def _parse_known_section(data: bytes) -> tuple[Field, ...]:
             if value_end > end:
                 raise MalformedMessageError("field value runs past its section")
             field = (data[pos:name_end], data[value_start:value_end])
-            problem = field_problem(*field)
+            problem = field_problem(field[0], field[1])
             if problem is not None:
                 raise MalformedMessageError(problem)
             lines.append(field)
@@ -296,7 +296,7 @@ class _Decoder:
         if value_end > len(buf):
             return False
         field = (bytes(buf[name_start:name_end]), bytes(buf[value_start:value_end]))
-        problem = field_problem(*field)
+        problem = field_problem(field[0], field[1])
         if problem is not None:
             raise MalformedMessageError(problem)
         self._lines.append(field)

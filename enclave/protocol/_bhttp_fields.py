@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from enclave.protocol._varint import encode_varint, varint_size
+from enclave.protocol._varint import encode_varint
 
 __all__ = [
     "MAX_CONTROL_DATA_SIZE",
@@ -20,7 +20,6 @@ __all__ = [
     "Field",
     "control_data_problem",
     "encode_field_lines",
-    "field_line_size",
     "field_problem",
     "field_section_problem",
     "final_status_problem",
@@ -127,8 +126,3 @@ def encode_field_lines(fields: Iterable[Field]) -> bytes:
     if problem is not None:
         raise ValueError(problem)
     return encoded
-
-
-def field_line_size(name_length: int, value_length: int) -> int:
-    """Encoded size of one field line with these name and value lengths."""
-    return varint_size(name_length) + name_length + varint_size(value_length) + value_length

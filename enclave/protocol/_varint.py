@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enclave.protocol.errors import TruncatedMessageError
 
-__all__ = ["VARINT_MAX", "decode_varint", "encode_varint", "varint_size"]
+__all__ = ["SHORT_VARINTS", "VARINT_MAX", "decode_varint", "encode_varint", "varint_size"]
 
 VARINT_MAX = (1 << 62) - 1
 
@@ -25,11 +25,23 @@ def varint_size(value: int) -> int:
     return 8
 
 
-def encode_varint(value: int) -> bytes:
+def _encode(value: int) -> bytes:
     size = varint_size(value)
     prefix = {1: 0x00, 2: 0x40, 4: 0x80, 8: 0xC0}[size]
     raw = value.to_bytes(size, "big")
     return bytes([raw[0] | prefix]) + raw[1:]
+
+
+SHORT_VARINTS = tuple(_encode(value) for value in range(4096))
+"""The encodings of 0..4095: most lengths on the wire, so encoding them is one lookup (hot
+paths index this table directly)."""
+
+
+def encode_varint(value: int) -> bytes:
+    """The shortest encoding of ``value``; ``ValueError`` outside 0..2**62-1."""
+    if 0 <= value < 4096:
+        return SHORT_VARINTS[value]
+    return _encode(value)
 
 
 def decode_varint(data: bytes | bytearray | memoryview, offset: int = 0) -> tuple[int, int]:
@@ -40,6 +52,8 @@ def decode_varint(data: bytes | bytearray | memoryview, offset: int = 0) -> tupl
     if offset >= len(data):
         raise TruncatedMessageError("data ends before a variable-length integer")
     first = data[offset]
+    if first < 0x40:
+        return first, offset + 1
     size = 1 << (first >> 6)
     end = offset + size
     if end > len(data):

@@ -4,6 +4,7 @@ test_bhttp_invalid.py."""
 
 import itertools
 import string
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -76,7 +77,7 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
     return [data[a:b] for a, b in itertools.pairwise(points)]
 
 
-def assemble_request(events: list) -> Request:
+def assemble_request(events: list[Any]) -> Request:
     """Rebuild a request from events, checking the order the decoder promises."""
     assert isinstance(events[0], RequestHead)
     assert isinstance(events[-2], Trailers)
@@ -95,7 +96,7 @@ def assemble_request(events: list) -> Request:
     )
 
 
-def assemble_response(events: list) -> Response:
+def assemble_response(events: list[Any]) -> Response:
     """Rebuild a response from events, checking the order the decoder promises."""
     interim = []
     while isinstance(events[0], InformationalHead):
@@ -115,8 +116,8 @@ def assemble_response(events: list) -> Response:
     )
 
 
-def feed_all(decoder: RequestDecoder | ResponseDecoder, pieces: list[bytes]) -> list:
-    events: list = []
+def feed_all(decoder: RequestDecoder | ResponseDecoder, pieces: list[bytes]) -> list[Any]:
+    events: list[Any] = []
     for piece in pieces:
         events += decoder.feed(piece)
     events += decoder.finish()

@@ -42,3 +42,12 @@ def test_out_of_range_values_are_refused(value: int) -> None:
 def test_truncated_varints_raise(data: bytes) -> None:
     with pytest.raises(TruncatedMessageError):
         decode_varint(data)
+
+
+def test_the_short_table_matches_the_general_encoder_at_every_boundary() -> None:
+    from enclave.protocol._varint import SHORT_VARINTS, _encode
+
+    assert len(SHORT_VARINTS) == 4096
+    assert all(SHORT_VARINTS[value] == _encode(value) for value in range(4096))
+    for value in (63, 64, 4095, 4096, 16383, 16384):
+        assert decode_varint(encode_varint(value)) == (value, len(_encode(value)))
