@@ -1,0 +1,100 @@
+"""Quote providers behind one Protocol: configfs-tsm, the dstack guest agent, and simulated.
+
+``detect_provider("auto")`` looks for, in this order, a usable configfs-tsm report directory
+and the dstack guest agent's socket, and raises ``QuoteProviderUnavailableError`` when neither
+is there. It never falls back to the simulator: ``detect_provider("simulated")`` must be asked
+for by name, and says so loudly in the log every time such a provider is made.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from attestation.errors import QuoteProviderUnavailableError
+from attestation.providers._configfs_tsm import (
+    DEFAULT_TSM_REPORT_ROOT,
+    TDX_TSM_PROVIDER,
+    ConfigfsTsmProvider,
+    OsTsmFileOps,
+    TsmFileOps,
+    tsm_report_root_usable,
+)
+from attestation.providers._dstack import DEFAULT_DSTACK_SOCKET, DstackProvider
+from attestation.providers._simulated import (
+    SIMULATED_TEE_WARNING,
+    QuoteSimulator,
+    SimulatedQuoteProvider,
+)
+from attestation.providers._types import (
+    REPORT_DATA_SIZE,
+    ProviderName,
+    QuoteProvider,
+    QuoteResult,
+)
+
+__all__ = [
+    "DEFAULT_DSTACK_SOCKET",
+    "DEFAULT_TSM_REPORT_ROOT",
+    "REPORT_DATA_SIZE",
+    "SIMULATED_TEE_WARNING",
+    "TDX_TSM_PROVIDER",
+    "ConfigfsTsmProvider",
+    "DstackProvider",
+    "OsTsmFileOps",
+    "ProviderKind",
+    "ProviderName",
+    "QuoteProvider",
+    "QuoteResult",
+    "QuoteSimulator",
+    "SimulatedQuoteProvider",
+    "TsmFileOps",
+    "detect_provider",
+]
+
+logger = logging.getLogger(__name__)
+
+ProviderKind = Literal["auto", "configfs-tsm", "dstack", "simulated"]
+
+DEFAULT_TIMEOUT_S = 30.0
+
+
+def detect_provider(
+    kind: ProviderKind = "auto",
+    *,
+    tsm_root: Path = DEFAULT_TSM_REPORT_ROOT,
+    dstack_socket: Path = DEFAULT_DSTACK_SOCKET,
+    simulator: QuoteSimulator | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> QuoteProvider:
+    """The provider of ``kind``; ``"auto"``: configfs-tsm, then dstack, never simulated.
+
+    An explicit ``configfs-tsm`` or ``dstack`` that is not present on this machine raises
+    ``QuoteProviderUnavailableError`` too. ``simulated`` wraps ``simulator``, or a fresh
+    ``attestation.simulator.Simulator.create()`` when none is given.
+    """
+    if kind == "simulated":
+        if simulator is None:
+            from attestation.simulator import Simulator  # imported only when asked for
+
+            simulator = Simulator.create()
+        return SimulatedQuoteProvider(simulator)
+    if kind in ("auto", "configfs-tsm"):
+        if tsm_report_root_usable(tsm_root):
+            logger.info("quote provider: configfs-tsm at %s", tsm_root)
+            return ConfigfsTsmProvider(tsm_root, timeout=timeout)
+        if kind == "configfs-tsm":
+            raise QuoteProviderUnavailableError(f"no usable configfs-tsm directory at {tsm_root}")
+    if kind in ("auto", "dstack"):
+        if dstack_socket.is_socket():
+            logger.info("quote provider: dstack guest agent at %s", dstack_socket)
+            return DstackProvider(dstack_socket, timeout=timeout)
+        if kind == "dstack":
+            raise QuoteProviderUnavailableError(f"no dstack agent socket at {dstack_socket}")
+    if kind != "auto":
+        raise ValueError(f"unknown quote provider kind {kind!r}")
+    raise QuoteProviderUnavailableError(
+        f"no TEE quote provider found (configfs-tsm at {tsm_root}, dstack at {dstack_socket}); "
+        "the simulated provider must be chosen explicitly"
+    )
