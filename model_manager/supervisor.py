@@ -167,7 +167,9 @@ class EngineProcess:
         except OSError as exc:
             raise EngineError(f"cannot start the engine program ({type(exc).__name__})") from exc
         logger.info("engine started for model %s: pid %d", self._spec.name, self._proc.pid)
-        self._exit = asyncio.create_task(self._proc.wait(), name=f"engine-exit-{self._proc.pid}")
+        self._exit = asyncio.create_task(
+            _returncode(self._proc), name=f"engine-exit-{self._proc.pid}"
+        )
         if self._proc.stdout is not None:
             self._reader = asyncio.create_task(self._read_output(self._proc.stdout))
 
@@ -248,6 +250,17 @@ class EngineProcess:
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(uds.lstat().st_mode):
                 uds.unlink()
+
+
+async def _returncode(proc: asyncio.subprocess.Process) -> int:
+    """The main process's exit code, as soon as it is reaped.
+
+    ``Process.wait()`` returns only once every pipe is closed, and an engine's surviving
+    children keep its stdout open: waiting on it would miss a crash while they live.
+    """
+    while proc.returncode is None:
+        await asyncio.sleep(_POLL_SECONDS)
+    return proc.returncode
 
 
 async def _healthy(http: httpx.AsyncClient) -> bool:

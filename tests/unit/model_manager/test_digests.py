@@ -3,8 +3,9 @@ import hashlib
 import os
 import struct
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,9 @@ from model_manager.digests import (
     read_roothash,
 )
 from model_manager.errors import DigestError, DigestMismatchError, InvalidModelNameError
+from model_manager.settings import ModelManagerSettings
+
+from .conftest import SettingsFactory
 
 # Real values from `veritysetup format` of a 64-block image.
 ROOT = "3836ade58f15e9f1761cbdc500a621c3b56ce6f2b1ed1c774ae57856ce5a9f3b"
@@ -148,7 +152,7 @@ def test_manifest_known_answer(tmp_path: Path) -> None:
         lambda m: (m / "sub" / "x").rename(m / "x"),
     ],
 )
-def test_any_change_changes_the_manifest(tmp_path: Path, mutate) -> None:
+def test_any_change_changes_the_manifest(tmp_path: Path, mutate: Callable[[Path], object]) -> None:
     model = make_tree(tmp_path)
     before = manifest_digest(model)
     mutate(model)
@@ -198,7 +202,7 @@ def test_cache_avoids_rehashing_and_notices_changes(
     calls: list[Path] = []
     real = _manifest._hash_file
 
-    def counting(entry, *args):
+    def counting(entry: _manifest.FileEntry, *args: Any) -> bytes:
         calls.append(entry.real_path)
         return real(entry, *args)
 
@@ -246,7 +250,7 @@ class FakeRunner:
         return self.answers[argv[0]]
 
 
-def verity_env(tmp_path: Path, models_dir: Path, dm_name: str | None = "tiny") -> dict:
+def verity_env(tmp_path: Path, models_dir: Path, dm_name: str | None = "tiny") -> dict[str, Path]:
     sys_block = tmp_path / "sys" / "dev" / "block"
     (sys_block / "253:3").mkdir(parents=True)
     if dm_name is not None:
@@ -262,18 +266,21 @@ def verity_env(tmp_path: Path, models_dir: Path, dm_name: str | None = "tiny") -
     return {"mountinfo": mountinfo, "sys_dev_block": sys_block}
 
 
-def digester(settings, runner: FakeRunner, env: dict) -> Digester:
-    return Digester(settings, probe=VerityProbe(runner, timeout=1.0, **env))
+def digester(settings: ModelManagerSettings, runner: FakeRunner, env: dict[str, Path]) -> Digester:
+    probe = VerityProbe(
+        runner, timeout=1.0, mountinfo=env["mountinfo"], sys_dev_block=env["sys_dev_block"]
+    )
+    return Digester(settings, probe=probe)
 
 
-def write_roothash(settings, value: str) -> None:
+def write_roothash(settings: ModelManagerSettings, value: str) -> None:
     settings.roothash_dir.mkdir(parents=True, exist_ok=True)
     (settings.roothash_dir / "tiny.roothash").write_text(value + "\n")
 
 
 @pytest.mark.parametrize("table", [DMSETUP_TABLE, DMSETUP_TABLE_OPTS])
 async def test_verity_digest_when_live_table_matches(
-    tmp_path: Path, models_dir: Path, make_settings, table: str
+    tmp_path: Path, models_dir: Path, make_settings: SettingsFactory, table: str
 ) -> None:
     settings = make_settings()
     write_roothash(settings, ROOT)
@@ -284,7 +291,9 @@ async def test_verity_digest_when_live_table_matches(
     assert runner.calls == [["dmsetup", "table", "tiny"]]
 
 
-async def test_verity_mismatch_refuses(tmp_path: Path, models_dir: Path, make_settings) -> None:
+async def test_verity_mismatch_refuses(
+    tmp_path: Path, models_dir: Path, make_settings: SettingsFactory
+) -> None:
     settings = make_settings()
     write_roothash(settings, OTHER)
     runner = FakeRunner({"dmsetup": CommandResult(0, DMSETUP_TABLE)})
@@ -293,7 +302,9 @@ async def test_verity_mismatch_refuses(tmp_path: Path, models_dir: Path, make_se
         await digester(settings, runner, verity_env(tmp_path, models_dir)).digest(spec)
 
 
-async def test_veritysetup_is_the_fallback(tmp_path: Path, models_dir: Path, make_settings) -> None:
+async def test_veritysetup_is_the_fallback(
+    tmp_path: Path, models_dir: Path, make_settings: SettingsFactory
+) -> None:
     settings = make_settings()
     write_roothash(settings, ROOT)
     runner = FakeRunner(
@@ -309,7 +320,7 @@ async def test_veritysetup_is_the_fallback(tmp_path: Path, models_dir: Path, mak
 
 
 async def test_unreadable_live_table_is_an_error(
-    tmp_path: Path, models_dir: Path, make_settings
+    tmp_path: Path, models_dir: Path, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings()
     runner = FakeRunner({})
@@ -327,7 +338,7 @@ async def test_unreadable_live_table_is_an_error(
     ],
 )
 async def test_malformed_verity_table(
-    tmp_path: Path, models_dir: Path, make_settings, table: str
+    tmp_path: Path, models_dir: Path, make_settings: SettingsFactory, table: str
 ) -> None:
     settings = make_settings()
     runner = FakeRunner({"dmsetup": CommandResult(0, table)})
@@ -337,7 +348,7 @@ async def test_malformed_verity_table(
 
 
 async def test_dm_device_without_verity_target_gets_a_manifest(
-    tmp_path: Path, models_dir: Path, make_settings
+    tmp_path: Path, models_dir: Path, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings()
     runner = FakeRunner({"dmsetup": CommandResult(0, "0 512 linear 7:0 0\n")})
@@ -348,7 +359,7 @@ async def test_dm_device_without_verity_target_gets_a_manifest(
 
 
 async def test_no_verity_gives_manifest_even_with_a_roothash_file(
-    tmp_path: Path, models_dir: Path, make_settings
+    tmp_path: Path, models_dir: Path, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings()
     write_roothash(settings, ROOT)
@@ -365,7 +376,7 @@ async def test_no_verity_gives_manifest_even_with_a_roothash_file(
 
 
 async def test_require_verity_refuses_a_plain_directory(
-    tmp_path: Path, models_dir: Path, make_settings
+    tmp_path: Path, models_dir: Path, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings(require_verity=True)
     spec = Catalog(models_dir).resolve("tiny")
@@ -375,7 +386,7 @@ async def test_require_verity_refuses_a_plain_directory(
 
 
 async def test_verity_without_roothash_file_reports_the_live_hash(
-    tmp_path: Path, models_dir: Path, make_settings
+    tmp_path: Path, models_dir: Path, make_settings: SettingsFactory
 ) -> None:
     settings = make_settings()
     runner = FakeRunner({"dmsetup": CommandResult(0, DMSETUP_TABLE)})
@@ -384,7 +395,9 @@ async def test_verity_without_roothash_file_reports_the_live_hash(
     assert (digest.kind, digest.hex) == ("dm-verity", ROOT)
 
 
-async def test_manifest_runs_off_the_event_loop(models_dir: Path, make_settings) -> None:
+async def test_manifest_runs_off_the_event_loop(
+    models_dir: Path, make_settings: SettingsFactory
+) -> None:
     settings = make_settings()
     spec = Catalog(models_dir).resolve("tiny")
     loop_thread = threading.get_ident()

@@ -1,0 +1,67 @@
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from model_manager.settings import ModelManagerSettings
+
+
+def test_defaults_name_every_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LOAD_TOKEN", "ENCLAVE_LOAD_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    settings = ModelManagerSettings()
+    assert settings.models_dir == Path("/models")
+    assert settings.engine_command == ("vllm",)
+    assert settings.push_interval_seconds == 30.0
+    assert settings.load_token is None
+    assert settings.insecure_dev_mode is False
+    assert settings.restore_on_boot is False
+    assert settings.engine_socket_path() == Path("/run/enclave/engine.sock")
+
+
+@pytest.mark.parametrize("variable", ["LOAD_TOKEN", "ENCLAVE_LOAD_TOKEN"])
+def test_load_token_from_either_variable(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    monkeypatch.setenv(variable, "s3cret-token")
+    settings = ModelManagerSettings()
+    assert settings.load_token is not None
+    assert settings.load_token.get_secret_value() == "s3cret-token"
+    assert "s3cret-token" not in repr(settings)
+    assert "s3cret-token" not in str(settings.model_dump())
+
+
+def test_env_prefix_and_shlex_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCLAVE_ENGINE_COMMAND", "python3 -m 'model_manager.devengine'")
+    monkeypatch.setenv("ENCLAVE_PUSH_INTERVAL_SECONDS", "5")
+    settings = ModelManagerSettings()
+    assert settings.engine_command == ("python3", "-m", "model_manager.devengine")
+    assert settings.push_interval_seconds == 5.0
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"no_such_setting": 1},
+        {"load_token": ""},
+        {"load_timeout_seconds": 0},
+        {"push_jitter_fraction": 2},
+        {"vllm_port": 70000},
+        {"push_url": "http://manager.example/status"},
+        {"push_url": "ftp://127.0.0.1/x"},
+    ],
+)
+def test_invalid_settings_are_refused(values: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        ModelManagerSettings.model_validate(values)
+
+
+@pytest.mark.parametrize(
+    ("url", "dev"),
+    [
+        ("https://manager.example/status", False),
+        ("http://127.0.0.1:9000/status", False),
+        ("http://manager.example/status", True),
+    ],
+)
+def test_push_url_https_or_loopback_or_dev(url: str, dev: bool) -> None:
+    settings = ModelManagerSettings.model_validate({"push_url": url, "insecure_dev_mode": dev})
+    assert settings.push_url is not None
