@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -157,9 +158,11 @@ def _strings(value: object, key: str) -> list[str]:
     return list(value)
 
 
+_HEX = re.compile(r"(?:0x)?((?:[0-9a-fA-F]{2})+)")
+
+
 def _hex(text: str, key: str) -> bytes:
-    digits = text[2:] if text.lower().startswith("0x") else text
-    try:
-        return bytes.fromhex(digits)
-    except ValueError:
-        raise PolicyError(f"{key}: {text[:20]!r}... is not hex") from None
+    match = _HEX.fullmatch(text)
+    if match is None:
+        raise PolicyError(f"{key}: {text[:24]!r} is not an even number of hex digits")
+    return bytes.fromhex(match.group(1))
