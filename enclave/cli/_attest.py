@@ -185,7 +185,8 @@ def _verdict_fields(verified: VerifiedEvidence) -> dict[str, object]:
     return {"status": verified.status, "advisory_ids": list(verified.advisory_ids)}
 
 
-def _emit(result: dict[str, object], as_json: bool, out: TextIO = sys.stdout) -> None:
+def _emit(result: dict[str, object], as_json: bool, out: TextIO | None = None) -> None:
+    out = sys.stdout if out is None else out
     if as_json:
         out.write(json.dumps(result, indent=2) + "\n")
         return
