@@ -53,6 +53,10 @@ MANIFEST_PROGRESS_SHARE = 0.2
 
 
 class Engine(Protocol):
+    """What the lifecycle needs of an engine (:class:`EngineProcess` in production)."""
+
+    @property
+    def pid(self) -> int | None: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def wait_exit(self) -> int: ...
@@ -141,6 +145,10 @@ class ModelManager:
         """A new client for the engine (Unix socket or loopback); the caller closes it."""
         return self.engine_endpoint().client(timeout)
 
+    def engine_pid(self) -> int | None:
+        """The PID (and process-group ID) of the current engine, if one is running."""
+        return self._engine.pid if self._engine is not None else None
+
     def engine_log_tail(self) -> list[str]:
         """The current (or last) engine's output tail. Diagnostics only: may hold user input."""
         return self._engine.log_tail() if self._engine is not None else list(self._last_tail)
@@ -192,12 +200,14 @@ class ModelManager:
         return TransitionOutcome(True, self.status())
 
     def unload(self, name: str) -> TransitionOutcome:
-        """Start unloading ``name``. Raises InvalidModelNameError, or ModelNotLoadedError
-        when another model is loading, ready or failed."""
+        """Start unloading ``name``. Raises InvalidModelNameError, UnknownModelError for a name
+        that is neither the current model nor in the catalog, or ModelNotLoadedError when
+        another model is loading, ready or failed. Idle: nothing to do."""
         validate_model_name(name)
-        if self._state == "idle":
-            return TransitionOutcome(False, self.status())
-        if self._model != name:
+        if self._state == "idle" or self._model != name:
+            self._catalog.resolve(name)  # UnknownModelError (404) for a name that is no model
+            if self._state == "idle":
+                return TransitionOutcome(False, self.status())
             raise ModelNotLoadedError(f"model {name!r} is not the loaded model")
         if self._state == "unloading":
             return TransitionOutcome(True, self.status())
