@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import datetime
-import inspect
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -98,7 +97,7 @@ class RaTlsIssuer:
             raise ValueError("certificate lifetime must be positive")
         if isinstance(quote_source, QuoteSource):
             self._get_quote: QuoteFunction = quote_source.get_quote
-        elif inspect.iscoroutinefunction(quote_source) or callable(quote_source):
+        elif callable(quote_source):
             self._get_quote = quote_source
         else:
             raise TypeError("quote_source must have async get_quote(report_data) or be callable")
