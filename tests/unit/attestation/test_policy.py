@@ -41,10 +41,10 @@ require_model = true
     policy = load_policy(path)
     assert policy.allowed_tcb_statuses == {"UpToDate", "SWHardeningNeeded"}
     assert policy.allowed_advisory_ids == {"INTEL-SA-00615"}
-    assert policy.mrtd == {bytes.fromhex(MRTD)}
+    assert policy.mrtd == frozenset({bytes.fromhex(MRTD)})
     assert policy.rtmrs == (None, None, frozenset({bytes.fromhex(RTMR[2:])}), None)
-    assert policy.mrconfigid == {bytes(48)}
-    assert policy.allowed_model_digests == {b"\x11" * 32}
+    assert policy.mrconfigid == frozenset({bytes(48)})
+    assert policy.allowed_model_digests == frozenset({b"\x11" * 32})
     assert policy.require_nonce
     assert policy.require_model
 
@@ -53,7 +53,7 @@ def test_json_policy(tmp_path: Path) -> None:
     path = tmp_path / "policy.json"
     path.write_text(json.dumps({"mrtd": [MRTD], "require_enclave_claims": False}))
     policy = load_policy(path)
-    assert policy.mrtd == {bytes.fromhex(MRTD)}
+    assert policy.mrtd == frozenset({bytes.fromhex(MRTD)})
     assert not policy.require_enclave_claims
 
 
