@@ -1,0 +1,54 @@
+"""The Oblivious HTTP gateway of the service: ``/.well-known/ohttp-keys`` and
+``/.well-known/ohttp-gateway`` (RFC 9458 and chunked OHTTP), dispatching decapsulated requests
+in-process into the service's own app. docs/protocol.md is the wire specification."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from enclave.gateway._gateway import OhttpGateway
+from enclave.gateway._replay import ReplayCache, ReplayCacheFullError
+from enclave.gateway._types import (
+    DEFAULT_ALLOWED_ROUTES,
+    FAILURE_REASONS,
+    GatewayLimits,
+    GatewayObserver,
+    NullObserver,
+)
+
+__all__ = [
+    "DEFAULT_ALLOWED_ROUTES",
+    "FAILURE_REASONS",
+    "GatewayLimits",
+    "GatewayObserver",
+    "NullObserver",
+    "OhttpGateway",
+    "ReplayCache",
+    "ReplayCacheFullError",
+    "gateway_routes",
+]
+
+KEYS_PATH = "/.well-known/ohttp-keys"
+GATEWAY_PATH = "/.well-known/ohttp-gateway"
+
+_Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class _AsgiEndpoint:
+    """Starlette treats a class instance as a raw ASGI endpoint, not a request handler."""
+
+    def __init__(self, handler: _Handler) -> None:
+        self._handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handler(scope, receive, send)
+
+
+def gateway_routes(gateway: OhttpGateway) -> list[BaseRoute]:
+    return [
+        Route(KEYS_PATH, _AsgiEndpoint(gateway.keys), methods=["GET"]),
+        Route(GATEWAY_PATH, _AsgiEndpoint(gateway.handle)),
+    ]

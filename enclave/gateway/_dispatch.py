@@ -1,0 +1,158 @@
+"""In-process dispatch of a decapsulated Binary HTTP request into the service's own ASGI app.
+
+The inner app runs as a task whose ``send`` feeds a small bounded queue: it can run at most
+``queue_size`` messages ahead of the outer client, so a slow client slows the engine down
+instead of filling memory. Closing the exchange cancels the task, which closes its upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from starlette.types import ASGIApp, Message
+
+from enclave.protocol.bhttp import Request as BhttpRequest
+
+__all__ = ["InnerExchange", "InnerResponseStart", "inner_scope"]
+
+#: Marks the inner request's scope; routes may read it (for example, to count encrypted traffic).
+SCOPE_EXTENSION = "enclave.ohttp"
+_FINISH_GRACE_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class InnerResponseStart:
+    status: int
+    headers: tuple[tuple[bytes, bytes], ...] = field(default=())
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+def inner_scope(request: BhttpRequest, outer_scope: Mapping[str, Any]) -> dict[str, Any]:
+    """The ASGI HTTP scope of the inner request. The client address is never the outer peer's:
+    the relay hides it, and the inner request must not learn it here either."""
+    target = request.path or b"/"
+    raw_path, _, query = target.partition(b"?")
+    headers = [(name.lower(), value) for name, value in request.headers]
+    if request.authority and not any(name == b"host" for name, _ in headers):
+        headers.insert(0, (b"host", request.authority))
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
+        "http_version": "1.1",
+        "method": request.method.decode("ascii"),
+        "scheme": request.scheme.decode("ascii") or "https",
+        "path": unquote_to_bytes(raw_path).decode("utf-8", "replace"),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": headers,
+        "client": None,
+        "server": outer_scope.get("server"),
+        "state": dict(outer_scope.get("state") or {}),
+        "extensions": {SCOPE_EXTENSION: {}},
+        **({"app": outer_scope["app"]} if "app" in outer_scope else {}),
+    }
+
+
+class InnerExchange:
+    """One inner request/response. ``start()`` the app, then ``response_start()`` and
+    ``body()`` pieces until it returns ``None`` (the end); ``aclose()`` always."""
+
+    def __init__(
+        self, app: ASGIApp, scope: dict[str, Any], content: bytes, queue_size: int
+    ) -> None:
+        self._app = app
+        self._scope = scope
+        self._content: bytes | None = content
+        self._queue: asyncio.Queue[Message | BaseException | None] = asyncio.Queue(queue_size)
+        self._disconnected = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ended = False
+        self._draining = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    async def _receive(self) -> Message:
+        if self._content is not None:
+            content, self._content = self._content, None
+            return {"type": "http.request", "body": content, "more_body": False}
+        await self._disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: Message) -> None:
+        if not self._draining:
+            await self._queue.put(message)
+
+    async def _run(self) -> None:
+        try:
+            await self._app(self._scope, self._receive, self._send)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # surfaced to the gateway, which knows what was sent already
+            if not self._draining:
+                await self._queue.put(exc)
+        else:
+            if not self._draining:
+                await self._queue.put(None)
+
+    async def _next(self) -> Message | None:
+        item = await self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def response_start(self) -> InnerResponseStart:
+        """The status and headers; raises what the app raised before it sent them."""
+        while True:
+            message = await self._next()
+            if message is None:
+                raise RuntimeError("the inner app returned without a response")
+            if message["type"] == "http.response.start":
+                headers = tuple((bytes(k), bytes(v)) for k, v in message.get("headers", ()))
+                return InnerResponseStart(int(message["status"]), headers)
+
+    async def body(self) -> bytes | None:
+        """The next non-empty body piece, or ``None`` once the body has ended."""
+        while not self._ended:
+            message = await self._next()
+            if message is None:  # the app returned
+                self._ended = True
+                return None
+            if message["type"] != "http.response.body":
+                continue
+            if not message.get("more_body", False):
+                self._ended = True
+            data = bytes(message.get("body", b""))
+            if data:
+                return data
+        return None
+
+    async def aclose(self) -> None:
+        """After a complete response, let the app finish (briefly, dropping anything it still
+        sends); otherwise tell it its client went away and cancel it, which closes its
+        upstream request."""
+        task = self._task
+        if task is None or task.done():
+            return
+        if self._ended:
+            self._draining = True
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), _FINISH_GRACE_SECONDS)
+        self._disconnected.set()
+        if not task.done():
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -1,0 +1,405 @@
+"""The Oblivious HTTP gateway resource (RFC 9458, chunked OHTTP draft-08) as ASGI apps.
+
+``POST /.well-known/ohttp-gateway``, step by step:
+
+1. outer checks: POST, a request media type (415), the body limit (413), the in-flight limit;
+2. read and decrypt the whole request body (chunked: incrementally, chunk by chunk); an unknown
+   key or suite is the 422 ``ohttp-key`` problem, anything else that fails is one generic 400;
+3. decode the inner Binary HTTP request; refuse a replayed ``enc`` (generic 400);
+4. inner checks, answered *encapsulated*: ``Date`` inside the window (RFC 9458 section 6.5),
+   the route on the allow-list;
+5. dispatch into the service's own app in-process and encapsulate its response: whole for
+   ``message/ohttp-req``; for ``message/ohttp-chunked-req`` as an indeterminate-length Binary
+   HTTP response sealed piece by piece, each piece the app sends becoming one chunk, flushed
+   at once, ending with the ``final`` chunk. A failure after the head: an SSE body gets an
+   encrypted error event and then the final chunk; any other body ends without the final
+   chunk, which the client reports as truncation. Never a silent, complete-looking cut.
+
+What failed is reported to the observer as a fixed reason code, never in a response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from enclave.gateway._dispatch import InnerExchange, inner_scope
+from enclave.gateway._replay import ReplayCache, ReplayCacheFullError
+from enclave.gateway._responses import (
+    OHTTP_KEY_PROBLEM,
+    inner_date_problem,
+    inner_json_error,
+    send_plain,
+    send_problem,
+)
+from enclave.gateway._types import GatewayLimits, GatewayObserver, NullObserver
+from enclave.protocol import bhttp
+from enclave.protocol.chunked import (
+    MEDIA_TYPE_CHUNKED_REQUEST,
+    MEDIA_TYPE_CHUNKED_RESPONSE,
+    ChunkedRequestDecoder,
+    ChunkedResponseEncoder,
+)
+from enclave.protocol.errors import ProtocolError, UnknownKeyIdError, UnsupportedSuiteError
+from enclave.protocol.ohttp import (
+    MEDIA_TYPE_REQUEST,
+    MEDIA_TYPE_RESPONSE,
+    KeyStore,
+    decapsulate_request,
+)
+
+__all__ = ["OhttpGateway"]
+
+logger = logging.getLogger(__name__)
+
+_SSE_ERROR = b"".join(
+    (
+        b"data: ",
+        json.dumps(
+            {
+                "error": {
+                    "message": "the response failed before it was complete",
+                    "type": "server_error",
+                    "code": "stream_failed",
+                }
+            }
+        ).encode(),
+        b"\n\n",
+    )
+)
+
+
+class _RefusedError(Exception):
+    """An outer refusal: a status, a fixed body, and the reason code for the metric."""
+
+    def __init__(self, status: int, reason: str, body: bytes = b"") -> None:
+        self.status, self.reason, self.body = status, reason, body
+
+
+class _ClientGoneError(Exception):
+    pass
+
+
+def _content_type(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media_type: bytes = value.split(b";", 1)[0].strip().lower()
+            return media_type.decode("latin-1")
+    return ""
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            with contextlib.suppress(ValueError):
+                return int(value)
+    return None
+
+
+class OhttpGateway:
+    """The gateway over a key store; ``app`` is where decapsulated requests go (set it with
+    :meth:`set_app` once the service's app exists)."""
+
+    def __init__(
+        self,
+        key_store: KeyStore,
+        *,
+        limits: GatewayLimits | None = None,
+        observer: GatewayObserver | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.key_store = key_store
+        self.limits = limits or GatewayLimits()
+        self._observer = observer or NullObserver()
+        self._clock = clock
+        self._replay = ReplayCache(
+            self.limits.replay_window_seconds, self.limits.replay_cache_size, monotonic
+        )
+        self._in_flight = 0
+        self._app: ASGIApp | None = None
+
+    def set_app(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def keys(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``GET /.well-known/ohttp-keys``: the exact bytes the attestation claim hashes."""
+        body = self.key_store.ohttp_keys()
+        headers = [
+            (b"content-type", b"application/ohttp-keys"),
+            (b"content-length", str(len(body)).encode()),
+            (b"cache-control", b"no-cache"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /.well-known/ohttp-gateway``."""
+        try:
+            self._check_outer(scope)
+            if self._in_flight >= self.limits.max_concurrent_requests:
+                raise _RefusedError(503, "overloaded", b"too many requests in flight\n")
+            self._in_flight += 1
+            try:
+                if _content_type(scope) == MEDIA_TYPE_CHUNKED_REQUEST:
+                    await self._chunked(scope, receive, send)
+                else:
+                    await self._whole(scope, receive, send)
+            finally:
+                self._in_flight -= 1
+        except _RefusedError as refused:
+            self._observer.failure(refused.reason)
+            if refused.status == 422:
+                await send_problem(send, 422, OHTTP_KEY_PROBLEM)
+            else:
+                extra = ((b"retry-after", b"1"),) if refused.status == 503 else ()
+                await send_plain(send, refused.status, refused.body, extra)
+        except _ClientGoneError:
+            self._observer.failure("client_disconnected")
+
+    def _check_outer(self, scope: Scope) -> None:
+        if scope["method"] != "POST":
+            raise _RefusedError(405, "method", b"POST only\n")
+        if _content_type(scope) not in (MEDIA_TYPE_REQUEST, MEDIA_TYPE_CHUNKED_REQUEST):
+            raise _RefusedError(415, "content_type", b"unsupported media type\n")
+        length = _content_length(scope)
+        if length is not None and length > self.limits.body_limit_bytes:
+            raise _RefusedError(413, "body_too_large", b"request body too large\n")
+
+    async def _read(self, receive: Receive, sink: Callable[[bytes], None]) -> None:
+        total, limit = 0, self.limits.body_limit_bytes
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _ClientGoneError
+            data = message.get("body", b"")
+            total += len(data)
+            if total > limit:
+                raise _RefusedError(413, "body_too_large", b"request body too large\n")
+            if data:
+                sink(data)
+            if not message.get("more_body", False):
+                return
+
+    async def _whole(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = bytearray()
+        await self._read(receive, body.extend)
+        with _decryption_errors():
+            plaintext, context = decapsulate_request(self.key_store, bytes(body))
+        request = self._accept(plaintext, context.enc)
+        response = self._inner_refusal(request)
+        if response is None:
+            response = await self._collect(request, scope)
+        sealed = context.encapsulate_response(bhttp.encode_response(response))
+        headers = [
+            (b"content-type", MEDIA_TYPE_RESPONSE.encode()),
+            (b"content-length", str(len(sealed)).encode()),
+            (b"cache-control", b"no-store"),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": sealed})
+        self._observer.request_served(chunked=False)
+
+    async def _chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        decoder = ChunkedRequestDecoder(self.key_store, max_chunk_size=self.limits.max_chunk_size)
+        pieces: list[bytes] = []
+
+        def feed(data: bytes) -> None:
+            with _decryption_errors():
+                pieces.extend(decoder.feed(data))
+
+        await self._read(receive, feed)
+        with _decryption_errors():
+            pieces.append(decoder.finish())
+        if decoder.enc is None:  # finish() raised otherwise; this keeps the types honest
+            raise _RefusedError(400, "decrypt", b"bad request\n")
+        request = self._accept(b"".join(pieces), decoder.enc)
+        encoder = decoder.response_encoder(max_chunk_size=self.limits.max_chunk_size)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", MEDIA_TYPE_CHUNKED_RESPONSE.encode()),
+                    (b"incremental", b"?1"),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        refusal = self._inner_refusal(request)
+        if refusal is not None:
+            stream = bhttp.StreamingResponseEncoder()
+            head = stream.head(refusal.status, refusal.headers)
+            body = stream.body(refusal.content) + stream.end()
+            sealed = (
+                encoder.header + encoder.seal_chunk(head) + encoder.seal_chunk(body, final=True)
+            )
+            await send({"type": "http.response.body", "body": sealed, "more_body": False})
+            return
+        await self._stream(request, scope, receive, send, encoder)
+
+    def _accept(self, plaintext: bytes, enc: bytes) -> bhttp.Request:
+        """Decode the inner request, then remember its ``enc`` (only requests that decrypted
+        and decoded enter the replay cache, so garbage cannot fill it)."""
+        try:
+            request = bhttp.decode_request(plaintext)
+        except ProtocolError as exc:
+            raise _RefusedError(400, "bad_inner_request", b"bad request\n") from exc
+        try:
+            fresh = self._replay.check_and_add(enc)
+        except ReplayCacheFullError as exc:
+            raise _RefusedError(503, "overloaded", b"too many requests in flight\n") from exc
+        if not fresh:
+            raise _RefusedError(400, "replay", b"bad request\n")
+        return request
+
+    def _inner_refusal(self, request: bhttp.Request) -> bhttp.Response | None:
+        now = self._clock()
+        if not self._date_ok(request, now):
+            self._observer.failure("date")
+            return inner_date_problem(now)
+        method, path = request.method.decode("ascii"), request.path.split(b"?", 1)[0]
+        if (method, path.decode("latin-1")) not in self.limits.allowed_routes:
+            self._observer.failure("route_not_allowed")
+            return inner_json_error(404, "route_not_allowed", "no such route through the gateway")
+        return None
+
+    def _date_ok(self, request: bhttp.Request, now: float) -> bool:
+        values = [value for name, value in request.headers if name.lower() == b"date"]
+        if len(values) != 1:
+            return False
+        try:
+            sent = parsedate_to_datetime(values[0].decode("ascii")).timestamp()
+        except (ValueError, TypeError, UnicodeDecodeError, OverflowError):
+            return False
+        return abs(now - sent) <= self.limits.replay_window_seconds
+
+    def _exchange(self, request: bhttp.Request, scope: Scope) -> InnerExchange:
+        if self._app is None:
+            raise RuntimeError("the gateway has no app to dispatch into (call set_app)")
+        exchange = InnerExchange(
+            self._app,
+            inner_scope(request, scope),
+            request.content,
+            self.limits.inner_queue_messages,
+        )
+        exchange.start()
+        return exchange
+
+    async def _collect(self, request: bhttp.Request, scope: Scope) -> bhttp.Response:
+        """The whole inner response (RFC 9458 form), bounded by the body limit."""
+        exchange = self._exchange(request, scope)
+        try:
+            start = await exchange.response_start()
+            body = bytearray()
+            while (piece := await exchange.body()) is not None:
+                body += piece
+                if len(body) > self.limits.body_limit_bytes:
+                    raise RuntimeError("inner response over the body limit")
+            return bhttp.Response(start.status, _inner_headers(start.headers), bytes(body))
+        except Exception as exc:
+            self._observer.failure("inner_error")
+            _log_failure("inner request failed before its response was complete", exc)
+            return inner_json_error(500, "internal_error", "the request failed")
+        finally:
+            await exchange.aclose()
+
+    async def _stream(
+        self,
+        request: bhttp.Request,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        encoder: ChunkedResponseEncoder,
+    ) -> None:
+        exchange = self._exchange(request, scope)
+        pump = asyncio.create_task(self._pump(exchange, send, encoder))
+        watcher = asyncio.create_task(_disconnected(receive))
+        try:
+            done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if pump not in done:
+                self._observer.failure("client_disconnected")
+                pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        finally:
+            watcher.cancel()
+            await exchange.aclose()
+
+    async def _pump(
+        self, exchange: InnerExchange, send: Send, encoder: ChunkedResponseEncoder
+    ) -> None:
+        stream = bhttp.StreamingResponseEncoder()
+        seal, observer = encoder.seal_chunk, self._observer
+
+        async def emit(sealed: bytes, more: bool = True) -> None:
+            observer.chunk_sealed()
+            await send({"type": "http.response.body", "body": sealed, "more_body": more})
+
+        try:
+            start = await exchange.response_start()
+        except Exception as exc:
+            self._observer.failure("inner_error")
+            _log_failure("inner request failed before its response started", exc)
+            failed = inner_json_error(500, "internal_error", "the request failed")
+            head = stream.head(failed.status, failed.headers)
+            tail = stream.body(failed.content) + stream.end()
+            await emit(encoder.header + seal(head) + seal(tail, final=True), more=False)
+            return
+        headers = _inner_headers(start.headers)
+        await emit(encoder.header + seal(stream.head(start.status, headers)))
+        try:
+            while (piece := await exchange.body()) is not None:
+                await emit(seal(stream.body(piece)))
+        except Exception as exc:
+            self._observer.failure("inner_error")
+            _log_failure("inner response failed mid-stream", exc)
+            if (start.header(b"content-type") or b"").startswith(b"text/event-stream"):
+                await emit(seal(stream.body(_SSE_ERROR)))
+                await emit(seal(stream.end(), final=True), more=False)
+            else:  # no in-band error is possible: end without the final chunk (truncation)
+                await emit(b"", more=False)
+            return
+        await emit(seal(stream.end(), final=True), more=False)
+        self._observer.request_served(chunked=True)
+
+
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"upgrade"}
+)
+
+
+def _inner_headers(headers: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[bytes, bytes], ...]:
+    """The inner response's fields minus connection-level ones (Binary HTTP frames the content)."""
+    return tuple(
+        (name.lower(), value) for name, value in headers if name.lower() not in _HOP_BY_HOP
+    )
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """The exception's type only: its message or traceback may quote the request."""
+    logger.warning("%s: %s", what, type(exc).__name__)
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+class _decryption_errors(contextlib.AbstractContextManager[None]):  # noqa: N801
+    """Map the core's errors at one boundary: key problems to 422, the rest to one 400."""
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, UnknownKeyIdError):
+            raise _RefusedError(422, "unknown_key") from exc
+        if isinstance(exc, UnsupportedSuiteError):
+            raise _RefusedError(422, "unsupported_suite") from exc
+        if isinstance(exc, ProtocolError):
+            raise _RefusedError(400, "decrypt", b"bad request\n") from exc

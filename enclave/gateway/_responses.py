@@ -1,0 +1,77 @@
+"""The gateway's own responses: plain ones on the outer connection (which must say nothing
+about the content), and encapsulated inner ones (problem details the client alone can read)."""
+
+from __future__ import annotations
+
+import json
+from email.utils import formatdate
+
+from starlette.types import Send
+
+from enclave.protocol.bhttp import Response as BhttpResponse
+
+__all__ = [
+    "DATE_PROBLEM",
+    "OHTTP_KEY_PROBLEM",
+    "inner_date_problem",
+    "inner_json_error",
+    "send_plain",
+    "send_problem",
+]
+
+OHTTP_KEY_PROBLEM = {
+    "type": "https://iana.org/assignments/http-problem-types#ohttp-key",
+    "title": "key configuration not accepted",
+}
+DATE_PROBLEM = {
+    "type": "https://iana.org/assignments/http-problem-types#date",
+    "title": "date field not acceptable",
+}
+_NO_STORE = (b"cache-control", b"no-store")
+
+
+async def send_plain(
+    send: Send, status: int, body: bytes = b"", headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """A small fixed outer response. ``body`` is a constant: nothing from the request."""
+    all_headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        _NO_STORE,
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": all_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_problem(send: Send, status: int, problem: dict[str, str]) -> None:
+    body = json.dumps(problem).encode()
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+        _NO_STORE,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def inner_date_problem(now: float) -> BhttpResponse:
+    """RFC 9458 section 6.5: 400 with the ``date`` problem and the gateway's own ``Date``."""
+    return BhttpResponse(
+        400,
+        headers=(
+            (b"content-type", b"application/problem+json"),
+            (b"date", formatdate(now, usegmt=True).encode()),
+        ),
+        content=json.dumps(DATE_PROBLEM).encode(),
+    )
+
+
+def inner_json_error(status: int, code: str, message: str) -> BhttpResponse:
+    """An inner error in the OpenAI error shape the rest of the API uses."""
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    return BhttpResponse(
+        status,
+        headers=((b"content-type", b"application/json"),),
+        content=json.dumps(body).encode(),
+    )

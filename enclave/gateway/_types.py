@@ -1,0 +1,91 @@
+"""The gateway's limits, its failure reason codes, and the seam its metrics go through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Protocol
+
+__all__ = [
+    "DEFAULT_ALLOWED_ROUTES",
+    "FAILURE_REASONS",
+    "GatewayLimits",
+    "GatewayObserver",
+    "NullObserver",
+]
+
+#: Inner routes a decapsulated request may reach: the whole API, not the gateway itself.
+DEFAULT_ALLOWED_ROUTES: Final = frozenset(
+    {
+        ("POST", "/v1/chat/completions"),
+        ("POST", "/v1/completions"),
+        ("POST", "/v1/embeddings"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/models/status"),
+        ("POST", "/v1/models/load"),
+        ("POST", "/v1/models/unload"),
+        ("GET", "/v1/attestation/report"),
+        ("GET", "/health"),
+        ("GET", "/ready"),
+    }
+)
+
+#: Every reason a gateway request can fail for; the only values a metric label takes.
+FAILURE_REASONS: Final = (
+    "method",  # not POST
+    "content_type",  # neither request media type
+    "body_too_large",  # over the body limit
+    "overloaded",  # too many requests in flight
+    "unknown_key",  # key ID not held
+    "unsupported_suite",  # KEM/KDF/AEAD not offered by that key
+    "decrypt",  # anything that does not decrypt or frame: one generic 400
+    "bad_inner_request",  # decrypted, but not valid Binary HTTP
+    "replay",  # enc seen before within the window
+    "date",  # inner Date missing or outside the window
+    "route_not_allowed",  # inner route not on the allow-list
+    "inner_error",  # the inner app failed
+    "client_disconnected",  # the outer client went away mid-response
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayLimits:
+    """Named limits, with DESIGN.md's defaults."""
+
+    body_limit_bytes: int = 32 * 1024 * 1024
+    max_chunk_size: int = 16384
+    replay_window_seconds: float = 60.0
+    replay_cache_size: int = 100_000
+    max_concurrent_requests: int = 256
+    inner_queue_messages: int = 4  # backpressure: inner response messages buffered at most
+    allowed_routes: frozenset[tuple[str, str]] = field(default=DEFAULT_ALLOWED_ROUTES)
+
+    def __post_init__(self) -> None:
+        if self.body_limit_bytes < 1024:
+            raise ValueError("body_limit_bytes must be at least 1024")
+        if self.max_chunk_size < 16384:
+            raise ValueError("max_chunk_size must be at least 16384 (the draft's minimum)")
+        if self.replay_window_seconds <= 0 or self.replay_cache_size < 1:
+            raise ValueError("the replay window and cache size must be positive")
+        if self.max_concurrent_requests < 1 or self.inner_queue_messages < 1:
+            raise ValueError("concurrency and queue limits must be positive")
+
+
+class GatewayObserver(Protocol):
+    """Where the gateway reports what happened; labels are fixed codes only."""
+
+    def failure(self, reason: str) -> None: ...
+    def chunk_sealed(self) -> None: ...
+    def request_served(self, chunked: bool) -> None: ...
+
+
+class NullObserver:
+    """Reports nowhere."""
+
+    def failure(self, reason: str) -> None:
+        return None
+
+    def chunk_sealed(self) -> None:
+        return None
+
+    def request_served(self, chunked: bool) -> None:
+        return None
