@@ -272,6 +272,19 @@ def test_mutated_claims_break_the_report_data_binding(
     assert _reason(lambda: _verify(sim, sim_collateral, forged, spki)) == "report_data_mismatch"
 
 
+def test_flipped_byte_anywhere_in_the_claims_buffer_fails_closed(
+    sim: Simulator, sim_collateral: Collateral
+) -> None:
+    evidence, spki, _ = _issue(sim)
+    for position in range(len(evidence.claims_buffer)):
+        buffer = bytearray(evidence.claims_buffer)
+        buffer[position] ^= 0x01
+        forged = Evidence(quote=evidence.quote, claims_buffer=bytes(buffer))
+        with pytest.raises(VerificationError) as exc:
+            _verify(sim, sim_collateral, forged, spki)
+        assert exc.value.reason in {"evidence_malformed", "report_data_mismatch"}
+
+
 def test_wrong_spki_fails(sim: Simulator, sim_collateral: Collateral) -> None:
     evidence, _, _ = _issue(sim)
     other_spki = RaTlsIssuer(lambda rd: asyncio.sleep(0, b"")).spki_der
