@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -35,6 +36,12 @@ async def poll_until(harness: Harness, *states: str) -> tuple[dict[str, Any], li
 
 def chat_body(**extra: Any) -> dict[str, Any]:
     return {"model": "tiny", "messages": [{"role": "user", "content": PROMPT}], **extra}
+
+
+async def collect(lines: AsyncIterator[str], into: list[str]) -> None:
+    async for line in lines:
+        if line.startswith("data: "):
+            into.append(line)
 
 
 async def read_events(response: httpx.Response, limit: int | None = None) -> list[str]:
@@ -99,17 +106,18 @@ async def test_unload_during_an_open_stream_ends_it_visibly(harness: Any) -> Non
     assert pid is not None
     body = chat_body(stream=True, max_tokens=2000, ignore_eos=True)
     events: list[str] = []
-    async with h.manager.engine_client() as engine:
-        async with engine.stream("POST", "/v1/chat/completions", json=body) as response:
-            lines = response.aiter_lines()
-            while len(events) < 3:
-                line = await anext(lines)
-                if line.startswith("data: "):
-                    events.append(line)
-            assert (await h.post(UNLOAD_PATH, "tiny")).status_code == 202
-            with pytest.raises(httpx.TransportError):  # cut mid-stream, never a clean end
-                async for line in lines:
-                    events.append(line)
+    async with (
+        h.manager.engine_client() as engine,
+        engine.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        lines = response.aiter_lines()
+        while len(events) < 3:
+            line = await anext(lines)
+            if line.startswith("data: "):
+                events.append(line)
+        assert (await h.post(UNLOAD_PATH, "tiny")).status_code == 202
+        with pytest.raises(httpx.TransportError):  # cut mid-stream, never a clean end
+            await collect(lines, events)
     assert "data: [DONE]" not in events
     await poll_until(h, "idle")
     assert live(pid) == []
@@ -121,9 +129,10 @@ async def test_crash_while_ready_goes_to_error_then_restarts(harness: Any) -> No
     await poll_until(h, "ready")
     first = h.manager.engine_pid()
     assert first is not None
-    async with h.manager.engine_client() as engine, engine.stream(
-        "POST", "/v1/chat/completions", json=chat_body(stream=True)
-    ) as response:
+    async with (
+        h.manager.engine_client() as engine,
+        engine.stream("POST", "/v1/chat/completions", json=chat_body(stream=True)) as response,
+    ):
         with pytest.raises(httpx.TransportError):
             await read_events(response)
     async with asyncio.timeout(WAIT):
@@ -173,9 +182,12 @@ async def test_error_event_inside_a_200_stream(harness: Any) -> None:
     h: Harness = await harness("--dev-error-after-chunks", "2")
     await h.post(LOAD_PATH, "tiny")
     await poll_until(h, "ready")
-    async with h.manager.engine_client() as engine, engine.stream(
-        "POST", "/v1/completions", json={"model": "tiny", "prompt": PROMPT, "stream": True}
-    ) as response:
+    async with (
+        h.manager.engine_client() as engine,
+        engine.stream(
+            "POST", "/v1/completions", json={"model": "tiny", "prompt": PROMPT, "stream": True}
+        ) as response,
+    ):
         assert response.status_code == 200
         events = await read_events(response)
     assert len(events) == 4
@@ -195,14 +207,13 @@ async def test_stalled_stream_goes_silent(harness: Any) -> None:
     await h.post(LOAD_PATH, "tiny")
     await poll_until(h, "ready")
     timeout = httpx.Timeout(WAIT, read=1.0)
-    async with h.manager.engine_client(timeout=timeout) as engine, engine.stream(
-        "POST", "/v1/chat/completions", json=chat_body(stream=True)
-    ) as response:
+    async with (
+        h.manager.engine_client(timeout=timeout) as engine,
+        engine.stream("POST", "/v1/chat/completions", json=chat_body(stream=True)) as response,
+    ):
         events: list[str] = []
         with pytest.raises(httpx.ReadTimeout):
-            async for line in response.aiter_lines():
-                if line.startswith("data: "):
-                    events.append(line)
+            await collect(response.aiter_lines(), events)
     assert len(events) == 2
 
 
