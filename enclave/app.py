@@ -1,0 +1,93 @@
+"""The Starlette application of the service.
+
+Routes: ``/health``, ``/ready``, ``/metrics``, ``/v1/models``, the lifecycle routes of the
+model manager (``/v1/models/status|load|unload``), the inference routes, and any
+``extra_routes`` (the OHTTP gateway and the attestation report). Errors leave in OpenAI's
+shape ``{"error": {"message", "type", "param", "code"}}`` with stable codes; a foreign
+exception's text or a traceback never reaches a client. The lifespan starts and closes the
+:class:`~enclave.service.Service`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from enclave.metrics import CONTENT_TYPE
+from enclave.routes import (
+    ApiError,
+    error_response,
+    health_routes,
+    inference_routes,
+    model_list_routes,
+)
+from enclave.routes._middleware import ObservedApp
+from enclave.service import Service
+from model_manager import model_routes
+
+__all__ = ["METRICS_PATH", "build_app"]
+
+logger = logging.getLogger(__name__)
+
+METRICS_PATH = "/metrics"
+
+
+def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """The app serving ``service``; ``extra_routes`` are added after the built-in ones."""
+
+    async def metrics(_: Request) -> Response:
+        service.metrics.set_model_state(service.manager.status().proxy_status)
+        return Response(
+            service.metrics.render(),
+            media_type=CONTENT_TYPE,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.aclose()
+
+    routes: list[BaseRoute] = [
+        *health_routes(service),
+        Route(METRICS_PATH, metrics, methods=["GET"]),
+        *model_list_routes(service),
+        *model_routes(service.manager, service.settings.model_manager),
+        *inference_routes(service),
+        *extra_routes,
+    ]
+    service.metrics.register_routes(route.path for route in routes if isinstance(route, Route))
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(ObservedApp, metrics=service.metrics)],
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
+        lifespan=lifespan,
+    )
+
+
+async def _api_error(_: Request, exc: Exception) -> Response:
+    if not isinstance(exc, ApiError):  # pragma: no cover - registered for ApiError only
+        return error_response("internal_error")
+    return error_response(exc.code, param=exc.param, headers=exc.headers)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        return error_response("not_found")
+    if status == 405:
+        headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
+        return error_response("method_not_allowed", headers=headers)
+    logger.info("HTTP error %d", status)
+    return error_response("internal_error", status=status)

@@ -1,0 +1,200 @@
+"""The service's Prometheus metrics, in a registry of its own (never the global one).
+
+Every label value comes from a fixed set: route templates registered when the app is built
+(anything else is ``unmatched``), HTTP status codes (100..599, else ``other``), and the
+reason, outcome and state tuples below. A value outside its set raises ``ValueError``: no
+label ever carries user data. ``docs/service.md`` lists the metrics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from model_manager.status import PROXY_STATUSES
+
+__all__ = [
+    "CONTENT_TYPE",
+    "OHTTP_FAILURE_REASONS",
+    "REISSUE_REASONS",
+    "STREAM_OUTCOMES",
+    "UNMATCHED_ROUTE",
+    "ServiceMetrics",
+]
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+UNMATCHED_ROUTE = "unmatched"
+#: Why the OHTTP gateway refused or failed a request.
+OHTTP_FAILURE_REASONS: tuple[str, ...] = (
+    "decrypt_failed",
+    "unknown_key_id",
+    "malformed",
+    "truncated",
+    "unsupported_suite",
+    "date_out_of_window",
+    "replay",
+    "body_too_large",
+    "unsupported_media_type",
+    "route_not_allowed",
+    "internal_error",
+)
+#: Why the RA-TLS certificate was issued again.
+REISSUE_REASONS: tuple[str, ...] = ("start", "model_change", "key_rotation", "lifetime")
+#: How a relayed response ended.
+STREAM_OUTCOMES: tuple[str, ...] = (
+    "completed",
+    "client_disconnected",
+    "engine_failed",
+    "model_unloaded",
+)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_TTFT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_QUOTE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def _require(value: str, allowed: Iterable[str], what: str) -> str:
+    if value not in allowed:
+        raise ValueError(f"{what} is not one of the fixed label values")
+    return value
+
+
+class ServiceMetrics:
+    """The service's counters, gauges and histograms; :meth:`render` gives the exposition."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._routes: set[str] = {UNMATCHED_ROUTE}
+        reg = self.registry
+        self._requests = Counter(
+            "enclave_http_requests",
+            "HTTP requests answered, by route template and status code.",
+            ("route", "status"),
+            registry=reg,
+        )
+        self._latency = Histogram(
+            "enclave_http_request_duration_seconds",
+            "Time from request start to the end of the response, by route and status.",
+            ("route", "status"),
+            buckets=_LATENCY_BUCKETS,
+            registry=reg,
+        )
+        self._ttft = Histogram(
+            "enclave_time_to_first_token_seconds",
+            "Time from request start to the first streamed event relayed, by route.",
+            ("route",),
+            buckets=_TTFT_BUCKETS,
+            registry=reg,
+        )
+        self._chunks = Counter(
+            "enclave_streamed_chunks",
+            "Server-sent events relayed from the engine, by route.",
+            ("route",),
+            registry=reg,
+        )
+        self._active = Gauge(
+            "enclave_active_streams", "Inference requests in flight.", registry=reg
+        )
+        self._outcomes = Counter(
+            "enclave_stream_outcomes",
+            "How relayed inference responses ended, by route and outcome.",
+            ("route", "outcome"),
+            registry=reg,
+        )
+        self._model_state = Gauge(
+            "enclave_model_state",
+            "1 for the model lifecycle's current state, 0 for the others.",
+            ("state",),
+            registry=reg,
+        )
+        self._quote = Histogram(
+            "enclave_quote_generation_seconds",
+            "Time to obtain a TDX quote.",
+            buckets=_QUOTE_BUCKETS,
+            registry=reg,
+        )
+        self._ohttp = Counter(
+            "enclave_ohttp_failures",
+            "OHTTP requests refused or failed, by reason.",
+            ("reason",),
+            registry=reg,
+        )
+        self._replays = Counter(
+            "enclave_ohttp_replays_refused", "OHTTP requests refused as replays.", registry=reg
+        )
+        self._reissues = Counter(
+            "enclave_certificate_reissues",
+            "RA-TLS certificates issued, by reason.",
+            ("reason",),
+            registry=reg,
+        )
+        for reason in OHTTP_FAILURE_REASONS:
+            self._ohttp.labels(reason=reason)
+        for reason in REISSUE_REASONS:
+            self._reissues.labels(reason=reason)
+        self.set_model_state("idle")
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def register_routes(self, templates: Iterable[str]) -> None:
+        """Declare the route templates that may appear as ``route`` label values."""
+        self._routes.update(templates)
+
+    def route_label(self, template: str | None) -> str:
+        """``template`` if registered, else ``unmatched``."""
+        return template if template is not None and template in self._routes else UNMATCHED_ROUTE
+
+    def observe_request(self, route: str | None, status: int, seconds: float) -> None:
+        label = self.route_label(route)
+        code = str(status) if 100 <= status <= 599 else "other"
+        self._requests.labels(route=label, status=code).inc()
+        self._latency.labels(route=label, status=code).observe(seconds)
+
+    # -- streams -------------------------------------------------------------------------------
+
+    def observe_time_to_first_token(self, route: str, seconds: float) -> None:
+        self._ttft.labels(route=self.route_label(route)).observe(seconds)
+
+    def chunk_streamed(self, route: str) -> None:
+        self._chunks.labels(route=self.route_label(route)).inc()
+
+    def stream_started(self) -> None:
+        self._active.inc()
+
+    def stream_ended(self) -> None:
+        self._active.dec()
+
+    def stream_outcome(self, route: str, outcome: str) -> None:
+        label = _require(outcome, STREAM_OUTCOMES, "stream outcome")
+        self._outcomes.labels(route=self.route_label(route), outcome=label).inc()
+
+    # -- model, attestation, gateway -----------------------------------------------------------
+
+    def set_model_state(self, state: str) -> None:
+        _require(state, PROXY_STATUSES, "model state")
+        for candidate in PROXY_STATUSES:
+            self._model_state.labels(state=candidate).set(1 if candidate == state else 0)
+
+    def observe_quote_generation(self, seconds: float) -> None:
+        self._quote.observe(seconds)
+
+    def ohttp_failure(self, reason: str) -> None:
+        self._ohttp.labels(reason=_require(reason, OHTTP_FAILURE_REASONS, "OHTTP reason")).inc()
+
+    def replay_refused(self) -> None:
+        self._replays.inc()
+
+    def certificate_reissued(self, reason: str) -> None:
+        self._reissues.labels(reason=_require(reason, REISSUE_REASONS, "reissue reason")).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of this registry."""
+        return generate_latest(self.registry)

@@ -1,0 +1,202 @@
+"""The inference routes, passed through to the engine: ``POST /v1/chat/completions``,
+``/v1/completions`` and ``/v1/embeddings``.
+
+Per request, in order: a stream slot (else 429 ``too_many_streams``: requests are refused, not
+queued, so a saturated service answers at once and the client decides when to retry); the
+content type (415); the body limit (413); JSON with a string ``model`` (400); a ready model
+(503 ``model_not_ready``) that is the one named (404 ``model_not_found``); then the engine.
+Only ``model`` and ``stream`` are read; the body goes to the engine byte for byte.
+
+Headers to the engine: ``content-type``, the client's ``accept``, ``accept-encoding:
+identity`` and a fresh ``x-request-id``; nothing else (no ``Authorization``, no hop-by-hop
+header). Engine refusals (4xx) reach the client in the OpenAI shape with code
+``engine_rejected`` and the engine's message (it answers that client's own request and is
+never logged); engine failures (5xx, unreachable, timeout) get our fixed messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from enclave.routes._errors import ApiError, error_response
+from enclave.routes._relay import Relay, RelayContext
+from enclave.service import Service
+
+__all__ = ["INFERENCE_PATHS", "MAX_ENGINE_ERROR_BYTES", "inference_routes"]
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_PATHS: tuple[str, ...] = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings")
+#: An engine error body is read up to this size; a larger one is replaced by ours.
+MAX_ENGINE_ERROR_BYTES = 64 * 1024
+_MAX_ENGINE_MESSAGE_CHARS = 2000
+
+
+def inference_routes(service: Service) -> list[BaseRoute]:
+    """The three pass-through routes."""
+
+    def endpoint(path: str) -> Route:
+        async def handle(request: Request) -> Response:
+            return await _handle(service, path, request)
+
+        return Route(path, handle, methods=["POST"])
+
+    return [endpoint(path) for path in INFERENCE_PATHS]
+
+
+async def _handle(service: Service, path: str, request: Request) -> Response:
+    if not service.streams.try_acquire():
+        logger.info("request on %s refused: too_many_streams", path)
+        raise ApiError("too_many_streams", headers={"Retry-After": "1"})
+    service.metrics.stream_started()
+    ended = False
+
+    def end() -> None:
+        nonlocal ended
+        if not ended:
+            ended = True
+            service.streams.release()
+            service.metrics.stream_ended()
+
+    relay: Response | None = None
+    try:
+        relay = await _pass_through(service, path, request, end)
+        return relay
+    finally:
+        if not isinstance(relay, Relay):
+            end()
+
+
+async def _pass_through(
+    service: Service, path: str, request: Request, end: Callable[[], None]
+) -> Response:
+    started = time.monotonic()
+    limit = service.settings.service.body_limit_bytes
+    body = await _read_body(request, limit)
+    model = _requested_model(body)
+    status = service.ready_model()
+    if status is None:
+        raise ApiError("model_not_ready", headers={"Retry-After": "5"})
+    if model != status.loaded_model:
+        raise ApiError("model_not_found", param="model")
+    gone = service.model_gone(status.generation)
+    request_id = secrets.token_hex(12)
+    client = service.engine_client()
+    headers = {
+        "content-type": "application/json",
+        "accept": request.headers.get("accept", "*/*"),
+        "accept-encoding": "identity",
+        "x-request-id": request_id,
+    }
+    upstream_request = client.build_request("POST", path, content=body, headers=headers)
+    try:
+        upstream = await client.send(upstream_request, stream=True)
+    except httpx.TimeoutException as exc:
+        logger.warning("request %s on %s: engine timeout", request_id, path)
+        raise ApiError("engine_timeout") from exc
+    except httpx.HTTPError as exc:
+        logger.warning(
+            "request %s on %s: engine unreachable (%s)", request_id, path, type(exc).__name__
+        )
+        raise ApiError("engine_unavailable") from exc
+    if upstream.status_code != 200:
+        return await _engine_refusal(upstream, request_id, path)
+    logger.info("request %s on %s: relaying (%d bytes in)", request_id, path, len(body))
+    context = RelayContext(
+        route=path,
+        request_id=request_id,
+        metrics=service.metrics,
+        started=started,
+        model_gone=gone,
+        on_end=end,
+    )
+    return Relay(upstream, context)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError("unsupported_media_type")
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise ApiError("body_too_large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError("body_too_large")
+    return bytes(body)
+
+
+def _requested_model(body: bytes) -> str:
+    try:
+        document = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ApiError("invalid_json") from exc
+    if not isinstance(document, dict):
+        raise ApiError("invalid_request")
+    if "model" not in document:
+        raise ApiError("missing_model", param="model")
+    model = document["model"]
+    if not isinstance(model, str):
+        raise ApiError("invalid_model", param="model")
+    if not isinstance(document.get("stream", False), bool):
+        raise ApiError("invalid_stream", param="stream")
+    return model
+
+
+async def _engine_refusal(upstream: httpx.Response, request_id: str, path: str) -> Response:
+    """An engine's non-200 answer: 4xx keeps the engine's message, 5xx gets ours."""
+    code = upstream.status_code
+    raw = bytearray()
+    try:
+        async for chunk in upstream.aiter_raw():
+            raw += chunk
+            if len(raw) > MAX_ENGINE_ERROR_BYTES:
+                break
+    except httpx.HTTPError:
+        raw.clear()
+    finally:
+        await upstream.aclose()
+    logger.info("request %s on %s: engine answered %d", request_id, path, code)
+    headers = {"X-Request-Id": request_id}
+    if not 400 <= code <= 499:
+        return error_response("engine_error", headers=headers)
+    message, err_type, param = _engine_error_fields(bytes(raw))
+    return error_response(
+        "engine_rejected",
+        status=code,
+        message=message,
+        err_type=err_type,
+        param=param,
+        headers=headers,
+    )
+
+
+def _engine_error_fields(raw: bytes) -> tuple[str | None, str | None, str | None]:
+    if len(raw) > MAX_ENGINE_ERROR_BYTES:
+        return None, None, None
+    try:
+        document = json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        return None, None, None
+    error = document.get("error") if isinstance(document, dict) else None
+    if not isinstance(error, dict):
+        return None, None, None
+    message = error.get("message")
+    err_type = error.get("type")
+    param = error.get("param")
+    return (
+        message[:_MAX_ENGINE_MESSAGE_CHARS] if isinstance(message, str) else None,
+        err_type if isinstance(err_type, str) and len(err_type) <= 64 else None,
+        param if isinstance(param, str) and len(param) <= 64 else None,
+    )

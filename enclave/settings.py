@@ -1,0 +1,186 @@
+"""The service's settings: one pydantic-settings model per package, composed here.
+
+- :class:`ServiceSettings` (this package): listening address, TEE choice, certificate and OHTTP
+  key lifetimes, replay protection, request limits, engine timeouts, logging, rate limits.
+- :class:`model_manager.ModelManagerSettings` (unchanged): catalog, digests, engine, lifecycle
+  API, status push. It reads ``ENCLAVE_*`` and ``LOAD_TOKEN`` itself.
+
+Both read the environment with the prefix ``ENCLAVE_``; :func:`load_settings` is called once at
+the entry point, command-line values take precedence over the environment, and the result is
+passed down. No other module reads the environment. Validation failures raise
+:class:`SettingsError`, whose message names the fields but never echoes a value (a value may be
+a token).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from model_manager import ModelManagerSettings
+
+__all__ = [
+    "MIN_CHUNK_SIZE",
+    "EnclaveSettings",
+    "GatewaySettings",
+    "ServiceSettings",
+    "SettingsError",
+    "TeeChoice",
+    "insecure_warnings",
+    "load_settings",
+]
+
+logger = logging.getLogger(__name__)
+
+TeeChoice = Literal["auto", "configfs-tsm", "dstack", "simulated"]
+#: The smallest maximum chunk size the gateway may be configured with (DESIGN.md: a peer must
+#: be able to send chunks of 16 KiB).
+MIN_CHUNK_SIZE = 16384
+_MIB = 1024 * 1024
+_SIMULATED_REFUSAL = (
+    "tee=simulated signs quotes with a simulated Intel-like root that no verifier trusts by "
+    "default: the evidence would prove nothing about this machine. It is for tests and demos "
+    "only; set insecure_allow_simulated_tee (--insecure-allow-simulated-tee) to use it anyway"
+)
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid. The message names fields and problems, never values."""
+
+
+class ServiceSettings(BaseSettings):
+    """The service's own settings (env prefix ``ENCLAVE_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="ENCLAVE_", extra="forbid", frozen=True)
+
+    # Listening. The CVM's only network door is this service, so it listens on every
+    # interface of the guest by default; the engine itself listens on loopback or a socket.
+    host: str = "0.0.0.0"  # noqa: S104 - the service is the CVM's public endpoint
+    port: int = Field(default=8443, ge=0, le=65535)
+
+    # Attestation and RA-TLS.
+    tee: TeeChoice = "auto"
+    insecure_allow_simulated_tee: bool = False
+    certificate_lifetime_seconds: float = Field(default=24 * 3600.0, ge=60)
+    emit_model_digest_extension: bool = False
+    report_rate_per_client_per_minute: int = Field(default=10, ge=1)
+    report_rate_global_per_minute: int = Field(default=60, ge=1)
+
+    # OHTTP keys and the gateway.
+    ohttp_key_rotation_seconds: float = Field(default=7 * 24 * 3600.0, ge=60)
+    ohttp_key_overlap_seconds: float = Field(default=24 * 3600.0, ge=0)
+    replay_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    replay_cache_size: int = Field(default=1_000_000, ge=1)
+    max_chunk_size: int = Field(default=MIN_CHUNK_SIZE, ge=MIN_CHUNK_SIZE)
+
+    # Requests and streams.
+    body_limit_bytes: int = Field(default=32 * _MIB, ge=1024)
+    max_concurrent_streams: int = Field(default=256, ge=1, le=100_000)
+    shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+
+    # Engine requests (the pooled client to vLLM). A read timeout bounds the silence between
+    # two chunks of a response, not its total length.
+    engine_connect_timeout_seconds: float = Field(default=5.0, gt=0)
+    engine_read_timeout_seconds: float = Field(default=600.0, gt=0)
+    engine_write_timeout_seconds: float = Field(default=60.0, gt=0)
+    engine_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Logging.
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @model_validator(mode="after")
+    def _checks(self) -> ServiceSettings:
+        if self.tee == "simulated" and not self.insecure_allow_simulated_tee:
+            raise ValueError(_SIMULATED_REFUSAL)
+        if self.ohttp_key_overlap_seconds >= self.ohttp_key_rotation_seconds:
+            raise ValueError("ohttp_key_overlap_seconds must be below ohttp_key_rotation_seconds")
+        if self.max_chunk_size > self.body_limit_bytes:
+            raise ValueError("max_chunk_size may not exceed body_limit_bytes")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySettings:
+    """What the OHTTP gateway needs, derived from :class:`ServiceSettings`."""
+
+    body_limit_bytes: int
+    max_chunk_size: int
+    replay_window_seconds: float
+    replay_cache_size: int
+    max_concurrent_streams: int
+
+    @classmethod
+    def from_service(cls, settings: ServiceSettings) -> GatewaySettings:
+        return cls(
+            body_limit_bytes=settings.body_limit_bytes,
+            max_chunk_size=settings.max_chunk_size,
+            replay_window_seconds=settings.replay_window_seconds,
+            replay_cache_size=settings.replay_cache_size,
+            max_concurrent_streams=settings.max_concurrent_streams,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EnclaveSettings:
+    """Every package's settings, loaded once at the entry point and passed down."""
+
+    service: ServiceSettings
+    model_manager: ModelManagerSettings
+
+    @property
+    def gateway(self) -> GatewaySettings:
+        return GatewaySettings.from_service(self.service)
+
+
+def load_settings(cli_overrides: Mapping[str, object] | None = None) -> EnclaveSettings:
+    """Read the environment, apply ``cli_overrides`` (field names; ``None`` values are flags
+    that were not given and are skipped) and validate. Raises :class:`SettingsError`."""
+    service_fields = set(ServiceSettings.model_fields)
+    manager_fields = set(ModelManagerSettings.model_fields)
+    service_values: dict[str, object] = {}
+    manager_values: dict[str, object] = {}
+    for key, value in (cli_overrides or {}).items():
+        if value is None:
+            continue
+        if key in service_fields:
+            service_values[key] = value
+        elif key in manager_fields:
+            manager_values[key] = value
+        else:
+            raise SettingsError(f"unknown setting {key!r}")
+    try:
+        service = ServiceSettings.model_validate(service_values)
+        manager = ModelManagerSettings.model_validate(manager_values)
+    except ValidationError as exc:
+        # ``from None``: the ValidationError holds the input values, and a traceback of it
+        # would print a token; the message below names the fields only.
+        raise SettingsError(_describe(exc)) from None
+    return EnclaveSettings(service=service, model_manager=manager)
+
+
+def insecure_warnings(settings: EnclaveSettings) -> list[str]:
+    """One line per security-weakening setting in use; the service logs each at start."""
+    warnings = []
+    if settings.service.insecure_allow_simulated_tee and settings.service.tee == "simulated":
+        warnings.append(
+            "INSECURE: the simulated TEE is in use; its quotes are signed by a simulated root "
+            "and prove nothing about this machine"
+        )
+    if settings.model_manager.insecure_dev_mode:
+        warnings.append("INSECURE: development mode is on (lifecycle API may be open)")
+    return warnings
+
+
+def _describe(exc: ValidationError) -> str:
+    """The errors without their input values (``str(exc)`` would echo them, tokens too)."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False):
+        where = ".".join(str(item) for item in error["loc"]) or "settings"
+        parts.append(f"{where}: {error['msg']}")
+    return "invalid settings: " + "; ".join(parts)
