@@ -1,0 +1,144 @@
+"""``GET /v1/attestation/report?nonce=<hex>``: challenge-mode evidence.
+
+A fresh quote over claims that include the caller's nonce (32 to 64 bytes, hex), bound to the
+same TLS key as the certificate, plus the current certificate, the OHTTP key configurations
+(exact bytes), the event log when the platform has one, and the model status. Rate-limited:
+one bucket per client address and one global bucket (requests through the OHTTP gateway have no
+client address and share the global one). The JSON schema is in docs/attestation-report.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from attestation.errors import AttestationError
+from attestation.evidence import Evidence, encode_claims, report_data_for
+from attestation.providers import QuoteProvider
+from enclave.tls import CertificateManager, model_claim
+from model_manager.status import ModelStatus
+
+__all__ = ["REPORT_VERSION", "RateLimiter", "ReportSource", "report_routes"]
+
+logger = logging.getLogger(__name__)
+
+REPORT_VERSION = 1
+MIN_NONCE_BYTES, MAX_NONCE_BYTES = 32, 64
+_MAX_CLIENT_BUCKETS = 10_000
+
+
+class RateLimiter:
+    """Token buckets: ``per_client`` and ``global_`` requests per minute, refilled smoothly."""
+
+    def __init__(
+        self, per_client: int, global_: int, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if per_client < 1 or global_ < 1:
+            raise ValueError("rate limits must be at least one request per minute")
+        self._per_client, self._global = per_client, global_
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _take(self, key: str, capacity: int, now: float) -> bool:
+        tokens, stamp = self._buckets.get(key, (float(capacity), now))
+        tokens = min(float(capacity), tokens + (now - stamp) * capacity / 60.0)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        self._buckets.move_to_end(key)
+        while len(self._buckets) > _MAX_CLIENT_BUCKETS:
+            self._buckets.popitem(last=False)
+        return allowed
+
+    def allow(self, client: str | None) -> bool:
+        now = self._clock()
+        with self._lock:
+            if client is not None and not self._take("client:" + client, self._per_client, now):
+                return False
+            return self._take("global", self._global, now)
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSource:
+    """What a report is made of, read at request time."""
+
+    certificates: CertificateManager
+    provider: QuoteProvider
+    ohttp_keys: Callable[[], bytes]
+    status: Callable[[], ModelStatus]
+    service_version: str
+    observe_quote_seconds: Callable[[float], None] = lambda seconds: None
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _nonce(request: Request) -> bytes | None:
+    values = request.query_params.getlist("nonce")
+    if len(values) != 1:
+        return None
+    text = values[0].removeprefix("0x")
+    if not 2 * MIN_NONCE_BYTES <= len(text) <= 2 * MAX_NONCE_BYTES:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return None
+
+
+def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
+    async def report(request: Request) -> Response:
+        nonce = _nonce(request)
+        if nonce is None:
+            return _error(400, "invalid_nonce", "nonce must be 32 to 64 bytes, hex-encoded")
+        client = request.client.host if request.client is not None else None
+        if not limiter.allow(client):
+            return _error(429, "rate_limited", "too many attestation reports", {"Retry-After": "6"})
+        certificate = source.certificates.current
+        if certificate is None:
+            return _error(503, "not_attested", "no certificate has been issued yet")
+        status = source.status()
+        ohttp_keys = source.ohttp_keys()
+        claims = source.certificates.issuer.claims(
+            nonce=nonce,
+            ohttp_keys_body=ohttp_keys,
+            model=model_claim(status),
+            service_version=source.service_version,
+        )
+        claims_buffer = encode_claims(claims)
+        started = time.perf_counter()
+        try:
+            result = await source.provider.get_quote(report_data_for(claims_buffer))
+        except AttestationError as exc:
+            logger.error("attestation report: quote failed: %s", type(exc).__name__)
+            return _error(503, "quote_unavailable", "the platform could not produce a quote")
+        source.observe_quote_seconds(time.perf_counter() - started)
+        evidence = Evidence(quote=result.quote, claims_buffer=claims_buffer)
+        log = result.event_log
+        document = {
+            "version": REPORT_VERSION,
+            "nonce": nonce.hex(),
+            "evidence": evidence.encode().hex(),
+            "quote_provider": result.provider,
+            "certificate_pem": certificate.certificate_pem.decode("ascii"),
+            "ohttp_keys": base64.b64encode(ohttp_keys).decode("ascii"),
+            "event_log": None
+            if log is None
+            else {"format": log.format, "raw": base64.b64encode(log.raw).decode("ascii")},
+            "model": status.to_document(),
+            "claims": claims.to_json_dict(),
+        }
+        return JSONResponse(document, headers={"Cache-Control": "no-store"})
+
+    return [Route("/v1/attestation/report", report, methods=["GET"])]

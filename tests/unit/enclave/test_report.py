@@ -1,0 +1,132 @@
+"""The attestation report: fresh evidence over the caller's nonce that verifies through the
+real dcap-qvl (simulated TEE); bad nonces, the rate limit, and the not-yet-attested state."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+
+from attestation.collateral import Collateral
+from attestation.errors import VerificationError
+from attestation.evidence import ModelClaim
+from attestation.providers import SimulatedQuoteProvider
+from attestation.ratls import RaTlsIssuer
+from attestation.simulator import Simulator
+from attestation.verify import verify_evidence
+from enclave.report import RateLimiter, ReportSource, report_routes
+from enclave.tls import CertificateManager
+from model_manager.digests import ModelDigest
+from model_manager.status import ModelStatus
+
+NONCE = bytes(range(32))
+STATUS = ModelStatus("ready", "tiny", ModelDigest("dm-verity", b"\x07" * 32), "", 1.0, 0.0, 3)
+
+
+@pytest.fixture(scope="module")
+def sim() -> Simulator:
+    return Simulator.create()
+
+
+def build(
+    sim: Simulator, *, issue: bool = True, per_client: int = 100
+) -> tuple[Starlette, CertificateManager]:
+    provider = SimulatedQuoteProvider(sim)
+
+    async def quote(report_data: bytes) -> bytes:
+        return (await provider.get_quote(report_data)).quote
+
+    manager = CertificateManager(
+        RaTlsIssuer(quote), ohttp_keys=lambda: b"keys", model=lambda: None, service_version="0.1.0"
+    )
+    source = ReportSource(manager, provider, lambda: b"keys", lambda: STATUS, "0.1.0")
+    app = Starlette(routes=report_routes(source, RateLimiter(per_client, 1000)))
+    return app, manager
+
+
+async def get(app: Starlette, query: str) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="https://enclave.test") as client:
+        return await client.get(f"/v1/attestation/report{query}")
+
+
+async def test_report_evidence_verifies_with_the_nonce(sim: Simulator):
+    app, manager = build(sim)
+    await manager.reissue("start")
+    response = await get(app, f"?nonce={NONCE.hex()}")
+    assert response.status_code == 200
+    assert response.headers["cache-control"] == "no-store"
+    document = response.json()
+    assert document["version"] == 1
+    assert document["quote_provider"] == "simulated"
+    assert base64.b64decode(document["ohttp_keys"]) == b"keys"
+    assert document["model"]["loaded_model"] == "tiny"
+    assert manager.current is not None
+    assert document["certificate_pem"] == manager.current.certificate_pem.decode()
+    collateral = Collateral.from_json(sim.collateral_json())
+    verified = verify_evidence(
+        bytes.fromhex(document["evidence"]),
+        collateral=collateral,
+        peer_spki_der=manager.issuer.spki_der,
+        nonce=NONCE,
+        now=sim.now,
+        root_ca_der=sim.root_ca_der,
+    )
+    assert verified.claims.nonce == NONCE
+    assert verified.model == ModelClaim("tiny", "dm-verity", b"\x07" * 32)
+    with pytest.raises(VerificationError) as caught:
+        verify_evidence(
+            bytes.fromhex(document["evidence"]),
+            collateral=collateral,
+            peer_spki_der=manager.issuer.spki_der,
+            nonce=bytes(32),
+            now=sim.now,
+            root_ca_der=sim.root_ca_der,
+        )
+    assert caught.value.reason == "nonce_mismatch"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "",
+        "?nonce=",
+        "?nonce=zz" + "00" * 31,
+        "?nonce=" + "00" * 31,
+        "?nonce=" + "00" * 65,
+        f"?nonce={NONCE.hex()}&nonce={NONCE.hex()}",
+    ],
+)
+async def test_bad_nonces_are_400(sim: Simulator, query: str):
+    app, manager = build(sim)
+    await manager.reissue("start")
+    response = await get(app, query)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_nonce"
+
+
+async def test_rate_limited_per_client(sim: Simulator):
+    app, manager = build(sim, per_client=2)
+    await manager.reissue("start")
+    codes = [(await get(app, f"?nonce={NONCE.hex()}")).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+
+
+async def test_before_the_first_certificate_it_is_503(sim: Simulator):
+    app, _ = build(sim)
+    response = await get(app, f"?nonce={NONCE.hex()}")
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "not_attested"
+
+
+def test_rate_limiter_refills_over_a_minute():
+    now = [0.0]
+    limiter = RateLimiter(per_client=2, global_=100, clock=lambda: now[0])
+    assert [limiter.allow("a") for _ in range(3)] == [True, True, False]
+    assert limiter.allow("b")
+    now[0] += 30.0  # half a minute: one token back
+    assert limiter.allow("a")
+    assert not limiter.allow("a")
+    assert limiter.allow(None)
