@@ -19,6 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from enclave.gateway import FAILURE_REASONS
 from model_manager.status import PROXY_STATUSES
 
 __all__ = [
@@ -32,20 +33,8 @@ __all__ = [
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE = "unmatched"
-#: Why the OHTTP gateway refused or failed a request.
-OHTTP_FAILURE_REASONS: tuple[str, ...] = (
-    "decrypt_failed",
-    "unknown_key_id",
-    "malformed",
-    "truncated",
-    "unsupported_suite",
-    "date_out_of_window",
-    "replay",
-    "body_too_large",
-    "unsupported_media_type",
-    "route_not_allowed",
-    "internal_error",
-)
+#: Why the OHTTP gateway refused or failed a request: the gateway's own fixed codes.
+OHTTP_FAILURE_REASONS: tuple[str, ...] = FAILURE_REASONS
 #: Why the RA-TLS certificate was issued again.
 REISSUE_REASONS: tuple[str, ...] = ("start", "model_change", "key_rotation", "lifetime")
 #: How a relayed response ended.

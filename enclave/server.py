@@ -1,0 +1,240 @@
+"""The composition root: every part of the service wired together, served over RA-TLS.
+
+:class:`EnclaveServer` builds the :class:`~enclave.service.Service` (model manager, engine
+client, metrics), the OHTTP key store and gateway, the quote provider, the RA-TLS certificate
+manager and the attestation report, and keeps the certificate's claims current: it is reissued
+when the model changes (a hook on every lifecycle transition), when the OHTTP keys rotate, and
+at 80% of its lifetime. :meth:`EnclaveServer.serve` issues the first certificate, then runs
+uvicorn with the live TLS context; SIGTERM stops accepting, drains open streams for the grace
+period, stops the engine, and returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+
+from attestation.evidence import ModelClaim
+from attestation.providers import QuoteProvider, detect_provider
+from attestation.ratls import RaTlsIssuer
+from attestation.simulator import Simulator
+from enclave import __version__
+from enclave.app import build_app
+from enclave.gateway import GatewayLimits, OhttpGateway, gateway_routes
+from enclave.metrics import ServiceMetrics
+from enclave.protocol.ohttp import KeyStore, generate_default_key_configs
+from enclave.report import RateLimiter, ReportSource, report_routes
+from enclave.service import Service
+from enclave.settings import EnclaveSettings
+from enclave.tls import CertificateManager, model_claim
+from model_manager import ModelStatus
+
+__all__ = ["EnclaveServer", "GatewayMetrics", "SimulatedTee"]
+
+logger = logging.getLogger(__name__)
+
+
+class GatewayMetrics:
+    """The gateway's observer, reporting into the service's metrics registry."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self._metrics = metrics
+
+    def failure(self, reason: str) -> None:
+        self._metrics.ohttp_failure(reason)
+        if reason == "replay":
+            self._metrics.replay_refused()
+
+    def chunk_sealed(self) -> None:
+        self._metrics.chunk_streamed("/.well-known/ohttp-gateway")
+
+    def request_served(self, chunked: bool) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedTee:
+    """The simulator behind a simulated provider, and where its public verification material
+    (root CA and collateral; nothing secret) was written for clients."""
+
+    simulator: Simulator
+    bundle_dir: Path | None
+
+
+class EnclaveServer:
+    """Everything the service runs, built from settings. Use inside one event loop."""
+
+    def __init__(
+        self,
+        settings: EnclaveSettings,
+        *,
+        provider: QuoteProvider | None = None,
+        simulator: Simulator | None = None,
+    ) -> None:
+        self.settings = settings
+        service_settings = settings.service
+        self.service = Service(settings)
+        self.key_store = KeyStore(generate_default_key_configs())
+        gateway_settings = settings.gateway
+        self.gateway = OhttpGateway(
+            self.key_store,
+            limits=GatewayLimits(
+                body_limit_bytes=gateway_settings.body_limit_bytes,
+                max_chunk_size=gateway_settings.max_chunk_size,
+                replay_window_seconds=gateway_settings.replay_window_seconds,
+                replay_cache_size=gateway_settings.replay_cache_size,
+                max_concurrent_requests=gateway_settings.max_concurrent_streams,
+            ),
+            observer=GatewayMetrics(self.service.metrics),
+        )
+        self.simulated: SimulatedTee | None = None
+        if provider is None:
+            if service_settings.tee == "simulated":
+                simulator = simulator or Simulator.create()
+                self.simulated = SimulatedTee(simulator, self._write_simulated_bundle(simulator))
+            provider = detect_provider(service_settings.tee, simulator=simulator)
+        self.provider = provider
+
+        async def quote(report_data: bytes) -> bytes:
+            return (await self.provider.get_quote(report_data)).quote
+
+        self.certificates = CertificateManager(
+            RaTlsIssuer(
+                quote,
+                lifetime=datetime.timedelta(seconds=service_settings.certificate_lifetime_seconds),
+                include_model_digest_extension=service_settings.emit_model_digest_extension,
+            ),
+            ohttp_keys=self.key_store.ohttp_keys,
+            model=lambda: model_claim(self.service.manager.status()),
+            service_version=__version__,
+            on_reissue=self.service.metrics.certificate_reissued,
+        )
+        report = ReportSource(
+            self.certificates,
+            self.provider,
+            self.key_store.ohttp_keys,
+            self.service.manager.status,
+            __version__,
+            self.service.metrics.observe_quote_generation,
+        )
+        limiter = RateLimiter(
+            service_settings.report_rate_per_client_per_minute,
+            service_settings.report_rate_global_per_minute,
+        )
+        self.app: Starlette = build_app(
+            self.service,
+            extra_routes=[*gateway_routes(self.gateway), *report_routes(report, limiter)],
+        )
+        self.gateway.set_app(self.app)
+        self.service.readiness_checks.append(
+            lambda: None if self.certificates.current is not None else "not_attested"
+        )
+        self._claimed_model: ModelClaim | None = None
+        self.service.manager.add_hook(self._on_transition)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.uvicorn: uvicorn.Server | None = None
+
+    def _write_simulated_bundle(self, simulator: Simulator) -> Path | None:
+        directory = self.settings.model_manager.run_dir / "simulated-tee"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "root_ca.der").write_bytes(simulator.root_ca_der)
+            (directory / "root_ca.pem").write_bytes(simulator.root_ca_pem)
+            (directory / "collateral.json").write_text(simulator.collateral_json())
+        except OSError as exc:
+            logger.warning("could not write the simulated TEE's root and collateral: %s", exc)
+            return None
+        logger.warning("SIMULATED TEE: its root CA and collateral are in %s", directory)
+        return directory
+
+    async def _on_transition(self, status: ModelStatus) -> None:
+        claim = model_claim(status)
+        if claim == self._claimed_model or self.certificates.current is None:
+            return
+        self._claimed_model = claim
+        await self.certificates.reissue("model_change")
+
+    async def rotate_keys(self) -> None:
+        """Activate fresh OHTTP keys, keep the old ones accepted for the overlap, reissue."""
+        retired = self.key_store.active_configs
+        self.key_store.rotate_defaults()
+        await self.certificates.reissue("key_rotation")
+        logger.info("OHTTP keys rotated; %d old key IDs accepted during the overlap", len(retired))
+        self._tasks.append(asyncio.create_task(self._forget_later([c.key_id for c in retired])))
+
+    async def _forget_later(self, key_ids: list[int]) -> None:
+        await asyncio.sleep(self.settings.service.ohttp_key_overlap_seconds)
+        for key_id in key_ids:
+            with contextlib.suppress(Exception):
+                self.key_store.remove(key_id)
+
+    async def _rotation_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.service.ohttp_key_rotation_seconds)
+            try:
+                await self.rotate_keys()
+            except Exception as exc:  # keep serving the current keys; try again next period
+                logger.error("OHTTP key rotation failed: %s", type(exc).__name__)
+
+    async def start_background(self) -> None:
+        """Issue the first certificate and start the refresh and rotation loops."""
+        await self.certificates.reissue("start")
+        self.certificates.start()
+        self._tasks.append(asyncio.create_task(self._rotation_loop()))
+
+    async def stop_background(self) -> None:
+        await self.certificates.aclose()
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def uvicorn_config(self) -> uvicorn.Config:
+        settings = self.settings.service
+        config = uvicorn.Config(
+            self.app,
+            host=settings.host,
+            port=settings.port,
+            lifespan="on",
+            log_config=None,
+            access_log=False,  # request lines carry paths and client addresses; metrics suffice
+            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+            server_header=False,
+        )
+        config.load()
+        config.ssl = self.certificates.ssl_context  # the live RA-TLS context, reissued in place
+        return config
+
+    @property
+    def bound_port(self) -> int | None:
+        """The TCP port uvicorn listens on (useful with ``port=0``)."""
+        server = self.uvicorn
+        if server is None or not server.started:
+            return None
+        for listener in server.servers:
+            for sock in listener.sockets:
+                port: int = sock.getsockname()[1]
+                return port
+        return None
+
+    async def serve(self) -> None:
+        """Run until SIGTERM/SIGINT (or :meth:`request_shutdown`); then drain and stop."""
+        await self.start_background()
+        self.uvicorn = uvicorn.Server(self.uvicorn_config())
+        try:
+            await self.uvicorn.serve()
+        finally:
+            await self.stop_background()
+
+    def request_shutdown(self) -> None:
+        if self.uvicorn is not None:
+            self.uvicorn.should_exit = True
