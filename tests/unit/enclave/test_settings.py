@@ -1,0 +1,126 @@
+"""enclave.settings: defaults, environment, command-line precedence, validation, secrets."""
+
+from __future__ import annotations
+
+import pytest
+
+from enclave.settings import (
+    MIN_CHUNK_SIZE,
+    GatewaySettings,
+    ServiceSettings,
+    SettingsError,
+    insecure_warnings,
+    load_settings,
+)
+
+TOKEN = "load-token-6c0ffee-secret"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("ENCLAVE_") or name == "LOAD_TOKEN":
+            monkeypatch.delenv(name)
+
+
+def test_defaults_name_every_limit() -> None:
+    service = load_settings({}).service
+    assert service.host == "0.0.0.0"
+    assert service.port == 8443
+    assert service.tee == "auto"
+    assert service.insecure_allow_simulated_tee is False
+    assert service.certificate_lifetime_seconds == 24 * 3600
+    assert service.ohttp_key_rotation_seconds == 7 * 24 * 3600
+    assert service.replay_window_seconds == 60
+    assert service.body_limit_bytes == 32 * 1024 * 1024
+    assert service.max_chunk_size == MIN_CHUNK_SIZE == 16384
+    assert service.max_concurrent_streams == 256
+    assert service.shutdown_grace_seconds == 30
+    assert service.log_format == "text"
+    assert service.emit_model_digest_extension is False
+
+
+def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCLAVE_PORT", "9443")
+    monkeypatch.setenv("ENCLAVE_LOG_FORMAT", "json")
+    monkeypatch.setenv("ENCLAVE_VLLM_PORT", "8123")
+    monkeypatch.setenv("LOAD_TOKEN", TOKEN)
+    settings = load_settings({})
+    assert settings.service.port == 9443
+    assert settings.service.log_format == "json"
+    assert settings.model_manager.vllm_port == 8123
+    assert settings.model_manager.load_token is not None
+    assert settings.model_manager.load_token.get_secret_value() == TOKEN
+
+
+def test_command_line_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ENCLAVE_PORT", "9443")
+    monkeypatch.setenv("ENCLAVE_MODELS_DIR", "/from/env")
+    settings = load_settings({"port": 10443, "models_dir": "/from/flag", "host": None})
+    assert settings.service.port == 10443
+    assert str(settings.model_manager.models_dir) == "/from/flag"
+    assert settings.service.host == "0.0.0.0"  # None: the flag was not given
+
+
+def test_gateway_settings_are_derived() -> None:
+    settings = load_settings({"replay_window_seconds": 30, "max_concurrent_streams": 8})
+    assert settings.gateway == GatewaySettings(
+        body_limit_bytes=32 * 1024 * 1024,
+        max_chunk_size=16384,
+        replay_window_seconds=30,
+        replay_cache_size=settings.service.replay_cache_size,
+        max_concurrent_streams=8,
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"port": 70000},
+        {"tee": "sgx"},
+        {"max_chunk_size": 16383},
+        {"max_concurrent_streams": 0},
+        {"log_format": "xml"},
+        {"replay_window_seconds": 0},
+        {"ohttp_key_overlap_seconds": 8 * 24 * 3600},
+        {"vllm_port": 0},
+    ],
+)
+def test_invalid_values_are_refused(overrides: dict[str, object]) -> None:
+    with pytest.raises(SettingsError, match="invalid settings"):
+        load_settings(overrides)
+
+
+def test_unknown_setting_is_refused() -> None:
+    with pytest.raises(SettingsError, match="unknown setting"):
+        load_settings({"no_such_setting": 1})
+
+
+def test_simulated_tee_needs_its_insecure_switch_and_says_why() -> None:
+    with pytest.raises(SettingsError, match="simulated Intel-like root"):
+        load_settings({"tee": "simulated"})
+    settings = load_settings({"tee": "simulated", "insecure_allow_simulated_tee": True})
+    assert settings.service.tee == "simulated"
+    assert any("simulated TEE" in line for line in insecure_warnings(settings))
+    assert insecure_warnings(load_settings({})) == []
+
+
+def test_secrets_never_appear_in_repr_or_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings({"load_token": TOKEN, "push_token": TOKEN})
+    assert TOKEN not in repr(settings)
+    assert TOKEN not in str(settings)
+    # A validation error elsewhere must not echo the values it was given.
+    with pytest.raises(SettingsError) as caught:
+        load_settings({"load_token": TOKEN, "push_url": f"http://{TOKEN}.example/"})
+    assert TOKEN not in str(caught.value)
+    assert caught.value.__cause__ is None
+
+
+def test_service_settings_are_frozen_and_forbid_extras() -> None:
+    service = ServiceSettings()
+    with pytest.raises(ValueError, match="frozen"):
+        setattr(service, "port", 1)  # noqa: B010 - assignment must be refused at run time
+    with pytest.raises(ValueError, match="Extra inputs"):
+        ServiceSettings.model_validate({"bogus": 1})
