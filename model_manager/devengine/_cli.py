@@ -169,6 +169,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EngineStartError as exc:
         return _fatal("%s", exc)
     log_version(config, info, dict(config.non_default_args))
+    if config.ignored_args:
+        vlog(
+            logger,
+            logging.WARNING,
+            "devengine:args",
+            "Development engine ignores these vLLM arguments: %s",
+            " ".join(config.ignored_args),
+        )
     try:
         return _run_sync(_run(config, info))
     except KeyboardInterrupt:

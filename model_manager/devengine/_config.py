@@ -58,6 +58,9 @@ class EngineConfig:
     workers: int
     faults: Faults
     non_default_args: tuple[tuple[str, object], ...] = ()
+    #: vLLM flags this engine does not imitate (accepted and ignored, as a catalog may pass
+    #: any of vLLM's many tuning flags); logged at start.
+    ignored_args: tuple[str, ...] = ()
 
     @property
     def listen_address(self) -> str:
@@ -140,7 +143,8 @@ def _add_dev_flags(serve: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (unknown flags are usage errors, exit status 2, as in vLLM)."""
+    """The argument parser. Unknown vLLM flags are ignored (and logged); an unknown
+    ``--dev-*`` flag is a usage error (exit status 2)."""
     parser = argparse.ArgumentParser(
         prog="python -m model_manager.devengine", description=_DESCRIPTION, allow_abbrev=False
     )
@@ -169,7 +173,11 @@ def _serve_first(argv: Sequence[str]) -> list[str]:
 def parse_config(argv: Sequence[str] | None = None) -> EngineConfig:
     """Parse argv (``serve <dir> ...``); usage errors exit with status 2."""
     parser = build_parser()
-    args = parser.parse_args(_serve_first(sys.argv[1:] if argv is None else argv))
+    args, unknown = parser.parse_known_args(_serve_first(sys.argv[1:] if argv is None else argv))
+    if any(word.startswith("--dev-") for word in unknown):
+        parser.error(f"unknown development flag: {' '.join(unknown)}")
+    if args.command is None:
+        parser.error("the command is required: serve")
     if args.enable_auto_tool_choice and not args.tool_call_parser:
         parser.error("--enable-auto-tool-choice requires --tool-call-parser")
     if not 0 <= args.port <= 65535:
@@ -191,6 +199,7 @@ def parse_config(argv: Sequence[str] | None = None) -> EngineConfig:
         tokens_per_second=args.dev_tokens_per_second,
     )
     return EngineConfig(
+        ignored_args=tuple(unknown),
         model_dir=Path(args.model_tag),
         served_names=names,
         uds=Path(args.uds) if args.uds else None,
