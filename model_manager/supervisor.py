@@ -8,6 +8,9 @@
   fails fast (EngineError with the exit code); the whole start is bounded by the load timeout;
 - stop: SIGTERM to the process group and every session member, the grace period, SIGKILL, then
   wait until no live process of the session remains and reap the zombies that are ours.
+
+The service calls :func:`become_subreaper` once at start, so that engine workers orphaned by a
+crashed engine are re-parented to it (not to PID 1) and reaped by :meth:`EngineProcess.stop`.
 """
 
 from __future__ import annotations
@@ -23,14 +26,25 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from model_manager._proctree import reap_zombie_children, session_members, signal_session
+from model_manager._proctree import (
+    become_subreaper,
+    reap_zombie_children,
+    session_members,
+    signal_session,
+)
 from model_manager._progress import ProgressParser
 from model_manager.catalog import ModelSpec
 from model_manager.engine import engine_argv, engine_endpoint, engine_environment
 from model_manager.errors import EngineError
 from model_manager.settings import ModelManagerSettings
 
-__all__ = ["MAX_UDS_PATH_BYTES", "EngineExitedError", "EngineProcess", "EngineTimeoutError"]
+__all__ = [
+    "MAX_UDS_PATH_BYTES",
+    "EngineExitedError",
+    "EngineProcess",
+    "EngineTimeoutError",
+    "become_subreaper",
+]
 
 logger = logging.getLogger(__name__)
 
