@@ -20,7 +20,7 @@ __all__ = ["build_parser", "main"]
 Handler = Callable[[argparse.Namespace], int]
 
 # Subcommand modules, in the order `enclave --help` lists them.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("_attest",)
+_SUBCOMMAND_MODULES: tuple[str, ...] = ("_serve", "_attest")
 
 
 def build_parser() -> argparse.ArgumentParser:
