@@ -2,7 +2,9 @@
 
 This package may import ``attestation`` but never ``enclave``. Public modules: ``settings``,
 ``catalog``, ``digests``, ``engine``, ``supervisor``, ``status``, ``lifecycle``, ``endpoints``,
-``push``, ``errors``; the most used names are re-exported here.
+``push``, ``errors``, and ``devengine`` (the development engine, run as
+``python -m model_manager.devengine``); the most used names are re-exported here.
+docs/model-lifecycle.md is the reference.
 """
 
 from model_manager.catalog import Catalog, ModelSpec, validate_model_name

@@ -89,7 +89,8 @@ def model_routes(manager: ModelManager, settings: ModelManagerSettings) -> list[
                 outcome = manager.load(name) if action == "load" else manager.unload(name)
             except ModelManagerError as exc:
                 code, message = describe(exc)
-                logger.info("model %s of %s refused: %s", action, name, code)
+                shown = "(invalid name)" if isinstance(exc, InvalidModelNameError) else name
+                logger.info("model %s of %s refused: %s", action, shown, code)
                 return error_response(_http_status(exc), code, message)
             logger.info("model %s of %s: %s", action, name, _verb(outcome))
             return _outcome_response(outcome)

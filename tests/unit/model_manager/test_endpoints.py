@@ -294,3 +294,14 @@ async def test_build_router_is_a_mountable_app(make_settings: SettingsFactory) -
     transport = httpx.ASGITransport(app=build_router(manager, settings))
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         assert (await client.get(STATUS_PATH)).json()["proxy_status"] == "idle"
+
+
+async def test_an_invalid_name_never_reaches_the_log(
+    api: tuple[httpx.AsyncClient, ModelManager, FakeEngines], caplog: pytest.LogCaptureFixture
+) -> None:
+    client, _, _ = api
+    forged = "x\nINFO forged log line"
+    with caplog.at_level(logging.DEBUG):
+        response = await client.post(LOAD_PATH, json={"model": forged}, headers=AUTH)
+    assert response.status_code == 400
+    assert "forged" not in caplog.text
