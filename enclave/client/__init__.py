@@ -1,0 +1,55 @@
+"""The client side: verify an endpoint, and talk to it over attested channels.
+
+- :func:`verify_endpoint` / :func:`averify_endpoint`: the RA-TLS certificate and a nonce-fresh
+  attestation report, verified together, returning a :class:`VerifiedEndpoint`;
+- :class:`RaTlsTransport` / :class:`AsyncRaTlsTransport`: httpx transports whose connections
+  are verified in the TLS layer before any request byte is written;
+- :class:`OhttpTransport` / :class:`AsyncOhttpTransport`: httpx transports that encrypt every
+  request to the attested OHTTP key (chunked, streamed), directly or through a relay;
+- :class:`Verifier`: the policy, collateral and cache these share.
+
+docs/client.md describes the design and the error codes.
+"""
+
+from enclave.client._endpoint import (
+    VerifiedEndpoint,
+    attest_endpoint,
+    averify_endpoint,
+    verify_endpoint,
+)
+from enclave.client._ohttp import (
+    ENDPOINT_EXTENSION,
+    AsyncOhttpTransport,
+    OhttpTransport,
+    attested_endpoint,
+)
+from enclave.client._ratls import AsyncRaTlsTransport, RaTlsTransport, verified_certificate
+from enclave.client._verifier import VerifiedCertificate, Verifier
+from enclave.client.errors import (
+    AttestationFailed,
+    ClientError,
+    GatewayRefused,
+    ResponseDecryptError,
+    ResponseTruncated,
+)
+
+__all__ = [
+    "ENDPOINT_EXTENSION",
+    "AsyncOhttpTransport",
+    "AsyncRaTlsTransport",
+    "AttestationFailed",
+    "ClientError",
+    "GatewayRefused",
+    "OhttpTransport",
+    "RaTlsTransport",
+    "ResponseDecryptError",
+    "ResponseTruncated",
+    "VerifiedCertificate",
+    "VerifiedEndpoint",
+    "Verifier",
+    "attest_endpoint",
+    "attested_endpoint",
+    "averify_endpoint",
+    "verified_certificate",
+    "verify_endpoint",
+]

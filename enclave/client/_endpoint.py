@@ -1,0 +1,219 @@
+"""``verify_endpoint``: the RA-TLS certificate and a nonce-fresh attestation report, fetched
+over the same verified connection, checked together.
+
+Steps (each failure raises ``AttestationFailed`` with a stable ``reason``):
+
+1. open a TLS 1.3 connection; the certificate's evidence verifies in the TLS layer
+   (``AsyncRaTlsTransport``) before any request byte is written;
+2. over that connection, ``GET /v1/attestation/report?nonce=<32 random bytes, hex>``;
+3. the report's certificate holds the connection's key (``report_certificate_mismatch``);
+4. the report's evidence verifies with our nonce, bound to the connection's key;
+5. the served ``application/ohttp-keys`` bytes hash to the ``ohttp-keys`` claim;
+6. at least one key configuration is one this client can encrypt to.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+
+import httpx
+
+from attestation.collateral import CollateralSource
+from attestation.errors import AttestationError
+from attestation.evidence import ModelClaim
+from attestation.policy import Policy
+from attestation.ratls import parse_certificate
+from attestation.verify import Measurements
+from enclave.client._ratls import AsyncRaTlsTransport, verified_certificate
+from enclave.client._verifier import Verifier, run_sync
+from enclave.client.errors import AttestationFailed
+from enclave.protocol.errors import ProtocolError
+from enclave.protocol.ohttp import KeyConfig, decode_key_configs
+
+__all__ = [
+    "REPORT_PATH",
+    "VerifiedEndpoint",
+    "attest_endpoint",
+    "averify_endpoint",
+    "preferred_key_configs",
+    "verify_endpoint",
+]
+
+REPORT_PATH = "/v1/attestation/report"
+NONCE_BYTES = 32
+MAX_REPORT_BYTES = 4 << 20
+XWING_KEM_ID = 0x647A
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedEndpoint:
+    """What ``verify_endpoint`` proved about a service endpoint."""
+
+    url: str
+    tcb_status: str
+    advisory_ids: tuple[str, ...]
+    measurements: Measurements
+    model: ModelClaim | None
+    service_version: str | None
+    spki_sha256: bytes
+    certificate_quote_sha256: bytes
+    ohttp_keys: bytes
+    key_configs: tuple[KeyConfig, ...]
+    quote_provider: str
+    verified_at: float
+
+    @property
+    def model_digest_hex(self) -> str | None:
+        return None if self.model is None else self.model.digest.hex()
+
+    def to_json_dict(self) -> dict[str, object]:
+        m = self.measurements
+        return {
+            "verified": True,
+            "url": self.url,
+            "tcb_status": self.tcb_status,
+            "advisory_ids": list(self.advisory_ids),
+            "mrtd": m.mrtd.hex(),
+            "rtmr0": m.rtmr0.hex(),
+            "rtmr1": m.rtmr1.hex(),
+            "rtmr2": m.rtmr2.hex(),
+            "rtmr3": m.rtmr3.hex(),
+            "mrconfigid": m.mrconfigid.hex(),
+            "model": None
+            if self.model is None
+            else {
+                "name": self.model.name,
+                "digest_kind": self.model.digest_kind,
+                "digest": self.model.digest.hex(),
+            },
+            "service_version": self.service_version,
+            "spki_sha256": self.spki_sha256.hex(),
+            "ohttp_key_configs": [
+                {"key_id": c.key_id, "kem_id": int(c.kem_id)} for c in self.key_configs
+            ],
+            "quote_provider": self.quote_provider,
+        }
+
+
+def preferred_key_configs(configs: tuple[KeyConfig, ...]) -> tuple[KeyConfig, ...]:
+    """Configurations this client can use, X-Wing (post-quantum) first."""
+    usable = [config for config in configs if config.suites()]
+    return tuple(sorted(usable, key=lambda config: config.kem_id != XWING_KEM_ID))
+
+
+def _field(document: object, name: str) -> object:
+    if not isinstance(document, dict) or name not in document:
+        raise AttestationFailed("report_malformed", f"the report has no {name!r}")
+    return document[name]
+
+
+def _text(document: object, name: str) -> str:
+    value = _field(document, name)
+    if not isinstance(value, str):
+        raise AttestationFailed("report_malformed", f"{name!r} is not a string")
+    return value
+
+
+async def attest_endpoint(
+    verifier: Verifier, url: str, client: httpx.AsyncClient | None = None
+) -> VerifiedEndpoint:
+    """Verify ``url`` (the service's base URL) with ``verifier``; see the module steps."""
+    base = url.rstrip("/")
+    nonce = os.urandom(NONCE_BYTES)
+    own = client is None
+    session = client or httpx.AsyncClient(
+        transport=AsyncRaTlsTransport(verifier, max_connections=1), timeout=30.0
+    )
+    try:
+        # 1-2. The certificate verifies in the TLS layer; the report comes over that connection.
+        response = await session.get(base + REPORT_PATH, params={"nonce": nonce.hex()})
+        body = await response.aread()
+    except AttestationFailed:
+        raise
+    except httpx.HTTPError as exc:
+        raise AttestationFailed("endpoint_unreachable", type(exc).__name__) from exc
+    finally:
+        if own:
+            await session.aclose()
+    connection = verified_certificate(response)
+    if connection is None:
+        raise AttestationFailed("not_verified", "the report did not come over RA-TLS")
+    if response.status_code != 200:
+        raise AttestationFailed("report_unavailable", f"status {response.status_code}")
+    if len(body) > MAX_REPORT_BYTES:
+        raise AttestationFailed("report_malformed", "the report is too large")
+    try:
+        document = json.loads(body)
+        evidence = bytes.fromhex(_text(document, "evidence"))
+        ohttp_keys = base64.b64decode(_text(document, "ohttp_keys"), validate=True)
+        report_certificate = parse_certificate(_text(document, "certificate_pem").encode())
+    except AttestationFailed:
+        raise
+    except (ValueError, binascii.Error, AttestationError) as exc:
+        raise AttestationFailed("report_malformed", type(exc).__name__) from exc
+    provider = document.get("quote_provider")
+    # 3. The report's certificate holds the key the handshake proved.
+    if not hmac.compare_digest(report_certificate.spki_der, connection.spki_der):
+        raise AttestationFailed("report_certificate_mismatch")
+    # 4. Fresh evidence, our nonce, the connection's key.
+    verified = await verifier.verify_evidence(evidence, spki_der=connection.spki_der, nonce=nonce)
+    claims = verified.claims
+    # 5. The key configurations are the attested ones.
+    claimed = None if claims is None else claims.ohttp_keys
+    if claimed is None or not hmac.compare_digest(hashlib.sha256(ohttp_keys).digest(), claimed):
+        raise AttestationFailed("ohttp_keys_mismatch")
+    # 6. Something to encrypt to.
+    try:
+        configs = preferred_key_configs(decode_key_configs(ohttp_keys))
+    except ProtocolError as exc:
+        raise AttestationFailed("ohttp_keys_unusable", type(exc).__name__) from exc
+    if not configs:
+        raise AttestationFailed("ohttp_keys_unusable", "no supported key configuration")
+    return VerifiedEndpoint(
+        url=base,
+        tcb_status=verified.status,
+        advisory_ids=verified.advisory_ids,
+        measurements=verified.measurements,
+        model=verified.model,
+        service_version=None if claims is None else claims.service_version,
+        spki_sha256=connection.spki_sha256,
+        certificate_quote_sha256=connection.quote_sha256,
+        ohttp_keys=ohttp_keys,
+        key_configs=configs,
+        quote_provider=provider if isinstance(provider, str) else "unknown",
+        verified_at=verifier.clock(),
+    )
+
+
+async def averify_endpoint(
+    url: str,
+    policy: Policy,
+    collateral_source: CollateralSource,
+    *,
+    root_ca_der: bytes | None = None,
+    now: int | None = None,
+) -> VerifiedEndpoint:
+    """Async :func:`verify_endpoint`."""
+    verifier = Verifier(collateral_source, policy=policy, root_ca_der=root_ca_der, now=now)
+    return await attest_endpoint(verifier, url)
+
+
+def verify_endpoint(
+    url: str,
+    policy: Policy,
+    collateral_source: CollateralSource,
+    *,
+    root_ca_der: bytes | None = None,
+    now: int | None = None,
+) -> VerifiedEndpoint:
+    """Verify a service endpoint: its RA-TLS certificate and a nonce-fresh report, checked
+    together; return what was proved, or raise ``AttestationFailed``."""
+    return run_sync(
+        averify_endpoint(url, policy, collateral_source, root_ca_der=root_ca_der, now=now)
+    )

@@ -1,0 +1,176 @@
+"""The verifier the transports share: certificate and report evidence checks, cached.
+
+A certificate's result is cached by the SHA-256 of its quote together with the SHA-256 of the
+certificate's public key, until the collateral's ``nextUpdate`` or ``cache_seconds`` after the
+check, whichever comes first. A changed certificate (model change, key rotation, refresh)
+has a new quote, so it is verified anew; a failure is never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TypeVar
+
+from attestation.collateral import Collateral, CollateralSource
+from attestation.errors import AttestationError, CollateralError, VerificationError
+from attestation.evidence import Evidence, decode_evidence
+from attestation.policy import DEFAULT_POLICY, Policy
+from attestation.ratls import parse_certificate
+from attestation.verify import VerifiedEvidence, verify_evidence
+from enclave.client.errors import AttestationFailed
+
+__all__ = ["DEFAULT_CACHE_SECONDS", "VerifiedCertificate", "Verifier", "run_sync"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE_SECONDS = 300.0
+MAX_CACHE_ENTRIES = 64
+
+_T = TypeVar("_T")
+
+
+def run_sync(coroutine: Coroutine[object, object, _T]) -> _T:
+    """Run a coroutine to completion from synchronous code, even under a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedCertificate:
+    """A certificate whose evidence verified, and the facts it proved."""
+
+    certificate_der: bytes
+    spki_der: bytes
+    spki_sha256: bytes
+    quote_sha256: bytes
+    evidence: VerifiedEvidence
+    valid_until: float
+
+
+class Verifier:
+    """Verifies RA-TLS certificates and challenge evidence against one policy.
+
+    ``root_ca_der`` replaces Intel's root (only for the simulator's, in tests and demos);
+    ``now`` fixes the verification time (Unix seconds) instead of the clock.
+    """
+
+    def __init__(
+        self,
+        collateral: CollateralSource,
+        *,
+        policy: Policy = DEFAULT_POLICY,
+        root_ca_der: bytes | None = None,
+        now: int | None = None,
+        cache_seconds: float = DEFAULT_CACHE_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if cache_seconds < 0:
+            raise ValueError("cache_seconds must not be negative")
+        self.policy = policy
+        self._collateral = collateral
+        self._root_ca_der = root_ca_der
+        self._now = now
+        self._cache_seconds = cache_seconds
+        self._clock = clock
+        self._cache: OrderedDict[tuple[bytes, bytes], VerifiedCertificate] = OrderedDict()
+        self._lock = threading.Lock()
+        self.verifications = 0  # evidence checks actually run (cache misses), for tests
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return self._clock
+
+    def _cached(self, key: tuple[bytes, bytes]) -> VerifiedCertificate | None:
+        with self._lock:
+            entry = self._cache.get(key)
+            if entry is None:
+                return None
+            if self._clock() >= entry.valid_until:
+                del self._cache[key]
+                return None
+            self._cache.move_to_end(key)
+            return entry
+
+    def _remember(self, key: tuple[bytes, bytes], entry: VerifiedCertificate) -> None:
+        with self._lock:
+            self._cache[key] = entry
+            while len(self._cache) > MAX_CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+
+    async def collateral_for(self, quote: bytes) -> Collateral:
+        try:
+            return await self._collateral.get_collateral(quote)
+        except CollateralError as exc:
+            raise AttestationFailed("collateral_unavailable", str(exc)) from exc
+
+    async def verify_certificate(self, certificate_der: bytes) -> VerifiedCertificate:
+        """Verify the evidence a peer's certificate carries (cached); raise AttestationFailed."""
+        try:
+            parsed = parse_certificate(certificate_der)
+        except AttestationError as exc:
+            raise AttestationFailed("evidence_malformed", str(exc)) from exc
+        key = (hashlib.sha256(parsed.evidence.quote).digest(), _sha256(parsed.spki_der))
+        cached = self._cached(key)
+        if cached is not None:
+            return cached
+        collateral = await self.collateral_for(parsed.evidence.quote)
+        verified = self._check(parsed.evidence, collateral, parsed.spki_der, None)
+        entry = VerifiedCertificate(
+            certificate_der=parsed.certificate_der,
+            spki_der=parsed.spki_der,
+            spki_sha256=key[1],
+            quote_sha256=key[0],
+            evidence=verified,
+            valid_until=min(self._clock() + self._cache_seconds, float(collateral.next_update)),
+        )
+        self._remember(key, entry)
+        logger.info("RA-TLS certificate verified (TCB %s)", verified.status)
+        return entry
+
+    def verify_certificate_sync(self, certificate_der: bytes) -> VerifiedCertificate:
+        return run_sync(self.verify_certificate(certificate_der))
+
+    async def verify_evidence(
+        self, evidence: bytes, *, spki_der: bytes, nonce: bytes | None
+    ) -> VerifiedEvidence:
+        """Verify challenge evidence (never cached: it is fresh by construction)."""
+        try:
+            parsed = decode_evidence(evidence)
+        except AttestationError as exc:
+            raise AttestationFailed("evidence_malformed", str(exc)) from exc
+        collateral = await self.collateral_for(parsed.quote)
+        return self._check(parsed, collateral, spki_der, nonce)
+
+    def _check(
+        self, evidence: Evidence, collateral: Collateral, spki_der: bytes, nonce: bytes | None
+    ) -> VerifiedEvidence:
+        self.verifications += 1
+        try:
+            return verify_evidence(
+                evidence,
+                collateral=collateral,
+                peer_spki_der=spki_der,
+                policy=self.policy,
+                nonce=nonce,
+                now=self._now,
+                root_ca_der=self._root_ca_der,
+            )
+        except VerificationError as exc:
+            logger.warning("evidence refused: %s", exc.reason)
+            raise AttestationFailed(exc.reason, exc.detail) from exc
+
+
+def _sha256(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()

@@ -1,0 +1,75 @@
+"""Errors of the client side.
+
+The hierarchy::
+
+    ClientError                   root of everything raised by enclave.client
+    ├── AttestationFailed         the endpoint's evidence did not verify, or could not be
+    │                             fetched; ``reason`` is a stable code (the attestation
+    │                             package's reason codes, plus the client's own below).
+    │                             Also an ``httpx.ConnectError``: no request byte was sent.
+    ├── ResponseTruncated         an OHTTP response ended without its authenticated final
+    │                             chunk; also an ``httpx.RemoteProtocolError``
+    ├── ResponseDecryptError      an OHTTP response did not decrypt or decode; also an
+    │                             ``httpx.RemoteProtocolError``
+    └── GatewayRefused            the gateway refused the encapsulated request (outer status
+                                  other than 200); also an ``httpx.RemoteProtocolError``
+
+The client's own ``AttestationFailed.reason`` codes (next to ``attestation.checks.Reason``):
+
+- ``endpoint_unreachable``: the TLS connection or the report request failed;
+- ``report_malformed``: the report is not the documented JSON, or its evidence is not hex;
+- ``report_certificate_mismatch``: the report's certificate is not the connection's;
+- ``ohttp_keys_mismatch``: the served key configurations do not hash to the ``ohttp-keys`` claim;
+- ``ohttp_keys_unusable``: no key configuration this client can encrypt to;
+- ``collateral_unavailable``: the collateral source failed.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+__all__ = [
+    "AttestationFailed",
+    "ClientError",
+    "GatewayRefused",
+    "ResponseDecryptError",
+    "ResponseTruncated",
+]
+
+
+class ClientError(Exception):
+    """Root of every error raised by the client side."""
+
+
+class AttestationFailed(ClientError, httpx.ConnectError):  # noqa: N818 (the name the API uses)
+    """The endpoint could not be verified; nothing was sent to it."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        message = f"attestation failed: {reason}" + (f" ({detail})" if detail else "")
+        httpx.ConnectError.__init__(self, message)
+        self.reason = reason
+        self.detail = detail
+
+
+class ResponseTruncated(ClientError, httpx.RemoteProtocolError):  # noqa: N818
+    """The encrypted response stream ended before its authenticated final chunk."""
+
+    def __init__(self) -> None:
+        httpx.RemoteProtocolError.__init__(
+            self, "the encrypted response was truncated (no authenticated final chunk)"
+        )
+
+
+class ResponseDecryptError(ClientError, httpx.RemoteProtocolError):
+    """The encrypted response did not decrypt or decode. Deliberately uninformative."""
+
+    def __init__(self) -> None:
+        httpx.RemoteProtocolError.__init__(self, "the encrypted response could not be decrypted")
+
+
+class GatewayRefused(ClientError, httpx.RemoteProtocolError):  # noqa: N818
+    """The OHTTP gateway (or the relay) refused the encapsulated request."""
+
+    def __init__(self, status: int) -> None:
+        httpx.RemoteProtocolError.__init__(self, f"the OHTTP gateway answered {status}")
+        self.status = status

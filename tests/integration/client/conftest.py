@@ -1,0 +1,122 @@
+"""One real EnclaveServer per module (RA-TLS on loopback, simulated TEE verified through the
+real dcap-qvl against the simulator's root, the development engine as a child process), and
+verifiers for the client under test."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from attestation.collateral import Collateral
+from attestation.policy import Policy
+from attestation.simulator import Simulator
+from enclave.client import Verifier
+from enclave.server import EnclaveServer
+from enclave.settings import load_settings
+
+TOKEN = "client-integration-token"
+CANARY = "canary-client-3f1d7a9c"
+
+
+class StaticCollateral:
+    """The simulator's collateral, as a CollateralSource."""
+
+    def __init__(self, simulator: Simulator) -> None:
+        self._collateral = Collateral.from_json(simulator.collateral_json())
+
+    async def get_collateral(self, quote: bytes) -> Collateral:
+        return self._collateral
+
+
+@dataclass
+class Running:
+    server: EnclaveServer
+    simulator: Simulator
+    port: int
+    tmp: Path
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def verifier(self, policy: Policy | None = None, **kwargs: Any) -> Verifier:
+        return Verifier(
+            StaticCollateral(self.simulator),
+            policy=policy or Policy(),
+            root_ca_der=self.simulator.root_ca_der,
+            **kwargs,
+        )
+
+    def plain_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, verify=False, timeout=30.0)
+
+    async def load_model(self, name: str = "tiny") -> dict[str, Any]:
+        async with self.plain_client() as client:
+            response = await client.post(
+                "/v1/models/load",
+                json={"model": name},
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert response.status_code in (200, 202), response.text
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                status: dict[str, Any] = (await client.get("/v1/models/status")).json()
+                if status["proxy_status"] == "ready" and status["loaded_model"] == name:
+                    return status
+                assert status["proxy_status"] != "error", status
+                await asyncio.sleep(0.05)
+        raise AssertionError(f"{name} never became ready")
+
+
+def server_settings(tmp: Path) -> Any:
+    (tmp / "models" / "tiny").mkdir(parents=True)
+    (tmp / "models" / "tiny" / "config.json").write_text('{"architectures": ["Fake"]}')
+    (tmp / "models" / "models.toml").write_text('[models.other]\npath = "tiny"\n')
+    return load_settings(
+        {
+            "host": "127.0.0.1",
+            "port": 0,
+            "tee": "simulated",
+            "insecure_allow_simulated_tee": True,
+            "models_dir": str(tmp / "models"),
+            "roothash_dir": str(tmp / "roothash"),
+            "state_dir": str(tmp / "state"),
+            "run_dir": str(tmp / "run"),
+            "engine_command": (
+                sys.executable,
+                "-m",
+                "model_manager.devengine",
+                "--dev-load-seconds",
+                "0.1",
+            ),
+            "load_token": TOKEN,
+            "shutdown_grace_seconds": 5,
+        }
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
+    tmp = tmp_path_factory.mktemp("client-server")
+    simulator = Simulator.create()
+    server = EnclaveServer(server_settings(tmp), simulator=simulator)
+    task = asyncio.create_task(server.serve())
+    deadline = time.monotonic() + 30
+    while server.bound_port is None:
+        if task.done() or time.monotonic() > deadline:
+            raise RuntimeError("the server did not start")
+        await asyncio.sleep(0.05)
+    running = Running(server, simulator, server.bound_port, tmp)
+    await running.load_model()
+    yield running
+    server.request_shutdown()
+    await asyncio.wait_for(task, 60)
