@@ -15,6 +15,9 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import signal
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +42,8 @@ from model_manager import ModelStatus
 __all__ = ["EnclaveServer", "GatewayMetrics", "SimulatedTee"]
 
 logger = logging.getLogger(__name__)
+
+_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class GatewayMetrics:
@@ -66,6 +71,23 @@ class SimulatedTee:
 
     simulator: Simulator
     bundle_dir: Path | None
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn re-raises a captured SIGTERM after its graceful shutdown, so the process would
+    die by the signal; the service's contract is: drain, stop the engine, exit 0."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in _HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
 
 
 class EnclaveServer:
@@ -229,7 +251,7 @@ class EnclaveServer:
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`request_shutdown`); then drain and stop."""
         await self.start_background()
-        self.uvicorn = uvicorn.Server(self.uvicorn_config())
+        self.uvicorn = _Uvicorn(self.uvicorn_config())
         try:
             await self.uvicorn.serve()
         finally:
