@@ -108,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"enclave serve: {line}", file=sys.stderr)
 
     from enclave.server import EnclaveServer  # heavy imports only when serving
+    from model_manager.supervisor import become_subreaper
+
+    # Engine workers orphaned by a crashed engine are re-parented here, not to PID 1, so the
+    # supervisor can reap every one of them.
+    become_subreaper()
 
     try:
         server = EnclaveServer(settings)
