@@ -20,7 +20,14 @@ __all__ = ["build_parser", "main"]
 Handler = Callable[[argparse.Namespace], int]
 
 # Subcommand modules, in the order `enclave --help` lists them.
-_SUBCOMMAND_MODULES: tuple[str, ...] = ("_serve", "_attest")
+_SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "_serve",
+    "_attest",
+    "_verify",
+    "_proxy",
+    "_relay",
+    "_models",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

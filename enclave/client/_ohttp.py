@@ -244,6 +244,11 @@ class OhttpTransport(httpx.BaseTransport):
         self._lock = threading.Lock()
 
     @property
+    def url(self) -> str:
+        """The service's base URL (where it is attested)."""
+        return self._common.url
+
+    @property
     def endpoint(self) -> VerifiedEndpoint | None:
         return self._common.endpoint
 
@@ -332,6 +337,11 @@ class AsyncOhttpTransport(httpx.AsyncBaseTransport):
             outer_transport = AsyncRaTlsTransport(verifier) if relay_url is None else None
         self._outer = httpx.AsyncClient(transport=outer_transport, timeout=_OUTER_TIMEOUT)
         self._lock: asyncio.Lock | None = None
+
+    @property
+    def url(self) -> str:
+        """The service's base URL (where it is attested)."""
+        return self._common.url
 
     @property
     def endpoint(self) -> VerifiedEndpoint | None:
