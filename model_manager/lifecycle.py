@@ -327,12 +327,12 @@ class ModelManager:
         engine = self._engine
         if engine is None:
             return
-        try:
-            await engine.stop()
-        finally:
-            self._last_tail = engine.log_tail()
-            if self._engine is engine:
-                self._engine = None
+        # stop() is idempotent; a caller cancelled while waiting (a superseded transition)
+        # leaves the engine here, so the next _stop_engine (aclose) waits for the same stop.
+        await engine.stop()
+        self._last_tail = engine.log_tail()
+        if self._engine is engine:
+            self._engine = None
 
     # -- state ---------------------------------------------------------------------------------
 

@@ -296,3 +296,50 @@ async def test_progress_never_decreases_within_a_load(
     assert values == sorted(values)
     assert values[-1] == 1.0
     assert any(0.0 < value < 1.0 for value in values)
+
+
+async def test_aclose_during_an_unload_waits_for_the_engine_to_stop(
+    make_settings: SettingsFactory,
+) -> None:
+    """Regression: aclose() cancelled the unload inside engine.stop(), whose ``finally`` forgot
+    the engine, so aclose() returned while the engine was still stopping (its transport leaked)."""
+    from ._fakes import FakeEngine
+
+    class SlowStop(FakeEngine):
+        """Stops in a shielded task, like EngineProcess, once ``release`` is set."""
+
+        release: asyncio.Event
+        finished = False
+        _stopping: asyncio.Task[None] | None = None
+
+        async def stop(self) -> None:
+            if self._stopping is None:
+                self._stopping = asyncio.create_task(self._stop_slowly())
+            await asyncio.shield(self._stopping)
+
+        async def _stop_slowly(self) -> None:
+            await self.release.wait()
+            await FakeEngine.stop(self)
+            self.finished = True
+
+    made: list[SlowStop] = []
+
+    def factory(spec, on_progress):  # type: ignore[no-untyped-def]
+        engine = SlowStop(spec, on_progress, None, None)
+        engine.release = asyncio.Event()
+        made.append(engine)
+        return engine
+
+    manager = ModelManager(make_settings(), engine_factory=factory)
+    await manager.start()
+    manager.load("tiny")
+    await manager.wait_status("ready", timeout=WAIT)
+    manager.unload("tiny")
+    await manager.wait_status("unloading", timeout=WAIT)
+    await asyncio.sleep(0.01)  # the unload is now waiting inside engine.stop()
+    closing = asyncio.create_task(manager.aclose())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # it waits for the stop instead of forgetting the engine
+    made[0].release.set()
+    await asyncio.wait_for(closing, WAIT)
+    assert made[0].finished
