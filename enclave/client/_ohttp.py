@@ -86,6 +86,7 @@ class _Common:
         self.endpoint: VerifiedEndpoint | None = None
         self.stale = False
         self.refreshes = 0  # endpoint verifications done (for tests and logs)
+        self.seen_certificate: bytes | None = None  # quote digest on the direct connection
 
     def needs_refresh(self) -> bool:
         endpoint = self.endpoint
@@ -117,8 +118,14 @@ class _Common:
         return body, headers, context
 
     def certificate_changed(self, outer: httpx.Response, endpoint: VerifiedEndpoint) -> bool:
+        """Whether the direct connection shows a certificate other than the last one seen
+        (a keep-alive connection may still show an older one: that is no change)."""
         seen = verified_certificate(outer)
-        return seen is not None and seen.quote_sha256 != endpoint.certificate_quote_sha256
+        if seen is None:
+            return False
+        last = self.seen_certificate or endpoint.certificate_quote_sha256
+        self.seen_certificate = seen.quote_sha256
+        return seen.quote_sha256 != last
 
     def whole_response(
         self,

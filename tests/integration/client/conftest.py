@@ -5,6 +5,8 @@ verifiers for the client under test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+import uvicorn
 
 from attestation.collateral import Collateral
 from attestation.policy import Policy
@@ -120,3 +123,24 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
     yield running
     server.request_shutdown()
     await asyncio.wait_for(task, 60)
+
+
+@contextlib.asynccontextmanager
+async def serve(app: Any) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on a free loopback port in this loop; yield its URL."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if task.done() or time.monotonic() > deadline:
+            raise RuntimeError("the app did not start")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+        sock.close()

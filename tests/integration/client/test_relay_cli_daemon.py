@@ -1,0 +1,189 @@
+"""The relay (sees no plaintext, forwards nothing identifying), `enclave verify`, and the
+proxy daemon (`start` twice refuses the second, `stop` really stops)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from attestation.policy import Policy
+from enclave.cli import main
+from enclave.client import AsyncOhttpTransport
+from enclave.client._proxy import build_proxy_app
+from enclave.client._relay import RELAY_PATH, build_relay_app
+from tests.integration.client.conftest import CANARY, Running, serve
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+RELAY_KEY = "relay-key-0d2c"
+CALLER_KEY = "sk-caller-key-77e1"
+
+
+def bundle(running: Running) -> Path:
+    return running.tmp / "run" / "simulated-tee"
+
+
+async def test_relay_never_sees_the_prompt_or_the_callers_key(running: Running) -> None:
+    seen: list[bytes] = []
+    relay_app = build_relay_app(
+        running.url + "/.well-known/ohttp-gateway",
+        api_key=RELAY_KEY,
+        insecure_skip_tls_verify=True,
+        observe=seen.append,
+    )
+    async with serve(relay_app) as relay:
+        transport = AsyncOhttpTransport(
+            running.url,
+            running.verifier(),
+            relay_url=relay + RELAY_PATH,
+            relay_headers={"Authorization": f"Bearer {RELAY_KEY}"},
+        )
+        client = openai.AsyncOpenAI(
+            base_url=running.url + "/v1",
+            api_key=CALLER_KEY,
+            http_client=httpx.AsyncClient(transport=transport),
+        )
+        answer = await client.chat.completions.create(
+            model="tiny", messages=[{"role": "user", "content": CANARY}], max_tokens=32
+        )
+        await client.close()
+        async with httpx.AsyncClient() as plain:  # without the relay's key: refused
+            refused = await plain.post(
+                relay + RELAY_PATH, content=b"x", headers={"content-type": "message/ohttp-req"}
+            )
+    assert CANARY in (answer.choices[0].message.content or "")  # the engine echoes it
+    assert seen, "the request went through the relay"
+    for body in seen:
+        assert CANARY.encode() not in body and CALLER_KEY.encode() not in body
+    assert refused.status_code == 401
+
+
+async def test_wrong_policy_sends_nothing_through_the_relay(running: Running) -> None:
+    seen: list[bytes] = []
+    relay_app = build_relay_app(
+        running.url + "/.well-known/ohttp-gateway",
+        insecure_skip_tls_verify=True,
+        observe=seen.append,
+    )
+    async with serve(relay_app) as relay:
+        transport = AsyncOhttpTransport(
+            running.url,
+            running.verifier(Policy(mrtd=frozenset({b"\x11" * 48}))),
+            relay_url=relay + RELAY_PATH,
+        )
+        async with serve(build_proxy_app(transport)) as proxy, httpx.AsyncClient() as client:
+            response = await client.post(
+                proxy + "/v1/chat/completions",
+                json={"model": "tiny", "messages": [{"role": "user", "content": CANARY}]},
+            )
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "attestation_unverified"
+    assert seen == []
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(list(argv))
+    return code, out.getvalue()
+
+
+async def test_enclave_verify_prints_facts_or_the_reason(running: Running, tmp_path: Path) -> None:
+    trust = (
+        "--collateral",
+        str(bundle(running) / "collateral.json"),
+        "--root-ca",
+        str(bundle(running) / "root_ca.pem"),
+        "--insecure-simulated-root",
+    )
+    code, out = await asyncio.to_thread(run_cli, "verify", running.url, *trust, "--json")
+    assert code == 0, out
+    facts = json.loads(out)
+    assert facts["verified"] is True and facts["tcb_status"] == "UpToDate"
+    assert facts["model"]["name"] == "tiny"
+
+    policy = tmp_path / "policy.toml"
+    policy.write_text(f'mrtd = ["{"22" * 48}"]\n')
+    code, out = await asyncio.to_thread(
+        run_cli, "verify", running.url, *trust, "--policy", str(policy)
+    )
+    assert code == 1 and "reason: mrtd_not_allowed" in out
+
+    code, out = await asyncio.to_thread(  # Intel's root: the simulated quote must not verify
+        run_cli, "verify", running.url, "--collateral", trust[1], "--json"
+    )
+    assert code == 1 and json.loads(out)["reason"] == "cert_chain_invalid"
+
+    code, out = await asyncio.to_thread(  # a foreign root without the insecure flag
+        run_cli, "verify", running.url, *trust[:4]
+    )
+    assert code == 1 and "input_error" in out
+
+
+def enclave(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "enclave", "proxy", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_daemon_start_twice_refuses_and_stop_stops(running: Running, tmp_path: Path) -> None:
+    with socket_port() as port:
+        listen = f"127.0.0.1:{port}"
+    files = ("--pid-file", str(tmp_path / "proxy.pid"))
+    env = {**os.environ, "PYTHONPATH": str(Path.cwd())}
+    start = (
+        "start",
+        running.url,
+        "--listen",
+        listen,
+        "--collateral",
+        str(bundle(running) / "collateral.json"),
+        *files,
+        "--log-file",
+        str(tmp_path / "proxy.log"),
+    )
+
+    def scenario() -> None:
+        first = enclave(*start, env=env)
+        assert first.returncode == 0, first.stderr
+        pid = int((tmp_path / "proxy.pid").read_text().split()[0])
+        try:
+            second = enclave(*start, env=env)
+            assert second.returncode == 1 and "already running" in second.stderr
+            status = enclave("status", *files, env=env)
+            assert status.returncode == 0 and json.loads(status.stdout)["http"] is True
+        finally:
+            stop = enclave("stop", *files, env=env)
+        assert stop.returncode == 0, stop.stdout
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+        assert not (tmp_path / "proxy.pid").exists()
+        status = enclave("status", *files, "--listen", listen, env=env)
+        assert status.returncode == 1 and json.loads(status.stdout)["running"] is False
+
+    await asyncio.to_thread(scenario)
+
+
+@contextlib.contextmanager
+def socket_port() -> Iterator[int]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
