@@ -65,7 +65,8 @@ async def test_relay_never_sees_the_prompt_or_the_callers_key(running: Running) 
     assert CANARY in (answer.choices[0].message.content or "")  # the engine echoes it
     assert seen, "the request went through the relay"
     for body in seen:
-        assert CANARY.encode() not in body and CALLER_KEY.encode() not in body
+        assert CANARY.encode() not in body
+        assert CALLER_KEY.encode() not in body
     assert refused.status_code == 401
 
 
@@ -110,7 +111,8 @@ async def test_enclave_verify_prints_facts_or_the_reason(running: Running, tmp_p
     code, out = await asyncio.to_thread(run_cli, "verify", running.url, *trust, "--json")
     assert code == 0, out
     facts = json.loads(out)
-    assert facts["verified"] is True and facts["tcb_status"] == "UpToDate"
+    assert facts["verified"] is True
+    assert facts["tcb_status"] == "UpToDate"
     assert facts["model"]["name"] == "tiny"
 
     policy = tmp_path / "policy.toml"
@@ -118,17 +120,20 @@ async def test_enclave_verify_prints_facts_or_the_reason(running: Running, tmp_p
     code, out = await asyncio.to_thread(
         run_cli, "verify", running.url, *trust, "--policy", str(policy)
     )
-    assert code == 1 and "reason: mrtd_not_allowed" in out
+    assert code == 1
+    assert "reason: mrtd_not_allowed" in out
 
     code, out = await asyncio.to_thread(  # Intel's root: the simulated quote must not verify
         run_cli, "verify", running.url, "--collateral", trust[1], "--json"
     )
-    assert code == 1 and json.loads(out)["reason"] == "cert_chain_invalid"
+    assert code == 1
+    assert json.loads(out)["reason"] == "cert_chain_invalid"
 
     code, out = await asyncio.to_thread(  # a foreign root without the insecure flag
         run_cli, "verify", running.url, *trust[:4]
     )
-    assert code == 1 and "input_error" in out
+    assert code == 1
+    assert "input_error" in out
 
 
 def enclave(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -165,9 +170,11 @@ async def test_daemon_start_twice_refuses_and_stop_stops(running: Running, tmp_p
         pid = int((tmp_path / "proxy.pid").read_text().split()[0])
         try:
             second = enclave(*start, env=env)
-            assert second.returncode == 1 and "already running" in second.stderr
+            assert second.returncode == 1
+            assert "already running" in second.stderr
             status = enclave("status", *files, env=env)
-            assert status.returncode == 0 and json.loads(status.stdout)["http"] is True
+            assert status.returncode == 0
+            assert json.loads(status.stdout)["http"] is True
         finally:
             stop = enclave("stop", *files, env=env)
         assert stop.returncode == 0, stop.stdout
@@ -175,7 +182,8 @@ async def test_daemon_start_twice_refuses_and_stop_stops(running: Running, tmp_p
             os.kill(pid, 0)
         assert not (tmp_path / "proxy.pid").exists()
         status = enclave("status", *files, "--listen", listen, env=env)
-        assert status.returncode == 1 and json.loads(status.stdout)["running"] is False
+        assert status.returncode == 1
+        assert json.loads(status.stdout)["running"] is False
 
     await asyncio.to_thread(scenario)
 
