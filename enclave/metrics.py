@@ -25,6 +25,7 @@ from model_manager.status import PROXY_STATUSES
 __all__ = [
     "CONTENT_TYPE",
     "OHTTP_FAILURE_REASONS",
+    "OHTTP_INNER_ROUTE",
     "REISSUE_REASONS",
     "STREAM_OUTCOMES",
     "UNMATCHED_ROUTE",
@@ -33,6 +34,9 @@ __all__ = [
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE = "unmatched"
+#: The route label of every request the OHTTP gateway dispatched: which API route an encrypted
+#: request reached is not for a metrics scraper to learn.
+OHTTP_INNER_ROUTE = "ohttp_inner"
 #: Why the OHTTP gateway refused or failed a request: the gateway's own fixed codes.
 OHTTP_FAILURE_REASONS: tuple[str, ...] = FAILURE_REASONS
 #: Why the RA-TLS certificate was issued again.
@@ -138,7 +142,9 @@ class ServiceMetrics:
         self._routes.update(templates)
 
     def route_label(self, template: str | None) -> str:
-        """``template`` if registered, else ``unmatched``."""
+        """``template`` if registered (or the OHTTP inner label), else ``unmatched``."""
+        if template == OHTTP_INNER_ROUTE:
+            return template
         return template if template is not None and template in self._routes else UNMATCHED_ROUTE
 
     def observe_request(self, route: str | None, status: int, seconds: float) -> None:

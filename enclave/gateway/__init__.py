@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from enclave.gateway._dispatch import through_gateway
 from enclave.gateway._gateway import OhttpGateway
 from enclave.gateway._replay import ReplayCache, ReplayCacheFullError
 from enclave.gateway._types import (
@@ -29,6 +30,7 @@ __all__ = [
     "ReplayCache",
     "ReplayCacheFullError",
     "gateway_routes",
+    "through_gateway",
 ]
 
 KEYS_PATH = "/.well-known/ohttp-keys"

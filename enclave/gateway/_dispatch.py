@@ -18,11 +18,22 @@ from starlette.types import ASGIApp, Message
 
 from enclave.protocol.bhttp import Request as BhttpRequest
 
-__all__ = ["InnerExchange", "InnerResponseStart", "inner_scope"]
+__all__ = [
+    "SCOPE_EXTENSION",
+    "InnerExchange",
+    "InnerResponseStart",
+    "inner_scope",
+    "through_gateway",
+]
 
 #: Marks the inner request's scope; routes may read it (for example, to count encrypted traffic).
 SCOPE_EXTENSION = "enclave.ohttp"
 _FINISH_GRACE_SECONDS = 5.0
+
+
+def through_gateway(scope: Mapping[str, Any]) -> bool:
+    """Whether this request arrived encrypted, dispatched by the gateway."""
+    return SCOPE_EXTENSION in (scope.get("extensions") or {})
 
 
 @dataclass(frozen=True, slots=True)

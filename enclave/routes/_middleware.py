@@ -17,7 +17,8 @@ import time
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from enclave.metrics import ServiceMetrics
+from enclave.gateway import through_gateway
+from enclave.metrics import OHTTP_INNER_ROUTE, ServiceMetrics
 from enclave.routes._errors import error_document
 
 __all__ = ["ObservedApp"]
@@ -72,5 +73,7 @@ class ObservedApp:
 
 
 def _template(scope: Scope) -> str | None:
+    if through_gateway(scope):
+        return OHTTP_INNER_ROUTE
     route = scope.get("route")
     return route.path if isinstance(route, Route) else None

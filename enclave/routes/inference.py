@@ -27,6 +27,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from enclave.gateway import through_gateway
+from enclave.metrics import OHTTP_INNER_ROUTE
 from enclave.routes._errors import ApiError, error_response
 from enclave.routes._relay import Relay, RelayContext
 from enclave.service import Service
@@ -112,7 +114,7 @@ async def _pass_through(
         return await _engine_refusal(upstream, request_id, path)
     logger.info("request %s on %s: relaying (%d bytes in)", request_id, path, len(body))
     context = RelayContext(
-        route=path,
+        route=OHTTP_INNER_ROUTE if through_gateway(request.scope) else path,
         request_id=request_id,
         metrics=service.metrics,
         started=started,

@@ -201,3 +201,28 @@ async def test_canary_never_reaches_logs_metrics_or_error_bodies(
         assert CANARY.encode() not in item
     assert CANARY not in metrics
     assert CANARY not in caplog.text
+
+
+def _count(metrics: str, route: str) -> float:
+    total = 0.0
+    for line in metrics.splitlines():
+        if line.startswith("enclave_http_requests_total{") and f'route="{route}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_encrypted_requests_are_not_counted_by_their_inner_route(running: Running):
+    await load_model(running, "tiny")
+    config = (await key_configs(running))[0]
+    async with running.client() as client:
+        before = (await client.get("/metrics")).text
+        body, decoder = encapsulate(config, chat_request("which route was this?"))
+        assert (await post_ohttp(client, body, decoder)).complete
+        # the inner request is counted as its task ends, just after the outer body
+        for _ in range(100):
+            after = (await client.get("/metrics")).text
+            if _count(after, "ohttp_inner") > _count(before, "ohttp_inner"):
+                break
+            await asyncio.sleep(0.05)
+    assert _count(after, "ohttp_inner") == _count(before, "ohttp_inner") + 1
+    assert _count(after, "/v1/chat/completions") == _count(before, "/v1/chat/completions")
