@@ -21,6 +21,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 # Subcommand modules, in the order `enclave --help` lists them.
 _SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "_demo",
     "_serve",
     "_attest",
     "_verify",
