@@ -31,12 +31,17 @@ def shell_scripts() -> list[Path]:
     """Every shell script in the repository: ``*.sh`` and files with a shell shebang."""
     found = []
     for directory, subdirs, files in os.walk(ROOT):
-        subdirs[:] = sorted(d for d in subdirs if d not in _SKIP_DIRS and not d.startswith("."))
+        subdirs[:] = sorted(d for d in subdirs if d not in _SKIP_DIRS and _walked(d))
         for name in sorted(files):
             path = Path(directory) / name
             if name.endswith(".sh") or _has_shell_shebang(path):
                 found.append(path)
     return found
+
+
+def _walked(directory: str) -> bool:
+    """Hidden directories are caches and tool state, except CI's scripts."""
+    return not directory.startswith(".") or directory == ".ci"
 
 
 def _has_shell_shebang(path: Path) -> bool:

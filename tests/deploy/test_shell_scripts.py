@@ -19,6 +19,7 @@ def test_discovery_finds_the_deploy_scripts() -> None:
         "deploy/image/mkosi.postinst.chroot",
         "deploy/verity/open-model-image.sh",
         "scripts/test",
+        ".ci/run",
     }
     assert expected <= found
 
