@@ -93,6 +93,7 @@ class ServiceMetrics:
             ("route",),
             registry=reg,
         )
+        self._chunk_children: dict[str, Counter] = {}
         self._active = Gauge(
             "enclave_active_streams", "Inference requests in flight.", registry=reg
         )
@@ -159,7 +160,12 @@ class ServiceMetrics:
         self._ttft.labels(route=self.route_label(route)).observe(seconds)
 
     def chunk_streamed(self, route: str) -> None:
-        self._chunks.labels(route=self.route_label(route)).inc()
+        """Once per relayed event: the labeled child is looked up once per route, not per call."""
+        child = self._chunk_children.get(route)
+        if child is None:
+            child = self._chunks.labels(route=self.route_label(route))
+            self._chunk_children[route] = child
+        child.inc()
 
     def stream_started(self) -> None:
         self._active.inc()
