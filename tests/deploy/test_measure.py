@@ -4,6 +4,7 @@ TDX quotes with an event log that replays to their RTMRs)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import struct
@@ -206,3 +207,27 @@ def test_policy_refuses_other_firmware_and_debug_tds(
     _fw, debug_quote, _log, _m = _reference(tmp_path / "debug", debug=True)
     assert measure.main(["policy", "--quote", str(debug_quote)]) == 1
     assert "DEBUG TD" in capsys.readouterr().err
+
+
+def test_policy_fragment_from_an_attestation_report(
+    measure: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from attestation.evidence import Evidence
+
+    _fw, quote, log, measurements = _reference(tmp_path)
+    report = {
+        "version": 1,
+        "evidence": Evidence(bytes.fromhex(quote.read_text()), b"\xa0").encode().hex(),
+        "event_log": {
+            "format": "dstack",
+            "raw": base64.b64encode(log.read_bytes()).decode("ascii"),
+        },
+    }
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(report), encoding="utf-8")
+    assert measure.main(["policy", "--report", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert "event log replays" in err
+    fragment = tomllib.loads(out)
+    assert fragment["rtmr2"] == [measurements.rtmrs[2].hex()]
+    assert "rtmr3" not in fragment
