@@ -42,7 +42,7 @@ def _state_dir() -> Path:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     proxy = subparsers.add_parser(
         "proxy",
-        help="local plaintext OpenAI-compatible proxy to an attested endpoint over OHTTP",
+        help="local plaintext OpenAI/Anthropic-compatible proxy to an attested endpoint over OHTTP",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     for parser in (run, start):
         parser.add_argument("url", metavar="URL", help="the service's https:// base URL")
         parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT")
-        parser.add_argument("--compat", choices=("openai", "both"), default="openai")
+        parser.add_argument("--compat", choices=("openai", "anthropic", "both"), default="openai")
         parser.add_argument("--relay", metavar="URL", help="send through this OHTTP relay")
         parser.add_argument(
             "--relay-key-env", metavar="VAR", help="environment variable with the relay API key"
