@@ -28,14 +28,14 @@ import httpx
 from attestation.collateral import OfflineCollateral
 from enclave.client import AsyncOhttpTransport, AsyncRaTlsTransport, Verifier, attest_endpoint
 from enclave.client._endpoint import VerifiedEndpoint
+from enclave.local import local_settings, serve_locally
 from enclave.server import EnclaveServer
-from enclave.settings import load_settings
+from enclave.settings import EnclaveSettings
 
 __all__ = ["DEMO_MODEL", "DEMO_PROMPT", "run_demo"]
 
 DEMO_MODEL = "demo-model"
 DEMO_PROMPT = "Why should a prompt only be readable inside a measured VM?"
-_START_TIMEOUT = 60.0
 _LOAD_TIMEOUT = 120.0
 
 
@@ -111,29 +111,17 @@ def _describe(say: _Printer, endpoint: VerifiedEndpoint) -> None:
         say(f"    model digest    {endpoint.model.digest.hex()}")
 
 
-def _prepare(root: Path) -> dict[str, object]:
+def _prepare(root: Path, load_token: str) -> EnclaveSettings:
     model = root / "models" / DEMO_MODEL
     model.mkdir(parents=True)
     (model / "config.json").write_text(json.dumps({"architectures": ["DevEngineDemo"]}))
     (model / "weights.bin").write_bytes(bytes(range(256)) * 64)
-    engine = (
-        sys.executable, "-m", "model_manager.devengine",
-        "--dev-load-seconds", "2", "--dev-tokens-per-second", "40",
-    )  # fmt: skip
-    return {
-        "host": "127.0.0.1",
-        "port": 0,
-        "tee": "simulated",
-        "insecure_allow_simulated_tee": True,
-        "models_dir": str(root / "models"),
-        "roothash_dir": str(root / "roothash"),
-        "state_dir": str(root / "state"),
-        "run_dir": str(root / "run"),
-        "engine_command": engine,
-        "load_token": secrets.token_urlsafe(24),
-        "log_level": "WARNING",
-        "shutdown_grace_seconds": 10,
-    }
+    return local_settings(
+        root,
+        load_token=load_token,
+        engine_flags=("--dev-load-seconds", "2", "--dev-tokens-per-second", "40"),
+        log_level="WARNING",
+    )
 
 
 async def _wait_ready(client: httpx.AsyncClient, say: _Printer) -> dict[str, object]:
@@ -183,8 +171,8 @@ async def _stream_chat(client: httpx.AsyncClient, say: _Printer) -> str:
     return "".join(text)
 
 
-async def _client_side(server: EnclaveServer, port: int, token: str, say: _Printer) -> None:
-    url = f"https://127.0.0.1:{port}"
+async def _client_side(server: EnclaveServer, token: str, say: _Printer) -> None:
+    url = f"https://127.0.0.1:{server.bound_port}"
     simulated = server.simulated
     if simulated is None or simulated.bundle_dir is None:
         raise RuntimeError("the demo needs the simulated TEE's published root and collateral")
@@ -243,22 +231,13 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
     say("enclave demo: the service and a client on this machine")
     say("NOTE: SIMULATED TEE. Its quotes are signed by a simulated Intel-like root; they show the")
     say("      protocol working end to end and prove nothing about this machine.")
+    token = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="enclave-demo-") as tmp:
-        overrides = _prepare(Path(tmp))
-        settings = load_settings(overrides)
-        server = EnclaveServer(settings)
-        serving = asyncio.create_task(server.serve())
-        try:
-            deadline = time.monotonic() + _START_TIMEOUT
-            while server.bound_port is None:
-                if serving.done() or time.monotonic() > deadline:
-                    raise RuntimeError("the service did not start")
-                await asyncio.sleep(0.05)
-            port = server.bound_port
-            await _client_side(server, port, str(overrides["load_token"]), say)
-        finally:
-            say.step(6, "Shutting down (the engine is stopped, every process reaped)")
-            server.request_shutdown()
-            await asyncio.wait_for(serving, 60)
+        settings = _prepare(Path(tmp), token)
+        async with serve_locally(settings) as server:
+            try:
+                await _client_side(server, token, say)
+            finally:
+                say.step(6, "Shutting down (the engine is stopped, every process reaped)")
     say("\ndone.")
     return 0

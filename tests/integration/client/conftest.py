@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,8 +22,9 @@ from attestation.collateral import Collateral
 from attestation.policy import Policy
 from attestation.simulator import Simulator
 from enclave.client import Verifier
+from enclave.local import local_settings, serve_locally
 from enclave.server import EnclaveServer
-from enclave.settings import load_settings
+from enclave.settings import EnclaveSettings
 
 TOKEN = "client-integration-token"
 CANARY = "canary-client-3f1d7a9c"
@@ -80,30 +80,12 @@ class Running:
         raise AssertionError(f"{name} never became ready")
 
 
-def server_settings(tmp: Path) -> Any:
+def server_settings(tmp: Path) -> EnclaveSettings:
     (tmp / "models" / "tiny").mkdir(parents=True)
     (tmp / "models" / "tiny" / "config.json").write_text('{"architectures": ["Fake"]}')
     (tmp / "models" / "models.toml").write_text('[models.other]\npath = "tiny"\n')
-    return load_settings(
-        {
-            "host": "127.0.0.1",
-            "port": 0,
-            "tee": "simulated",
-            "insecure_allow_simulated_tee": True,
-            "models_dir": str(tmp / "models"),
-            "roothash_dir": str(tmp / "roothash"),
-            "state_dir": str(tmp / "state"),
-            "run_dir": str(tmp / "run"),
-            "engine_command": (
-                sys.executable,
-                "-m",
-                "model_manager.devengine",
-                "--dev-load-seconds",
-                "0.1",
-            ),
-            "load_token": TOKEN,
-            "shutdown_grace_seconds": 5,
-        }
+    return local_settings(
+        tmp, load_token=TOKEN, engine_flags=("--dev-load-seconds", "0.1"), shutdown_grace_seconds=5
     )
 
 
@@ -111,18 +93,11 @@ def server_settings(tmp: Path) -> Any:
 async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Running]:
     tmp = tmp_path_factory.mktemp("client-server")
     simulator = Simulator.create()
-    server = EnclaveServer(server_settings(tmp), simulator=simulator)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while server.bound_port is None:
-        if task.done() or time.monotonic() > deadline:
-            raise RuntimeError("the server did not start")
-        await asyncio.sleep(0.05)
-    running = Running(server, simulator, server.bound_port, tmp)
-    await running.load_model()
-    yield running
-    server.request_shutdown()
-    await asyncio.wait_for(task, 60)
+    async with serve_locally(server_settings(tmp), simulator=simulator) as server:
+        assert server.bound_port is not None
+        running = Running(server, simulator, server.bound_port, tmp)
+        await running.load_model()
+        yield running
 
 
 @contextlib.asynccontextmanager

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import json
 import ssl
-import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,14 +23,13 @@ from attestation.collateral import Collateral
 from attestation.ratls import parse_certificate
 from attestation.simulator import Simulator
 from attestation.verify import VerifiedEvidence, verify_evidence
+from enclave.local import local_settings, serve_locally
 from enclave.protocol import bhttp
 from enclave.protocol.chunked import ChunkedRequestEncoder, ChunkedResponseDecoder
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs
 from enclave.server import EnclaveServer
-from enclave.settings import load_settings
 
 TOKEN = "integration-load-token"
-DEV_ENGINE = (sys.executable, "-m", "model_manager.devengine")
 CANARY = "canary-5b9f2e71-never-logged"
 MODELS_TOML = """
 [models.crashy]
@@ -91,40 +89,17 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
     (tmp / "models" / "tiny").mkdir(parents=True)
     (tmp / "models" / "tiny" / "config.json").write_text('{"architectures": ["Fake"]}')
     (tmp / "models" / "models.toml").write_text(MODELS_TOML)
-    settings = load_settings(
-        {
-            "host": "127.0.0.1",
-            "port": 0,
-            "tee": "simulated",
-            "insecure_allow_simulated_tee": True,
-            "models_dir": str(tmp / "models"),
-            "roothash_dir": str(tmp / "roothash"),
-            "state_dir": str(tmp / "state"),
-            "run_dir": str(tmp / "run"),
-            "engine_command": (
-                sys.executable,
-                "-m",
-                "model_manager.devengine",
-                "--dev-load-seconds",
-                "0.3",
-            ),
-            "load_token": TOKEN,
-            "shutdown_grace_seconds": 5,
-            "restart_backoff_initial_seconds": 0.2,
-        }
+    settings = local_settings(
+        tmp,
+        load_token=TOKEN,
+        engine_flags=("--dev-load-seconds", "0.3"),
+        shutdown_grace_seconds=5,
+        restart_backoff_initial_seconds=0.2,
     )
     simulator = Simulator.create()
-    server = EnclaveServer(settings, simulator=simulator)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + 30
-    while server.bound_port is None:
-        if task.done() or time.monotonic() > deadline:
-            raise RuntimeError("the server did not start")
-        await asyncio.sleep(0.05)
-    assert server.bound_port is not None
-    yield Running(server, simulator, server.bound_port, tmp)
-    server.request_shutdown()
-    await asyncio.wait_for(task, 60)
+    async with serve_locally(settings, simulator=simulator) as server:
+        assert server.bound_port is not None
+        yield Running(server, simulator, server.bound_port, tmp)
 
 
 async def load_model(running: Running, name: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.server.conftest import DEV_ENGINE
+from enclave.local import DEV_ENGINE
 
 pytestmark = pytest.mark.slow
 
