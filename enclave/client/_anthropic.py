@@ -171,7 +171,8 @@ def _assistant(blocks: list[Mapping[str, object]], where: str) -> JsonObject:
             calls.append({"id": call_id, "type": "function", "function": function})
         elif kind not in _DROPPED_BLOCKS:
             raise AnthropicRequestError(f"{at}: block type {kind!r} is not supported here")
-    message: JsonObject = {"role": "assistant", "content": "".join(texts) if texts else None}
+    text = "".join(texts) if texts or not calls else None
+    message: JsonObject = {"role": "assistant", "content": text}
     if calls:
         message["tool_calls"] = calls
     return message
@@ -291,6 +292,10 @@ def to_openai_request(body: object) -> TranslatedRequest:
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
     out: JsonObject = {"model": model, "messages": messages, "max_tokens": max_tokens}
+    if messages[-1]["role"] == "assistant" and "tool_calls" not in messages[-1]:
+        # A prefilled answer: vLLM continues it instead of starting a new turn.
+        out["continue_final_message"] = True
+        out["add_generation_prompt"] = False
     for key in _SAMPLING:
         value = _number(body, key)
         if value is not None:

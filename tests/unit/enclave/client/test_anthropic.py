@@ -169,6 +169,15 @@ def test_tool_round_trip_history() -> None:
     assert body["parallel_tool_calls"] is False
 
 
+def test_prefilled_assistant_turn_is_continued() -> None:
+    prefill = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Echo"}]
+    body = to_openai_request(request(messages=prefill)).body
+    assert body["messages"][-1] == {"role": "assistant", "content": "Echo"}  # type: ignore[index]
+    assert body["continue_final_message"] is True
+    assert body["add_generation_prompt"] is False
+    assert "continue_final_message" not in to_openai_request(request()).body
+
+
 def test_tool_result_images_follow_in_a_user_message() -> None:
     image = {
         "type": "image",
