@@ -36,7 +36,7 @@ TIMEOUT = 60.0
 
 if not (NODE_DIR / "node_modules").is_dir():
     if os.environ.get("CI"):
-        pytest.fail("CI must install the Node peers (`npm ci` in tests/interop/node)", pytrace=False)
+        pytest.fail("CI must install the Node peers (npm ci in tests/interop/node)", pytrace=False)
     pytest.skip(
         "tests/interop/node/node_modules is absent: run `npm ci` there (CI does)",
         allow_module_level=True,
