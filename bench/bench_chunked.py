@@ -2,7 +2,10 @@
 
 1. Sealing one 64-byte chunk with ``ChunkedResponseEncoder.seal_chunk`` (the per-token hot path),
    as a ratio to a bare ``AESGCM(key).encrypt`` of the same bytes (target: <= 1.5x), for
-   AES-256-GCM (the X-Wing default) and AES-128-GCM.
+   AES-256-GCM (the X-Wing default) and AES-128-GCM; and the same for a 240-byte chunk, the
+   size of a real vLLM token event. What seal_chunk adds per call: a fresh 12-byte nonce
+   (``int.to_bytes``, ~110 ns), the length prefix (one concatenation, ~70 ns), the call and
+   its checks (~300 ns on this machine).
 2. The gateway's per-request HPKE work, X-Wing decapsulation plus key schedule plus opening the
    request, as a ratio to cryptography's one-shot ``hpke.Suite.decrypt`` of the same message
    (its own, independent implementation of the same suite).
@@ -49,6 +52,8 @@ ROUNDS = 9
 SEAL_CALLS = 50_000
 REQUEST_CALLS = 200
 CHUNK = os.urandom(64)
+#: A vLLM chat chunk carrying one token is about this long (id, model, choices, delta JSON).
+TOKEN_EVENT = os.urandom(240)
 BHTTP_REQUEST = b"\x00\x04POST\x05https\x0benclave.test\x14/v1/chat/completions" + os.urandom(400)
 
 
@@ -63,13 +68,13 @@ def side_by_side(
     return best_ours, best_theirs
 
 
-def seal_ratio(aead: AeadId) -> tuple[float, float]:
+def seal_ratio(aead: AeadId, chunk: bytes) -> tuple[float, float]:
     suite = Suite.from_ids(KemId.X_WING, KdfId.HKDF_SHA256, aead)
     encoder = ChunkedResponseEncoder(suite, os.urandom(1120), os.urandom(32))
     encrypt = AESGCM(os.urandom(suite.aead.key_size)).encrypt
     nonce = os.urandom(suite.aead.nonce_size)
     seal = encoder.seal_chunk
-    return side_by_side(lambda: seal(CHUNK), lambda: encrypt(nonce, CHUNK, None), SEAL_CALLS)
+    return side_by_side(lambda: seal(chunk), lambda: encrypt(nonce, chunk, None), SEAL_CALLS)
 
 
 def xwing_request_ratio() -> tuple[float, float]:
@@ -113,14 +118,15 @@ def decapsulation_costs(store: KeyStore, kem: KemId) -> tuple[float, float]:
 
 
 def main() -> None:
-    print("1. seal one 64-byte chunk: ChunkedResponseEncoder.seal_chunk vs bare AESGCM.encrypt")
-    for aead in (AeadId.AES_256_GCM, AeadId.AES_128_GCM):
-        ours, base = seal_ratio(aead)
-        print(
-            f"   {aead.name:<12} seal_chunk {ours * 1e9:6.0f} ns"
-            f"   AESGCM.encrypt {base * 1e9:6.0f} ns"
-            f"   ratio {ours / base:.2f}x (target <= 1.5x)"
-        )
+    print("1. seal one chunk: ChunkedResponseEncoder.seal_chunk vs bare AESGCM.encrypt")
+    for chunk, what in ((CHUNK, "64-byte chunk"), (TOKEN_EVENT, "240-byte token event")):
+        for aead in (AeadId.AES_256_GCM, AeadId.AES_128_GCM):
+            ours, base = seal_ratio(aead, chunk)
+            print(
+                f"   {what:<21} {aead.name:<12} seal_chunk {ours * 1e9:6.0f} ns"
+                f"   AESGCM.encrypt {base * 1e9:6.0f} ns   ratio {ours / base:.2f}x"
+            )
+    print("   (target for the 64-byte chunk: <= 1.5x)")
     ours, theirs = xwing_request_ratio()
     print(f"2. X-Wing request ({len(BHTTP_REQUEST)} bytes): decapsulate + key schedule + open")
     print(
