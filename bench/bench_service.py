@@ -54,6 +54,7 @@ def chat_body(tokens: int) -> dict[str, object]:
         "messages": [{"role": "user", "content": "benchmark the streaming path"}],
         "stream": True,
         "max_tokens": tokens,
+        "ignore_eos": True,  # vLLM's extension: exactly max_tokens tokens, as a long answer has
     }
 
 
