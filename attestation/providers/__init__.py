@@ -1,9 +1,15 @@
-"""Quote providers behind one Protocol: configfs-tsm, the dstack guest agent, and simulated.
+"""Quote providers behind one Protocol: configfs-tsm, the dstack guest agent, the CoCo
+attestation agent, and simulated.
 
 ``detect_provider("auto")`` looks for, in this order, a usable configfs-tsm report directory
 and the dstack guest agent's socket, and raises ``QuoteProviderUnavailableError`` when neither
 is there. It never falls back to the simulator: ``detect_provider("simulated")`` must be asked
 for by name, and says so loudly in the log every time such a provider is made.
+
+``"coco"`` (the Confidential Containers attestation agent's REST API on loopback) is explicit
+only: nothing on the file system tells a container that it runs in a CoCo pod, only a TCP
+port that any local process could also listen on, and probing it would cost every start a
+connection attempt; docs/attestation-providers.md says more.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from attestation.errors import QuoteProviderUnavailableError
+from attestation.providers._coco import DEFAULT_COCO_AA_URL, CocoAttestationAgentProvider
 from attestation.providers._configfs_tsm import (
     DEFAULT_TSM_REPORT_ROOT,
     TDX_TSM_PROVIDER,
@@ -35,11 +42,13 @@ from attestation.providers._types import (
 )
 
 __all__ = [
+    "DEFAULT_COCO_AA_URL",
     "DEFAULT_DSTACK_SOCKET",
     "DEFAULT_TSM_REPORT_ROOT",
     "REPORT_DATA_SIZE",
     "SIMULATED_TEE_WARNING",
     "TDX_TSM_PROVIDER",
+    "CocoAttestationAgentProvider",
     "ConfigfsTsmProvider",
     "DstackProvider",
     "OsTsmFileOps",
@@ -55,7 +64,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ProviderKind = Literal["auto", "configfs-tsm", "dstack", "simulated"]
+ProviderKind = Literal["auto", "configfs-tsm", "dstack", "coco", "simulated"]
 
 DEFAULT_TIMEOUT_S = 30.0
 
@@ -65,13 +74,16 @@ def detect_provider(
     *,
     tsm_root: Path = DEFAULT_TSM_REPORT_ROOT,
     dstack_socket: Path = DEFAULT_DSTACK_SOCKET,
+    coco_url: str = DEFAULT_COCO_AA_URL,
     simulator: QuoteSimulator | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> QuoteProvider:
-    """The provider of ``kind``; ``"auto"``: configfs-tsm, then dstack, never simulated.
+    """The provider of ``kind``; ``"auto"``: configfs-tsm, then dstack, never coco or simulated.
 
-    An explicit ``configfs-tsm`` or ``dstack`` that is not present on this machine raises
-    ``QuoteProviderUnavailableError`` too. ``simulated`` wraps ``simulator``, or a fresh
+    ``coco`` is made without contacting the agent (``coco_url``, loopback only); an agent that
+    is not there shows as ``QuoteProviderUnavailableError`` at the first quote. An explicit
+    ``configfs-tsm`` or ``dstack`` that is not present on this machine raises
+    ``QuoteProviderUnavailableError``. ``simulated`` wraps ``simulator``, or a fresh
     ``attestation.simulator.Simulator.create()`` when none is given.
     """
     if kind == "simulated":
@@ -80,6 +92,9 @@ def detect_provider(
 
             simulator = Simulator.create()
         return SimulatedQuoteProvider(simulator)
+    if kind == "coco":
+        logger.info("quote provider: CoCo attestation agent at %s", coco_url)
+        return CocoAttestationAgentProvider(coco_url, timeout=timeout)
     if kind in ("auto", "configfs-tsm"):
         if tsm_report_root_usable(tsm_root):
             logger.info("quote provider: configfs-tsm at %s", tsm_root)

@@ -11,7 +11,7 @@ __all__ = ["REPORT_DATA_SIZE", "ProviderName", "QuoteProvider", "QuoteResult", "
 
 REPORT_DATA_SIZE = 64
 
-ProviderName = Literal["configfs-tsm", "dstack", "simulated"]
+ProviderName = Literal["configfs-tsm", "dstack", "coco", "simulated"]
 
 
 @dataclass(frozen=True)
