@@ -37,7 +37,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TeeChoice = Literal["auto", "configfs-tsm", "dstack", "simulated"]
+TeeChoice = Literal["auto", "configfs-tsm", "dstack", "coco", "simulated"]
 #: The smallest maximum chunk size the gateway may be configured with (DESIGN.md: a peer must
 #: be able to send chunks of 16 KiB).
 MIN_CHUNK_SIZE = 16384

@@ -50,7 +50,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description=(
             "Run the enclave service: RA-TLS on --port, the OHTTP gateway, the OpenAI API of the "
             "supervised engine and the model lifecycle API. Quotes come from configfs-tsm or the "
-            "dstack guest agent (--tee auto). The simulated TEE proves nothing and is refused "
+            "dstack guest agent (--tee auto), or from the CoCo attestation agent (--tee coco, "
+            "chosen explicitly). The simulated TEE proves nothing and is refused "
             "unless --tee simulated and --insecure-allow-simulated-tee are both given."
         ),
     )
@@ -58,9 +59,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument(flag, type=kind, default=None, help=text)
     parser.add_argument(
         "--tee",
-        choices=["auto", "configfs-tsm", "dstack", "simulated"],
+        choices=["auto", "configfs-tsm", "dstack", "coco", "simulated"],
         default=None,
-        help="quote provider (default auto: configfs-tsm, then dstack; never simulated)",
+        help=(
+            "quote provider (default auto: configfs-tsm, then dstack; never coco or simulated; "
+            "coco: the CoCo attestation agent on http://127.0.0.1:8006)"
+        ),
     )
     parser.add_argument(
         "--engine-command",
