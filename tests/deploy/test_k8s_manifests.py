@@ -62,6 +62,16 @@ def test_pods_run_in_the_tdx_runtime_class_with_gpus() -> None:
     assert pod["automountServiceAccountToken"] is False
 
 
+def test_quotes_come_from_the_coco_attestation_agent() -> None:
+    """Regression: a CoCo pod sees neither configfs-tsm nor the dstack socket; quotes come from
+    the attestation agent, whose REST routes the kernel_params annotation turns on."""
+    docs = _all()
+    assert docs["ConfigMap"]["data"]["ENCLAVE_TEE"] == "coco"
+    annotations = docs["StatefulSet"]["spec"]["template"]["metadata"]["annotations"]
+    params = annotations["io.katacontainers.config.hypervisor.kernel_params"]
+    assert "agent.guest_components_rest_api=attestation" in params.split()
+
+
 def test_readiness_is_ready_over_https() -> None:
     container = _all()["StatefulSet"]["spec"]["template"]["spec"]["containers"][0]
     probe = container["readinessProbe"]["httpGet"]
