@@ -43,6 +43,7 @@ from attestation.errors import (
     QuoteProviderUnavailableError,
 )
 from attestation.eventlog import EventLog, parse_ccel
+from attestation.providers._http import read_bounded
 from attestation.providers._types import ProviderName, QuoteResult, check_report_data
 from attestation.quote import parse_quote
 
@@ -167,15 +168,8 @@ class CocoAttestationAgentProvider:
                 ) as client,
                 client.stream("GET", COCO_EVIDENCE_PATH, params=params) as response,
             ):
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > MAX_COCO_RESPONSE_BYTES:
-                    raise QuoteProviderError("coco: reply exceeds MAX_COCO_RESPONSE_BYTES")
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_COCO_RESPONSE_BYTES:
-                        raise QuoteProviderError("coco: reply exceeds MAX_COCO_RESPONSE_BYTES")
-                return response.status_code, bytes(body)
+                body = await read_bounded(response, MAX_COCO_RESPONSE_BYTES, "coco")
+                return response.status_code, body
         except httpx.TimeoutException as exc:
             raise QuoteProviderError("coco: the attestation agent timed out") from exc
         except httpx.ConnectError as exc:

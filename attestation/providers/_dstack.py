@@ -22,6 +22,7 @@ import httpx
 
 from attestation.errors import EvidenceError, QuoteProviderError, QuoteProviderUnavailableError
 from attestation.eventlog import EventLog, parse_dstack_event_log
+from attestation.providers._http import read_bounded
 from attestation.providers._types import ProviderName, QuoteResult, check_report_data
 
 __all__ = ["DEFAULT_DSTACK_SOCKET", "MAX_DSTACK_RESPONSE_BYTES", "DstackProvider"]
@@ -81,12 +82,8 @@ class DstackProvider:
                 ) as client,
                 client.stream("POST", path, json=payload) as response,
             ):
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_DSTACK_RESPONSE_BYTES:
-                        raise QuoteProviderError("dstack: reply exceeds MAX_DSTACK_RESPONSE_BYTES")
-                return response.status_code, bytes(body)
+                body = await read_bounded(response, MAX_DSTACK_RESPONSE_BYTES, "dstack")
+                return response.status_code, body
         except httpx.TimeoutException as exc:
             raise QuoteProviderError("dstack: GetQuote timed out") from exc
         except httpx.HTTPError as exc:
