@@ -12,6 +12,7 @@ A decoder that raises stays failed: every later call raises ``MalformedMessageEr
 
 from __future__ import annotations
 
+import abc
 import os
 from collections.abc import Callable
 
@@ -193,8 +194,9 @@ class ChunkedRequestEncoder:
         )
 
 
-class _Decoder:
-    """Shared state machine: header, non-final chunks, final chunk, end of stream."""
+class _Decoder(abc.ABC):
+    """Shared state machine: header, non-final chunks, final chunk, end of stream. Each role
+    says how its header is read and how a chunk is opened."""
 
     __slots__ = ("_complete", "_failed", "_max", "_reader")
 
@@ -249,15 +251,16 @@ class _Decoder:
         if self._failed:
             raise MalformedMessageError("the message already failed to decode")
 
+    @abc.abstractmethod
     def _read_header(
         self, data: bytes | bytearray | memoryview
     ) -> tuple[ChunkReader, bytes] | None:
         """Consume header bytes; once the header is complete, the chunk reader and the bytes
         of ``data`` after the header, else ``None``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _open(self, sealed: bytes, aad: bytes) -> bytes:
-        raise NotImplementedError
+        """The plaintext of one sealed chunk (``aad`` is ``"final"`` for the last one)."""
 
 
 class ChunkedRequestDecoder(_Decoder):
