@@ -30,7 +30,7 @@ from attestation.ratls import RaTlsIssuer
 from attestation.simulator import Simulator
 from enclave import __version__
 from enclave.app import build_app
-from enclave.gateway import GatewayLimits, OhttpGateway, gateway_routes
+from enclave.gateway import OhttpGateway, gateway_routes
 from enclave.metrics import ServiceMetrics
 from enclave.protocol.ohttp import KeyStore, generate_default_key_configs
 from enclave.report import RateLimiter, ReportSource, report_routes
@@ -104,16 +104,9 @@ class EnclaveServer:
         service_settings = settings.service
         self.service = Service(settings)
         self.key_store = KeyStore(generate_default_key_configs())
-        gateway_settings = settings.gateway
         self.gateway = OhttpGateway(
             self.key_store,
-            limits=GatewayLimits(
-                body_limit_bytes=gateway_settings.body_limit_bytes,
-                max_chunk_size=gateway_settings.max_chunk_size,
-                replay_window_seconds=gateway_settings.replay_window_seconds,
-                replay_cache_size=gateway_settings.replay_cache_size,
-                max_concurrent_requests=gateway_settings.max_concurrent_streams,
-            ),
+            limits=settings.gateway,
             observer=GatewayMetrics(self.service.metrics),
         )
         self.simulated: SimulatedTee | None = None

@@ -22,12 +22,12 @@ from typing import Literal
 from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from enclave.gateway import GatewayLimits
 from model_manager import ModelManagerSettings
 
 __all__ = [
     "MIN_CHUNK_SIZE",
     "EnclaveSettings",
-    "GatewaySettings",
     "ServiceSettings",
     "SettingsError",
     "TeeChoice",
@@ -106,27 +106,6 @@ class ServiceSettings(BaseSettings):
 
 
 @dataclass(frozen=True, slots=True)
-class GatewaySettings:
-    """What the OHTTP gateway needs, derived from :class:`ServiceSettings`."""
-
-    body_limit_bytes: int
-    max_chunk_size: int
-    replay_window_seconds: float
-    replay_cache_size: int
-    max_concurrent_streams: int
-
-    @classmethod
-    def from_service(cls, settings: ServiceSettings) -> GatewaySettings:
-        return cls(
-            body_limit_bytes=settings.body_limit_bytes,
-            max_chunk_size=settings.max_chunk_size,
-            replay_window_seconds=settings.replay_window_seconds,
-            replay_cache_size=settings.replay_cache_size,
-            max_concurrent_streams=settings.max_concurrent_streams,
-        )
-
-
-@dataclass(frozen=True, slots=True)
 class EnclaveSettings:
     """Every package's settings, loaded once at the entry point and passed down."""
 
@@ -134,8 +113,16 @@ class EnclaveSettings:
     model_manager: ModelManagerSettings
 
     @property
-    def gateway(self) -> GatewaySettings:
-        return GatewaySettings.from_service(self.service)
+    def gateway(self) -> GatewayLimits:
+        """The OHTTP gateway's limits, from the service settings."""
+        service = self.service
+        return GatewayLimits(
+            body_limit_bytes=service.body_limit_bytes,
+            max_chunk_size=service.max_chunk_size,
+            replay_window_seconds=service.replay_window_seconds,
+            replay_cache_size=service.replay_cache_size,
+            max_concurrent_requests=service.max_concurrent_streams,
+        )
 
 
 def load_settings(cli_overrides: Mapping[str, object] | None = None) -> EnclaveSettings:

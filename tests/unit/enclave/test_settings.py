@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from enclave.gateway import GatewayLimits
 from enclave.settings import (
     MIN_CHUNK_SIZE,
-    GatewaySettings,
     ServiceSettings,
     SettingsError,
     insecure_warnings,
@@ -66,12 +66,12 @@ def test_command_line_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch)
 
 def test_gateway_settings_are_derived() -> None:
     settings = load_settings({"replay_window_seconds": 30, "max_concurrent_streams": 8})
-    assert settings.gateway == GatewaySettings(
+    assert settings.gateway == GatewayLimits(
         body_limit_bytes=32 * 1024 * 1024,
         max_chunk_size=16384,
         replay_window_seconds=30,
         replay_cache_size=settings.service.replay_cache_size,
-        max_concurrent_streams=8,
+        max_concurrent_requests=8,
     )
 
 
