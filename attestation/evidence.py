@@ -10,6 +10,7 @@ Evidence (CCC "Interoperable RA-TLS", SGX/TDX evidence formats)::
                                  ? "model": { "name": tstr, "digest-kind": tstr,
                                               "digest": bstr },
                                  ? "service": { "version": tstr },
+                                 ? "gpus": [* bstr],     ; SHA-256 of each GPU's evidence
                                  * tstr => any }                             ; tolerated
     quote.report_data = SHA-256(claims-buffer) || 32 zero bytes
 
@@ -65,7 +66,9 @@ _NONCE: Final = "nonce"
 _OHTTP_KEYS: Final = "ohttp-keys"
 _MODEL: Final = "model"
 _SERVICE: Final = "service"
-_KNOWN: Final = frozenset({_PUBKEY_HASH, _NONCE, _OHTTP_KEYS, _MODEL, _SERVICE})
+_GPUS: Final = "gpus"
+_KNOWN: Final = frozenset({_PUBKEY_HASH, _NONCE, _OHTTP_KEYS, _MODEL, _SERVICE, _GPUS})
+MAX_GPU_CLAIMS: Final = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,7 @@ class Claims:
     model: ModelClaim | None = None
     service_version: str | None = None
     extra: tuple[str, ...] = field(default=())
+    gpus: tuple[bytes, ...] | None = None  # SHA-256 of each GPU's evidence (attestation.gpu)
 
     def to_json_dict(self) -> dict[str, object]:
         """A JSON-friendly view (hex for bytes), for the CLI and the attestation report."""
@@ -142,6 +146,7 @@ class Claims:
                 "digest": self.model.digest.hex(),
             },
             "service": None if self.service_version is None else {"version": self.service_version},
+            "gpus": None if self.gpus is None else [digest.hex() for digest in self.gpus],
             "extra": list(self.extra),
         }
 
@@ -170,6 +175,10 @@ def encode_claims(claims: Claims) -> bytes:
         )
     if claims.service_version is not None:
         entries[_SERVICE] = _sorted_map({"version": claims.service_version})
+    if claims.gpus is not None:
+        if len(claims.gpus) > MAX_GPU_CLAIMS or any(len(d) != 32 for d in claims.gpus):
+            raise EvidenceError(f"the gpus claim is at most {MAX_GPU_CLAIMS} SHA-256 digests")
+        entries[_GPUS] = list(claims.gpus)
     buffer: bytes = cbor2.dumps(_sorted_map(entries))
     return buffer
 
@@ -196,6 +205,7 @@ def decode_claims(buffer: bytes) -> Claims:
         ohttp_keys=_optional_bytes(entries, _OHTTP_KEYS),
         model=_decode_model(entries.get(_MODEL)),
         service_version=_decode_service(entries.get(_SERVICE)),
+        gpus=_decode_gpus(entries.get(_GPUS)),
         extra=tuple(sorted(k for k in entries if k not in _KNOWN)),
     )
 
@@ -231,6 +241,18 @@ def _decode_service(value: object) -> str | None:
     if not isinstance(version, str):
         raise EvidenceError("claim 'service' must be a map with a text 'version'")
     return version
+
+
+def _decode_gpus(value: object) -> tuple[bytes, ...] | None:
+    if value is None:
+        return None
+    if not (
+        isinstance(value, list)
+        and len(value) <= MAX_GPU_CLAIMS
+        and all(isinstance(d, bytes) and len(d) == 32 for d in value)
+    ):
+        raise EvidenceError(f"claim 'gpus' must be an array of at most {MAX_GPU_CLAIMS} digests")
+    return tuple(value)
 
 
 def report_data_for(claims_buffer: bytes) -> bytes:
