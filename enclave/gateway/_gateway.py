@@ -6,8 +6,9 @@
 2. read and decrypt the whole request body (chunked: incrementally, chunk by chunk); an unknown
    key or suite is the 422 ``ohttp-key`` problem, anything else that fails is one generic 400;
 3. decode the inner Binary HTTP request; refuse a replayed ``enc`` (generic 400);
-4. inner checks, answered *encapsulated*: ``Date`` inside the window (RFC 9458 section 6.5),
-   the route on the allow-list;
+4. inner checks, answered *encapsulated*: ``Date`` inside the window (RFC 9458 section 6.5;
+   the ``enc`` is remembered until that Date can no longer be accepted), no ``Expect:
+   100-continue`` (section 5.1: 417), the route on the allow-list;
 5. dispatch into the service's own app in-process and encapsulate its response: whole for
    ``message/ohttp-req``; for ``message/ohttp-chunked-req`` as an indeterminate-length Binary
    HTTP response sealed piece by piece, each piece the app sends becoming one chunk, flushed
@@ -26,11 +27,11 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from enclave.gateway._dispatch import InnerExchange, inner_scope
+from enclave.gateway._httpdate import parse_http_date
 from enclave.gateway._replay import ReplayCache, ReplayCacheFullError
 from enclave.gateway._responses import (
     OHTTP_KEY_PROBLEM,
@@ -252,8 +253,10 @@ class OhttpGateway:
             request = bhttp.decode_request(plaintext)
         except ProtocolError as exc:
             raise _RefusedError(400, "bad_inner_request", b"bad request\n") from exc
+        sent = self._inner_date(request)
+        ahead = 0.0 if sent is None else sent - self._clock()
         try:
-            fresh = self._replay.check_and_add(enc)
+            fresh = self._replay.check_and_add(enc, ahead)
         except ReplayCacheFullError as exc:
             raise _RefusedError(503, "overloaded", b"too many requests in flight\n") from exc
         if not fresh:
@@ -262,24 +265,30 @@ class OhttpGateway:
 
     def _inner_refusal(self, request: bhttp.Request) -> bhttp.Response | None:
         now = self._clock()
-        if not self._date_ok(request, now):
+        sent = self._inner_date(request)
+        if sent is None or abs(now - sent) > self.limits.replay_window_seconds:
             self._observer.failure("date")
             return inner_date_problem(now)
+        if _expects_continue(request):  # RFC 9458 section 5.1: the gateway MUST refuse it
+            self._observer.failure("expect_continue")
+            return inner_json_error(
+                417, "expectation_failed", "Expect: 100-continue cannot be used through OHTTP"
+            )
         method, path = request.method.decode("ascii"), request.path.split(b"?", 1)[0]
         if (method, path.decode("latin-1")) not in self.limits.allowed_routes:
             self._observer.failure("route_not_allowed")
             return inner_json_error(404, "route_not_allowed", "no such route through the gateway")
         return None
 
-    def _date_ok(self, request: bhttp.Request, now: float) -> bool:
+    def _inner_date(self, request: bhttp.Request) -> float | None:
+        """The inner request's one ``Date`` (RFC 9110 HTTP-date, UTC), or None."""
         values = [value for name, value in request.headers if name.lower() == b"date"]
         if len(values) != 1:
-            return False
+            return None
         try:
-            sent = parsedate_to_datetime(values[0].decode("ascii")).timestamp()
-        except (ValueError, TypeError, UnicodeDecodeError, OverflowError):
-            return False
-        return abs(now - sent) <= self.limits.replay_window_seconds
+            return parse_http_date(values[0].decode("ascii"), self._clock())
+        except (ValueError, UnicodeDecodeError, OverflowError):
+            return None
 
     def _exchange(self, request: bhttp.Request, scope: Scope) -> InnerExchange:
         if self._app is None:
@@ -374,6 +383,13 @@ class OhttpGateway:
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"upgrade"}
 )
+
+
+def _expects_continue(request: bhttp.Request) -> bool:
+    return any(
+        name.lower() == b"expect" and b"100-continue" in value.lower()
+        for name, value in request.headers
+    )
 
 
 def _inner_headers(headers: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[bytes, bytes], ...]:

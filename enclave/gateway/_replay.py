@@ -1,15 +1,20 @@
-"""The replay cache of RFC 9458 section 6.5: the ``enc`` of every request accepted within the
-window. Bounded: when it is full of entries that are still live it refuses new ones (fails
-closed) rather than forgetting one early, which would reopen a replay."""
+"""The replay cache of RFC 9458 section 6.5: the ``enc`` of every accepted request, kept until
+the request's ``Date`` can no longer be accepted. Bounded: when it is full of entries that are
+still live it refuses new ones (fails closed) rather than forgetting one early, which would
+reopen a replay."""
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 
 __all__ = ["ReplayCache", "ReplayCacheFullError"]
+
+#: Kept this much longer than the arithmetic says, so that a request at the exact edge of the
+#: window (the Date check is inclusive) is never both acceptable and forgotten.
+_EDGE_SECONDS = 1.0
 
 
 class ReplayCacheFullError(Exception):
@@ -17,7 +22,13 @@ class ReplayCacheFullError(Exception):
 
 
 class ReplayCache:
-    """``check_and_add(enc)``: True the first time within the window, False for a replay.
+    """``check_and_add(enc, date_ahead)``: True the first time, False for a replay.
+
+    The gateway accepts a ``Date`` up to ``window`` seconds away from its clock, in either
+    direction. A request dated ``date_ahead`` seconds in the future therefore stays acceptable
+    for ``date_ahead + window`` seconds, and its ``enc`` is kept that long (plus a second at
+    the edge); one dated in the past is kept ``window`` seconds, which covers the rest of its
+    acceptable life.
 
     Keys are 16-byte digests of ``enc`` (an X-Wing ``enc`` is 1120 bytes), so memory is bounded
     by ``capacity`` small entries. ``clock`` is a monotonic seconds source.
@@ -27,28 +38,32 @@ class ReplayCache:
         self._window = window_seconds
         self._capacity = capacity
         self._clock = clock
-        self._seen: OrderedDict[bytes, float] = OrderedDict()  # digest -> expiry, oldest first
+        self._seen: dict[bytes, float] = {}  # digest -> expiry
+        self._expiries: list[tuple[float, bytes]] = []  # heap of (expiry, digest)
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._seen)
 
-    def check_and_add(self, enc: bytes) -> bool:
+    def check_and_add(self, enc: bytes, date_ahead: float = 0.0) -> bool:
+        """``date_ahead``: how far the request's Date is ahead of the gateway's clock (seconds;
+        negative or zero for a Date in the past); it is capped at the window."""
         key = hashlib.blake2b(enc, digest_size=16).digest()
         now = self._clock()
+        ahead = min(max(date_ahead, 0.0), self._window)
         with self._lock:
             self._expire(now)
             if key in self._seen:
                 return False
             if len(self._seen) >= self._capacity:
                 raise ReplayCacheFullError
-            self._seen[key] = now + self._window
+            expiry = now + ahead + self._window + _EDGE_SECONDS
+            self._seen[key] = expiry
+            heapq.heappush(self._expiries, (expiry, key))
             return True
 
     def _expire(self, now: float) -> None:
-        seen = self._seen
-        while seen:
-            oldest, expiry = next(iter(seen.items()))
-            if expiry > now:
-                return
-            del seen[oldest]
+        expiries, seen = self._expiries, self._seen
+        while expiries and expiries[0][0] <= now:
+            _, key = heapq.heappop(expiries)
+            del seen[key]

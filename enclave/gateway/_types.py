@@ -41,6 +41,7 @@ FAILURE_REASONS: Final = (
     "bad_inner_request",  # decrypted, but not valid Binary HTTP
     "replay",  # enc seen before within the window
     "date",  # inner Date missing or outside the window
+    "expect_continue",  # inner request expects 100-continue (RFC 9458 section 5.1)
     "route_not_allowed",  # inner route not on the allow-list
     "inner_error",  # the inner app failed
     "client_disconnected",  # the outer client went away mid-response

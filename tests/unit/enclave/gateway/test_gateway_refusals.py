@@ -8,8 +8,9 @@ import json
 import logging
 
 import pytest
+from starlette.applications import Starlette
 
-from enclave.gateway import FAILURE_REASONS
+from enclave.gateway import FAILURE_REASONS, OhttpGateway, gateway_routes
 from enclave.protocol import bhttp
 from enclave.protocol.errors import TruncatedMessageError
 from tests.unit.enclave.gateway.conftest import (
@@ -207,3 +208,54 @@ async def test_reason_codes_are_a_fixed_set_and_logs_hold_no_request_content(
     await call(setup.app, body)  # replay
     assert set(setup.recorder.failures) <= set(FAILURE_REASONS)
     assert CANARY not in caplog.text
+
+
+async def test_replay_of_a_future_dated_request_after_the_window_is_refused():
+    """Issue 12 point 3 through the gateway: a request dated now + 0.9 W, replayed W + 1.5 s
+    later, must not run again."""
+    clock = [now()]
+    monotonic = [1000.0]
+    setup = make_setup(replay_window_seconds=5.0)
+    setup.gateway = OhttpGateway(
+        setup.store,
+        limits=setup.gateway.limits,
+        observer=setup.recorder,
+        clock=lambda: clock[0],
+        monotonic=lambda: monotonic[0],
+    )
+    app = Starlette(routes=[*gateway_routes(setup.gateway), *setup.app.routes])
+    setup.gateway.set_app(app)
+    request = inner_request(payload={"events": 1}, date=clock[0] + 4.5)
+    body, decoder = chunked_body(setup.xwing, request)
+    first = await call(app, body)
+    assert first.status == 200
+    bhttp.decode_response(b"".join(decoder.feed(first.body)) + decoder.finish())
+    produced = setup.state.produced
+    clock[0] += 6.5
+    monotonic[0] += 6.5
+    second = await call(app, body)
+    assert (second.status, second.body) == (400, GENERIC_400)
+    assert setup.state.produced == produced
+    assert setup.recorder.failures == ["replay"]
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+async def test_an_inner_expect_100_continue_is_refused_encapsulated(setup: Setup, chunked: bool):
+    """RFC 9458 section 5.1: the gateway MUST generate an error for a 100-continue expectation."""
+    request = inner_request(
+        payload={"events": 1}, date=now(), extra_headers=((b"Expect", b"100-Continue"),)
+    )
+    if chunked:
+        body, decoder = chunked_body(setup.xwing, request)
+        out = await call(setup.app, body)
+        plaintext = b"".join(decoder.feed(out.body)) + decoder.finish()
+    else:
+        body, context = whole_body(setup.xwing, request)
+        out = await call(setup.app, body, content_type=b"message/ohttp-req")
+        plaintext = context.decapsulate_response(out.body)
+    assert out.status == 200
+    response = bhttp.decode_response(plaintext)
+    assert response.status == 417
+    assert json.loads(response.content)["error"]["code"] == "expectation_failed"
+    assert setup.state.produced == 0
+    assert setup.recorder.failures == ["expect_continue"]
