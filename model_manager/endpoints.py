@@ -141,7 +141,7 @@ async def _read_model_name(request: Request, limit: int) -> str:
             raise _RefusedError(413, "body_too_large", f"the body may hold at most {limit} bytes")
     try:
         document = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deep: bad input too
         raise _RefusedError(400, "invalid_json", "the body is not valid JSON") from exc
     if not isinstance(document, dict):
         raise _RefusedError(400, "invalid_body", 'the body must be an object {"model": NAME}')

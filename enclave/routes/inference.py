@@ -142,7 +142,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _requested_model(body: bytes) -> str:
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deep is bad input too
         raise ApiError("invalid_json") from exc
     if not isinstance(document, dict):
         raise ApiError("invalid_request")
@@ -189,7 +189,7 @@ def _engine_error_fields(raw: bytes) -> tuple[str | None, str | None, str | None
         return None, None, None
     try:
         document = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None, None, None
     error = document.get("error") if isinstance(document, dict) else None
     if not isinstance(error, dict):

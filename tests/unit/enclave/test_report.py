@@ -97,6 +97,13 @@ async def test_report_evidence_verifies_with_the_nonce(sim: Simulator):
         "?nonce=" + "00" * 31,
         "?nonce=" + "00" * 65,
         f"?nonce={NONCE.hex()}&nonce={NONCE.hex()}",
+        # Issue 12 point 7: bytes.fromhex skips whitespace, so this was a 1-byte nonce.
+        "?nonce=ab" + "%20" * 62,
+        "?nonce=" + "00" * 31 + "%200",
+        "?nonce=%20" + "00" * 32,
+        "?nonce=" + "00" * 32 + "%0A",
+        "?nonce=" + "0" * 65,  # odd length
+        "?nonce=" + "+" * 64,  # '+' is a space in a query string
     ],
 )
 async def test_bad_nonces_are_400(sim: Simulator, query: str):
