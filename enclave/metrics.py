@@ -20,6 +20,7 @@ from prometheus_client import (
 )
 
 from enclave.gateway import FAILURE_REASONS
+from model_manager.push import PUSH_OUTCOMES
 from model_manager.status import PROXY_STATUSES
 
 __all__ = [
@@ -130,6 +131,14 @@ class ServiceMetrics:
             ("reason",),
             registry=reg,
         )
+        self._pushes = Counter(
+            "enclave_status_pushes",
+            "Status pushes to the management plane, by outcome (sent, failed, dropped).",
+            ("outcome",),
+            registry=reg,
+        )
+        for outcome in PUSH_OUTCOMES:
+            self._pushes.labels(outcome=outcome)
         for reason in OHTTP_FAILURE_REASONS:
             self._ohttp.labels(reason=reason)
         for reason in REISSUE_REASONS:
@@ -195,6 +204,9 @@ class ServiceMetrics:
 
     def certificate_reissued(self, reason: str) -> None:
         self._reissues.labels(reason=_require(reason, REISSUE_REASONS, "reissue reason")).inc()
+
+    def status_push(self, outcome: str) -> None:
+        self._pushes.labels(outcome=_require(outcome, PUSH_OUTCOMES, "push outcome")).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of this registry."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
 import logging
 import signal
 import threading
@@ -37,7 +38,7 @@ from enclave.report import RateLimiter, ReportSource, report_routes
 from enclave.service import Service
 from enclave.settings import EnclaveSettings
 from enclave.tls import CertificateManager, model_claim
-from model_manager import ModelStatus
+from model_manager import ModelStatus, StatusPusher
 
 __all__ = ["EnclaveServer", "GatewayMetrics", "SimulatedTee"]
 
@@ -153,6 +154,14 @@ class EnclaveServer:
         )
         self._claimed_model: ModelClaim | None = None
         self.service.manager.add_hook(self._on_transition)
+        # After the certificate hook: a transition's push names the certificate it led to.
+        self.pusher = StatusPusher(
+            settings.model_manager,
+            self.service.manager.status,
+            envelope=self._push_envelope,
+            observer=self.service.metrics.status_push,
+        )
+        self.service.manager.add_hook(self.pusher.on_transition)
         self._tasks: list[asyncio.Task[None]] = []
         self.uvicorn: uvicorn.Server | None = None
 
@@ -175,6 +184,11 @@ class EnclaveServer:
             return
         self._claimed_model = claim
         await self.certificates.reissue("model_change")
+
+    def _push_envelope(self) -> dict[str, object]:
+        current = self.certificates.current
+        digest = None if current is None else hashlib.sha256(current.certificate_der).hexdigest()
+        return {"certificate_sha256": digest, "service_version": __version__}
 
     async def rotate_keys(self) -> None:
         """Activate fresh OHTTP keys, keep the old ones accepted for the overlap, reissue."""
@@ -203,8 +217,10 @@ class EnclaveServer:
         await self.certificates.reissue("start")
         self.certificates.start()
         self._tasks.append(asyncio.create_task(self._rotation_loop()))
+        await self.pusher.start()
 
     async def stop_background(self) -> None:
+        await self.pusher.aclose()
         await self.certificates.aclose()
         tasks, self._tasks = self._tasks, []
         for task in tasks:

@@ -1,13 +1,21 @@
-"""Status push: the status document POSTed to the management plane.
+"""Status push: status documents POSTed to the management plane.
 
-- Every ``push_interval_seconds`` (± ``push_jitter_fraction``) and on every transition, the
-  newest status document is sent as JSON to ``push_url`` with ``Authorization: Bearer
-  <push_token>`` (when set). A 2xx answer is success.
-- The pending slot holds one document: a newer transition replaces an unsent one.
-- A failure (network error, timeout, non-2xx) waits with exponential backoff from
-  ``push_backoff_initial_seconds`` to ``push_backoff_max_seconds``, then sends the newest
-  document. Nothing here ever blocks or fails the lifecycle: :meth:`StatusPusher.on_transition`
-  only stores the document and wakes the sender.
+- At :meth:`StatusPusher.start` (reason ``start``), on every transition (``transition``: the
+  hook :meth:`StatusPusher.on_transition`), and every ``push_interval_seconds``
+  (± ``push_jitter_fraction``) while nothing else is waiting (``interval``), a document is sent
+  as JSON to ``push_url`` with ``Authorization: Bearer <push_token>`` (when set). A 2xx answer
+  is success.
+- The document is the status document (model_manager/status.py) plus who sends it:
+  ``instance_id`` (``instance_id`` setting, else the host name), ``boot_id`` (random per
+  process start), ``push_reason``, and whatever the ``envelope`` callable adds (the service
+  adds ``certificate_sha256`` and ``service_version``). The envelope is read when the document
+  is queued, so a transition's document names the certificate current at that transition.
+- Documents wait in a bounded queue (``push_queue_size``); when it is full the oldest is dropped
+  (counted as ``dropped``). A failure (network error, timeout, non-2xx) keeps the document at the
+  head and waits with exponential backoff from ``push_backoff_initial_seconds`` to
+  ``push_backoff_max_seconds``. Nothing here ever blocks or fails the lifecycle:
+  :meth:`StatusPusher.on_transition` only queues the document and wakes the sender.
+- ``observer`` is called with ``sent``, ``failed`` or ``dropped`` for every outcome (metrics).
 """
 
 from __future__ import annotations
@@ -16,18 +24,27 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
+import socket
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Literal
 
 import httpx
 
 from model_manager.settings import ModelManagerSettings
 from model_manager.status import ModelStatus
 
-__all__ = ["StatusPusher"]
+__all__ = ["PUSH_OUTCOMES", "PUSH_REASONS", "PushOutcome", "PushReason", "StatusPusher"]
 
 logger = logging.getLogger(__name__)
 
 USER_AGENT = "enclave-model-manager"
+
+PushReason = Literal["start", "transition", "interval"]
+PushOutcome = Literal["sent", "failed", "dropped"]
+PUSH_REASONS: tuple[PushReason, ...] = ("start", "transition", "interval")
+PUSH_OUTCOMES: tuple[PushOutcome, ...] = ("sent", "failed", "dropped")
 
 
 class StatusPusher:
@@ -40,34 +57,49 @@ class StatusPusher:
         *,
         client: httpx.AsyncClient | None = None,
         rng: Callable[[], float] = random.random,
+        envelope: Callable[[], Mapping[str, object]] | None = None,
+        observer: Callable[[PushOutcome], None] | None = None,
     ) -> None:
         self._settings = settings
         self._source = source
         self._client = client
         self._own_client = client is None
         self._rng = rng
-        self._pending: dict[str, object] | None = None
+        self._envelope = envelope
+        self._observer = observer
+        self._queue: deque[dict[str, object]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.instance_id = settings.instance_id or socket.gethostname()
+        self.boot_id = str(uuid.uuid4())
         self.sent = 0
         self.failures = 0
+        self.dropped = 0
 
     @property
     def enabled(self) -> bool:
         return self._settings.push_url is not None
 
+    @property
+    def queued(self) -> int:
+        """Documents waiting to be sent."""
+        return len(self._queue)
+
     async def start(self) -> None:
-        """Start the sender (sends the current status at once)."""
+        """Start the sender (queues the current status at once)."""
         if not self.enabled or self._task is not None:
             return
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self._settings.push_timeout_seconds,
                 headers={"User-Agent": USER_AGENT},
+                trust_env=False,
             )
-        self._pending = self._source().to_document()
-        self._wake.set()
+        self._enqueue(self._source(), "start")
         self._task = asyncio.create_task(self._run(), name="status-push")
+        logger.info(
+            "status push to the management plane every %gs", self._settings.push_interval_seconds
+        )
 
     async def aclose(self) -> None:
         if self._task is not None:
@@ -79,8 +111,23 @@ class StatusPusher:
             self._client = None
 
     async def on_transition(self, status: ModelStatus) -> None:
-        """A lifecycle hook: queue ``status`` (replacing any unsent one) and wake the sender."""
-        self._pending = status.to_document()
+        """A lifecycle hook: queue ``status`` and wake the sender; never waits on the network."""
+        if self.enabled:
+            self._enqueue(status, "transition")
+
+    def _enqueue(self, status: ModelStatus, reason: PushReason) -> None:
+        document = status.to_document()
+        if self._envelope is not None:
+            document.update(self._envelope())
+        document["instance_id"] = self.instance_id
+        document["boot_id"] = self.boot_id
+        document["push_reason"] = reason
+        if len(self._queue) >= self._settings.push_queue_size:
+            self._queue.popleft()
+            self.dropped += 1
+            self._observe("dropped")
+            logger.warning("status push queue full: the oldest document was dropped")
+        self._queue.append(document)
         self._wake.set()
 
     async def _run(self) -> None:
@@ -88,19 +135,19 @@ class StatusPusher:
         while True:
             if backoff:
                 await asyncio.sleep(backoff)
-            else:
+            elif not self._queue:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._interval()):
                         await self._wake.wait()
+                if not self._queue:
+                    self._enqueue(self._source(), "interval")
             self._wake.clear()
-            document, self._pending = self._pending, None
-            if document is None:
-                document = self._source().to_document()
+            document = self._queue[0]
             if await self._send(document):
+                if self._queue and self._queue[0] is document:
+                    self._queue.popleft()
                 backoff = 0.0
             else:
-                if self._pending is None:
-                    self._pending = document
                 settings = self._settings
                 backoff = min(
                     max(backoff * 2, settings.push_backoff_initial_seconds),
@@ -120,15 +167,27 @@ class StatusPusher:
             )
         except httpx.HTTPError as exc:
             self.failures += 1
+            self._observe("failed")
             logger.warning("status push failed: %s", type(exc).__name__)
             return False
         if not response.is_success:
             self.failures += 1
+            self._observe("failed")
             logger.warning("status push refused: HTTP %d", response.status_code)
             return False
         self.sent += 1
-        logger.debug("status pushed (%s)", document.get("proxy_status"))
+        self._observe("sent")
+        logger.debug(
+            "status pushed (%s, %s, generation %s)",
+            document.get("push_reason"),
+            document.get("proxy_status"),
+            document.get("generation"),
+        )
         return True
+
+    def _observe(self, outcome: PushOutcome) -> None:
+        if self._observer is not None:
+            self._observer(outcome)
 
     def _interval(self) -> float:
         settings = self._settings

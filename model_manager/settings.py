@@ -94,6 +94,8 @@ class ModelManagerSettings(BaseSettings):
     push_timeout_seconds: float = Field(default=10.0, gt=0)
     push_backoff_initial_seconds: float = Field(default=1.0, gt=0)
     push_backoff_max_seconds: float = Field(default=300.0, gt=0)
+    push_queue_size: int = Field(default=64, ge=1, le=10_000)
+    instance_id: str | None = Field(default=None, min_length=1, max_length=256)
 
     @field_validator("engine_command", "engine_env_allowlist", mode="before")
     @classmethod

@@ -88,7 +88,11 @@ async def test_push_on_start_and_on_every_transition(
         ready = await management.wait_for("ready")
         assert ready["loaded_model"] == "tiny"
         assert ready["digest_kind"] == "manifest-sha256"
-        assert ready == manager.status().to_document()
+        assert ready.items() >= manager.status().to_document().items()
+        assert ready["push_reason"] == "transition"
+        assert idle["push_reason"] == "start"
+        assert ready["instance_id"]
+        assert ready["boot_id"] == idle["boot_id"]
         assert set(management.auth) == {f"Bearer {PUSH_TOKEN}"}
     finally:
         await pusher.aclose()
@@ -174,3 +178,29 @@ async def test_disabled_without_a_url(make_settings: SettingsFactory) -> None:
     assert not pusher.enabled
     await pusher.start()
     await pusher.aclose()
+
+
+async def test_the_queue_is_bounded_and_drops_the_oldest(make_settings: SettingsFactory) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again: nothing listens there
+    settings = make_settings(
+        push_url=f"http://127.0.0.1:{port}/x",
+        push_queue_size=3,
+        push_backoff_initial_seconds=60,
+        push_backoff_max_seconds=60,
+    )
+    manager = ModelManager(settings)
+    outcomes: list[str] = []
+    pusher = StatusPusher(settings, manager.status, observer=outcomes.append)
+    await pusher.start()
+    try:
+        for _ in range(10):
+            await pusher.on_transition(manager.status())  # never waits on the network
+        assert pusher.queued == 3
+        assert pusher.dropped == outcomes.count("dropped") == 8  # the start push and 7 more
+        async with asyncio.timeout(WAIT):
+            while "failed" not in outcomes:
+                await asyncio.sleep(0.01)
+    finally:
+        await pusher.aclose()
