@@ -63,7 +63,7 @@ def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> St
         *health_routes(service),
         Route(METRICS_PATH, metrics, methods=["GET"]),
         *model_list_routes(service),
-        *model_routes(service.manager, service.settings.model_manager),
+        *model_routes(service.manager, service.settings.model_manager, error_response),
         *inference_routes(service),
         *extra_routes,
     ]

@@ -25,6 +25,8 @@ from starlette.routing import Route
 from attestation.errors import AttestationError
 from attestation.evidence import Evidence, encode_claims, report_data_for
 from attestation.providers import QuoteProvider
+from enclave.protocol.api import REPORT_PATH
+from enclave.routes._errors import error_response
 from enclave.tls import CertificateManager, model_claim
 from model_manager.status import ModelStatus
 
@@ -81,11 +83,6 @@ class ReportSource:
     observe_quote_seconds: Callable[[float], None] = lambda seconds: None
 
 
-def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 def _nonce(request: Request) -> bytes | None:
     """Strict hex (an optional ``0x``, then an even number of hex digits, nothing else):
     ``bytes.fromhex`` alone skips whitespace, which let ``"ab" + " " * 62`` pass the length
@@ -103,13 +100,13 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
     async def report(request: Request) -> Response:
         nonce = _nonce(request)
         if nonce is None:
-            return _error(400, "invalid_nonce", "nonce must be 32 to 64 bytes, hex-encoded")
+            return error_response("invalid_nonce", param="nonce")
         client = request.client.host if request.client is not None else None
         if not limiter.allow(client):
-            return _error(429, "rate_limited", "too many attestation reports", {"Retry-After": "6"})
+            return error_response("rate_limited", headers={"Retry-After": "6"})
         certificate = source.certificates.current
         if certificate is None:
-            return _error(503, "not_attested", "no certificate has been issued yet")
+            return error_response("not_attested", headers={"Retry-After": "1"})
         status = source.status()
         ohttp_keys = source.ohttp_keys()
         claims = source.certificates.issuer.claims(
@@ -124,7 +121,7 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
             result = await source.provider.get_quote(report_data_for(claims_buffer))
         except AttestationError as exc:
             logger.error("attestation report: quote failed: %s", type(exc).__name__)
-            return _error(503, "quote_unavailable", "the platform could not produce a quote")
+            return error_response("quote_unavailable")
         source.observe_quote_seconds(time.perf_counter() - started)
         evidence = Evidence(quote=result.quote, claims_buffer=claims_buffer)
         log = result.event_log
@@ -143,4 +140,4 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
         }
         return JSONResponse(document, headers={"Cache-Control": "no-store"})
 
-    return [Route("/v1/attestation/report", report, methods=["GET"])]
+    return [Route(REPORT_PATH, report, methods=["GET"])]

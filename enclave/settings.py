@@ -23,10 +23,10 @@ from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from enclave.gateway import GatewayLimits
+from enclave.protocol.chunked import MIN_CHUNK_SIZE
 from model_manager import ModelManagerSettings
 
 __all__ = [
-    "MIN_CHUNK_SIZE",
     "EnclaveSettings",
     "ServiceSettings",
     "SettingsError",
@@ -38,10 +38,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TeeChoice = Literal["auto", "configfs-tsm", "dstack", "coco", "simulated"]
-#: The smallest maximum chunk size the gateway may be configured with (DESIGN.md: a peer must
-#: be able to send chunks of 16 KiB).
-MIN_CHUNK_SIZE = 16384
-_MIB = 1024 * 1024
+#: The gateway's defaults are its own (one definition); the settings take them from there.
+_GATEWAY = GatewayLimits()
 _SIMULATED_REFUSAL = (
     "tee=simulated signs quotes with a simulated Intel-like root that no verifier trusts by "
     "default: the evidence would prove nothing about this machine. It is for tests and demos "
@@ -74,13 +72,13 @@ class ServiceSettings(BaseSettings):
     # OHTTP keys and the gateway.
     ohttp_key_rotation_seconds: float = Field(default=7 * 24 * 3600.0, ge=60)
     ohttp_key_overlap_seconds: float = Field(default=24 * 3600.0, ge=0)
-    replay_window_seconds: float = Field(default=60.0, gt=0, le=3600)
-    replay_cache_size: int = Field(default=1_000_000, ge=1)
-    max_chunk_size: int = Field(default=MIN_CHUNK_SIZE, ge=MIN_CHUNK_SIZE)
+    replay_window_seconds: float = Field(default=_GATEWAY.replay_window_seconds, gt=0, le=3600)
+    replay_cache_size: int = Field(default=_GATEWAY.replay_cache_size, ge=1)
+    max_chunk_size: int = Field(default=_GATEWAY.max_chunk_size, ge=MIN_CHUNK_SIZE)
 
     # Requests and streams.
-    body_limit_bytes: int = Field(default=32 * _MIB, ge=1024)
-    max_concurrent_streams: int = Field(default=256, ge=1, le=100_000)
+    body_limit_bytes: int = Field(default=_GATEWAY.body_limit_bytes, ge=1024)
+    max_concurrent_streams: int = Field(default=_GATEWAY.max_concurrent_requests, ge=1, le=100_000)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
     # Engine requests (the pooled client to vLLM). A read timeout bounds the silence between

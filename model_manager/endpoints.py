@@ -9,7 +9,9 @@
   ``control_body_limit_bytes``; unknown or duplicate keys are refused.
 - 202: a transition started (the body is the status; poll it for progress); 200: nothing to do;
   400 bad body or name; 401 token; 404 unknown model; 409 conflicting transition; 413; 415.
-- Errors use the OpenAI shape ``{"error": {"message", "type", "code"}}`` with stable codes.
+- Errors use the service's one error vocabulary (``enclave.protocol.api``; this package may
+  not import it): the routes hand a stable code, a fixed message and the offending ``param`` to
+  the :class:`ErrorRenderer` they are given, which picks the status and the body's shape.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -28,13 +30,19 @@ from model_manager._errorcodes import describe
 from model_manager.errors import (
     InvalidModelNameError,
     ModelManagerError,
-    TransitionConflictError,
     UnknownModelError,
 )
 from model_manager.lifecycle import ModelManager, TransitionOutcome
 from model_manager.settings import ModelManagerSettings
 
-__all__ = ["LOAD_PATH", "STATUS_PATH", "UNLOAD_PATH", "build_router", "model_routes"]
+__all__ = [
+    "LOAD_PATH",
+    "STATUS_PATH",
+    "UNLOAD_PATH",
+    "ErrorRenderer",
+    "build_router",
+    "model_routes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -42,37 +50,38 @@ STATUS_PATH = "/v1/models/status"
 LOAD_PATH = "/v1/models/load"
 UNLOAD_PATH = "/v1/models/unload"
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    500: "server_error",
-    503: "service_unavailable_error",
-}
+_WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="model-lifecycle"'}
+
+
+class ErrorRenderer(Protocol):
+    """Renders a refusal: ``code`` fixes the status; ``message`` is fixed text, never input."""
+
+    def __call__(
+        self,
+        code: str,
+        *,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        message: str | None = None,
+    ) -> Response: ...
 
 
 class _RefusedError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self, code: str, message: str, *, param: str | None = None, unauthorized: bool = False
+    ) -> None:
         super().__init__(message)
-        self.status = status
         self.code = code
         self.message = message
+        self.param = param
+        self.headers = _WWW_AUTHENTICATE if unauthorized else {}
 
 
-def error_response(status: int, code: str, message: str) -> JSONResponse:
-    """An OpenAI-shaped error body."""
-    body = {"error": {"message": message, "type": _ERROR_TYPES.get(status, "error"), "code": code}}
-    headers = {"Cache-Control": "no-store"}
-    if status == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="model-lifecycle"'
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def model_routes(manager: ModelManager, settings: ModelManagerSettings) -> list[BaseRoute]:
-    """The three lifecycle routes, for the service to include in its app."""
+def model_routes(
+    manager: ModelManager, settings: ModelManagerSettings, render_error: ErrorRenderer
+) -> list[BaseRoute]:
+    """The three lifecycle routes, for the service to include in its app; refusals go through
+    ``render_error`` (the service passes ``enclave.routes.error_response``)."""
 
     async def status(request: Request) -> Response:
         return JSONResponse(manager.status().to_document(), headers={"Cache-Control": "no-store"})
@@ -84,14 +93,16 @@ def model_routes(manager: ModelManager, settings: ModelManagerSettings) -> list[
                 name = await _read_model_name(request, settings.control_body_limit_bytes)
             except _RefusedError as exc:
                 logger.info("model %s refused: %s", action, exc.code)
-                return error_response(exc.status, exc.code, exc.message)
+                return render_error(
+                    exc.code, param=exc.param, headers=exc.headers, message=exc.message
+                )
             try:
                 outcome = manager.load(name) if action == "load" else manager.unload(name)
             except ModelManagerError as exc:
                 code, message = describe(exc)
                 shown = "(invalid name)" if isinstance(exc, InvalidModelNameError) else name
                 logger.info("model %s of %s refused: %s", action, shown, code)
-                return error_response(_http_status(exc), code, message)
+                return render_error(code, param=_param(exc), message=message)
             logger.info("model %s of %s: %s", action, name, _verb(outcome))
             return _outcome_response(outcome)
 
@@ -104,9 +115,11 @@ def model_routes(manager: ModelManager, settings: ModelManagerSettings) -> list[
     ]
 
 
-def build_router(manager: ModelManager, settings: ModelManagerSettings) -> Router:
+def build_router(
+    manager: ModelManager, settings: ModelManagerSettings, render_error: ErrorRenderer
+) -> Router:
     """A Router holding :func:`model_routes` (mount it at the application root)."""
-    return Router(routes=model_routes(manager, settings))
+    return Router(routes=model_routes(manager, settings, render_error))
 
 
 def _authorize(request: Request, settings: ModelManagerSettings, action: str) -> None:
@@ -115,44 +128,44 @@ def _authorize(request: Request, settings: ModelManagerSettings, action: str) ->
         if settings.insecure_dev_mode:
             logger.warning("INSECURE: model %s accepted without a load token (dev mode)", action)
             return
-        raise _RefusedError(503, "load_token_not_configured", "no load token is configured")
+        raise _RefusedError("load_token_not_configured", "no load token is configured")
     header = request.headers.get("authorization")
     if header is None:
-        raise _RefusedError(401, "missing_token", "a bearer token is required")
+        raise _RefusedError("missing_token", "a bearer token is required", unauthorized=True)
     scheme, _, presented = header.partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
-        raise _RefusedError(401, "invalid_token", "the bearer token is invalid")
+        raise _RefusedError("invalid_token", "the bearer token is invalid", unauthorized=True)
     expected = token.get_secret_value().encode()
     if not hmac.compare_digest(presented.strip().encode(), expected):
-        raise _RefusedError(401, "invalid_token", "the bearer token is invalid")
+        raise _RefusedError("invalid_token", "the bearer token is invalid", unauthorized=True)
 
 
 async def _read_model_name(request: Request, limit: int) -> str:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
-        raise _RefusedError(415, "unsupported_media_type", "the body must be application/json")
+        raise _RefusedError("unsupported_media_type", "the body must be application/json")
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise _RefusedError(413, "body_too_large", f"the body may hold at most {limit} bytes")
+        raise _RefusedError("body_too_large", f"the body may hold at most {limit} bytes")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise _RefusedError(413, "body_too_large", f"the body may hold at most {limit} bytes")
+            raise _RefusedError("body_too_large", f"the body may hold at most {limit} bytes")
     try:
         document = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deep: bad input too
-        raise _RefusedError(400, "invalid_json", "the body is not valid JSON") from exc
+        raise _RefusedError("invalid_json", "the body is not valid JSON") from exc
     if not isinstance(document, dict):
-        raise _RefusedError(400, "invalid_body", 'the body must be an object {"model": NAME}')
+        raise _RefusedError("invalid_body", 'the body must be an object {"model": NAME}')
     extra = sorted(set(document) - {"model"})
     if extra:
-        raise _RefusedError(400, "invalid_body", "unknown field in the body")
+        raise _RefusedError("invalid_body", "unknown field in the body")
     name = document.get("model")
     if name is None:
-        raise _RefusedError(400, "invalid_body", 'the body needs a "model" field')
+        raise _RefusedError("invalid_body", 'the body needs a "model" field', param="model")
     if not isinstance(name, str):
-        raise _RefusedError(400, "invalid_body", '"model" must be a string')
+        raise _RefusedError("invalid_body", '"model" must be a string', param="model")
     return name
 
 
@@ -165,14 +178,9 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
     return result
 
 
-def _http_status(exc: ModelManagerError) -> int:
-    if isinstance(exc, InvalidModelNameError):
-        return 400
-    if isinstance(exc, UnknownModelError):
-        return 404
-    if isinstance(exc, TransitionConflictError):
-        return 409
-    return 500
+def _param(exc: ModelManagerError) -> str | None:
+    """The request field a refusal is about: the model name, for name and model errors."""
+    return "model" if isinstance(exc, InvalidModelNameError | UnknownModelError) else None
 
 
 def _verb(outcome: TransitionOutcome) -> str:

@@ -33,6 +33,7 @@ from attestation.verify import Measurements
 from enclave.client._ratls import AsyncRaTlsTransport, verified_certificate
 from enclave.client._verifier import Verifier, run_sync
 from enclave.client.errors import AttestationFailed
+from enclave.protocol.api import REPORT_PATH
 from enclave.protocol.errors import ProtocolError
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs
 
@@ -45,7 +46,6 @@ __all__ = [
     "verify_endpoint",
 ]
 
-REPORT_PATH = "/v1/attestation/report"
 NONCE_BYTES = 32
 MAX_REPORT_BYTES = 4 << 20
 XWING_KEM_ID = 0x647A

@@ -11,6 +11,7 @@ from enclave.client.errors import ResponseDecryptError, ResponseTruncated
 from enclave.protocol import bhttp
 from enclave.protocol.chunked import ChunkedResponseDecoder
 from enclave.protocol.errors import ProtocolError, TruncatedMessageError
+from enclave.protocol.ohttp import OHTTP_KEY_PROBLEM_TYPE
 
 __all__ = [
     "OHTTP_KEY_PROBLEM",
@@ -20,7 +21,7 @@ __all__ = [
     "response_headers",
 ]
 
-OHTTP_KEY_PROBLEM = "https://iana.org/assignments/http-problem-types#ohttp-key"
+OHTTP_KEY_PROBLEM = OHTTP_KEY_PROBLEM_TYPE
 
 # Connection-level fields: they describe the outer hop, never the inner message.
 _DROPPED = frozenset(

@@ -33,6 +33,7 @@ from enclave.client._ratls import AsyncRaTlsTransport, RaTlsTransport, verified_
 from enclave.client._verifier import Verifier, run_sync
 from enclave.client.errors import GatewayRefused, ResponseDecryptError, ResponseTruncated
 from enclave.protocol import bhttp
+from enclave.protocol.api import GATEWAY_PATH
 from enclave.protocol.chunked import (
     MEDIA_TYPE_CHUNKED_REQUEST,
     MEDIA_TYPE_CHUNKED_RESPONSE,
@@ -48,7 +49,6 @@ from enclave.protocol.ohttp import (
 
 __all__ = ["ENDPOINT_EXTENSION", "AsyncOhttpTransport", "OhttpTransport", "attested_endpoint"]
 
-GATEWAY_PATH = "/.well-known/ohttp-gateway"
 #: Response extension holding the VerifiedEndpoint a response was encrypted under.
 ENDPOINT_EXTENSION = "enclave_endpoint"
 DEFAULT_MAX_AGE = 300.0

@@ -35,6 +35,7 @@ from enclave.client._anthropic_stream import AnthropicStream, SseDecoder
 from enclave.client._endpoint import VerifiedEndpoint
 from enclave.client._ohttp import AsyncOhttpTransport, attested_endpoint
 from enclave.client.errors import AttestationFailed, ClientError
+from enclave.protocol import api
 
 __all__ = ["HEALTH_PATH", "build_proxy_app", "confidential_headers"]
 
@@ -59,10 +60,11 @@ def confidential_headers(endpoint: VerifiedEndpoint) -> dict[str, str]:
     }
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
+def _error(code: str, message: str | None = None) -> JSONResponse:
+    """The proxy's own refusal, in the service's one error vocabulary."""
     return JSONResponse(
-        {"error": {"message": message, "type": "proxy_error", "code": code}},
-        status_code=status,
+        api.error_document(code, message=message),
+        status_code=api.ERRORS[code].status,
         headers={"X-Confidential-Verified": "false"},
     )
 
@@ -148,10 +150,10 @@ def build_proxy_app(transport: AsyncOhttpTransport, *, compat: str = "openai") -
             upstream = await client.send(outgoing, stream=True)
         except AttestationFailed as exc:
             logger.warning("refused: the endpoint did not verify (%s)", exc.reason)
-            return _error(503, "attestation_unverified", f"endpoint not verified: {exc.reason}")
+            return _error("attestation_unverified", f"endpoint not verified: {exc.reason}")
         except (ClientError, httpx.HTTPError) as exc:
             logger.warning("upstream failed: %s", type(exc).__name__)
-            return _error(502, "upstream_failed", "the encrypted request failed")
+            return _error("upstream_failed")
         endpoint = attested_endpoint(upstream)
         extra = {} if endpoint is None else confidential_headers(endpoint)
         kept = {

@@ -19,6 +19,7 @@ from enclave.gateway._types import (
     GatewayObserver,
     NullObserver,
 )
+from enclave.protocol.api import GATEWAY_PATH, KEYS_PATH
 
 __all__ = [
     "DEFAULT_ALLOWED_ROUTES",
@@ -33,8 +34,6 @@ __all__ = [
     "through_gateway",
 ]
 
-KEYS_PATH = "/.well-known/ohttp-keys"
-GATEWAY_PATH = "/.well-known/ohttp-gateway"
 
 _Handler = Callable[[Scope, Receive, Send], Awaitable[None]]
 

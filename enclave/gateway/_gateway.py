@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -42,6 +41,7 @@ from enclave.gateway._responses import (
 )
 from enclave.gateway._types import GatewayLimits, GatewayObserver, NullObserver
 from enclave.protocol import bhttp
+from enclave.protocol.api import sse_error_event
 from enclave.protocol.chunked import (
     MEDIA_TYPE_CHUNKED_REQUEST,
     MEDIA_TYPE_CHUNKED_RESPONSE,
@@ -60,21 +60,9 @@ __all__ = ["OhttpGateway"]
 
 logger = logging.getLogger(__name__)
 
-_SSE_ERROR = b"".join(
-    (
-        b"data: ",
-        json.dumps(
-            {
-                "error": {
-                    "message": "the response failed before it was complete",
-                    "type": "server_error",
-                    "code": "stream_failed",
-                }
-            }
-        ).encode(),
-        b"\n\n",
-    )
-)
+#: A failure of the inner app after its response head went out (the routes end an engine
+#: failure with their own event first; this is the last resort, a bug).
+_SSE_ERROR = sse_error_event("internal_error")
 
 
 class _RefusedError(Exception):
@@ -277,7 +265,7 @@ class OhttpGateway:
         method, path = request.method.decode("ascii"), request.path.split(b"?", 1)[0]
         if (method, path.decode("latin-1")) not in self.limits.allowed_routes:
             self._observer.failure("route_not_allowed")
-            return inner_json_error(404, "route_not_allowed", "no such route through the gateway")
+            return inner_json_error("route_not_allowed")
         return None
 
     def _inner_date(self, request: bhttp.Request) -> float | None:
@@ -316,7 +304,7 @@ class OhttpGateway:
         except Exception as exc:
             self._observer.failure("inner_error")
             _log_failure("inner request failed before its response was complete", exc)
-            return inner_json_error(500, "internal_error", "the request failed")
+            return inner_json_error("internal_error")
         finally:
             await exchange.aclose()
 
@@ -357,7 +345,7 @@ class OhttpGateway:
         except Exception as exc:
             self._observer.failure("inner_error")
             _log_failure("inner request failed before its response started", exc)
-            failed = inner_json_error(500, "internal_error", "the request failed")
+            failed = inner_json_error("internal_error")
             head = stream.head(failed.status, failed.headers)
             tail = stream.body(failed.content) + stream.end()
             await emit(encoder.header + seal(head) + seal(tail, final=True), more=False)

@@ -8,7 +8,9 @@ from email.utils import formatdate
 
 from starlette.types import Send
 
+from enclave.protocol.api import ERRORS, error_body
 from enclave.protocol.bhttp import Response as BhttpResponse
+from enclave.protocol.ohttp import DATE_PROBLEM_TYPE, OHTTP_KEY_PROBLEM_TYPE
 
 __all__ = [
     "DATE_PROBLEM",
@@ -19,14 +21,8 @@ __all__ = [
     "send_problem",
 ]
 
-OHTTP_KEY_PROBLEM = {
-    "type": "https://iana.org/assignments/http-problem-types#ohttp-key",
-    "title": "key configuration not accepted",
-}
-DATE_PROBLEM = {
-    "type": "https://iana.org/assignments/http-problem-types#date",
-    "title": "date field not acceptable",
-}
+OHTTP_KEY_PROBLEM = {"type": OHTTP_KEY_PROBLEM_TYPE, "title": "key configuration not accepted"}
+DATE_PROBLEM = {"type": DATE_PROBLEM_TYPE, "title": "date field not acceptable"}
 _NO_STORE = (b"cache-control", b"no-store")
 
 
@@ -67,11 +63,10 @@ def inner_date_problem(now: float) -> BhttpResponse:
     )
 
 
-def inner_json_error(status: int, code: str, message: str) -> BhttpResponse:
-    """An inner error in the OpenAI error shape the rest of the API uses."""
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+def inner_json_error(code: str) -> BhttpResponse:
+    """An inner error in the API's one error shape (:mod:`enclave.protocol.api`)."""
     return BhttpResponse(
-        status,
+        ERRORS[code].status,
         headers=((b"content-type", b"application/json"),),
-        content=json.dumps(body).encode(),
+        content=error_body(code),
     )

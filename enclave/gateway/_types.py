@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
+from enclave.protocol.api import REPORT_PATH
+from enclave.protocol.chunked import DEFAULT_MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+
 __all__ = [
     "DEFAULT_ALLOWED_ROUTES",
     "FAILURE_REASONS",
@@ -23,7 +26,7 @@ DEFAULT_ALLOWED_ROUTES: Final = frozenset(
         ("GET", "/v1/models/status"),
         ("POST", "/v1/models/load"),
         ("POST", "/v1/models/unload"),
-        ("GET", "/v1/attestation/report"),
+        ("GET", REPORT_PATH),
         ("GET", "/health"),
         ("GET", "/ready"),
     }
@@ -53,9 +56,11 @@ class GatewayLimits:
     """Named limits, with DESIGN.md's defaults."""
 
     body_limit_bytes: int = 32 * 1024 * 1024
-    max_chunk_size: int = 16384
+    max_chunk_size: int = DEFAULT_MAX_CHUNK_SIZE
     replay_window_seconds: float = 60.0
-    replay_cache_size: int = 100_000
+    # A digest per accepted request for the window: about 150 bytes each, so the default
+    # bounds the cache near 150 MB and admits ~16,000 requests/s at a 60 s window.
+    replay_cache_size: int = 1_000_000
     max_concurrent_requests: int = 256
     inner_queue_messages: int = 4  # backpressure: inner response messages buffered at most
     allowed_routes: frozenset[tuple[str, str]] = field(default=DEFAULT_ALLOWED_ROUTES)
@@ -63,8 +68,8 @@ class GatewayLimits:
     def __post_init__(self) -> None:
         if self.body_limit_bytes < 1024:
             raise ValueError("body_limit_bytes must be at least 1024")
-        if self.max_chunk_size < 16384:
-            raise ValueError("max_chunk_size must be at least 16384 (the draft's minimum)")
+        if self.max_chunk_size < MIN_CHUNK_SIZE:
+            raise ValueError(f"max_chunk_size must be at least {MIN_CHUNK_SIZE} (the draft's)")
         if self.replay_window_seconds <= 0 or self.replay_cache_size < 1:
             raise ValueError("the replay window and cache size must be positive")
         if self.max_concurrent_requests < 1 or self.inner_queue_messages < 1:

@@ -47,6 +47,7 @@ __all__ = [
     "FINAL_AAD",
     "MEDIA_TYPE_CHUNKED_REQUEST",
     "MEDIA_TYPE_CHUNKED_RESPONSE",
+    "MIN_CHUNK_SIZE",
     "ChunkedRequestDecoder",
     "ChunkedRequestEncoder",
     "ChunkedResponseDecoder",
@@ -55,16 +56,19 @@ __all__ = [
 
 MEDIA_TYPE_CHUNKED_REQUEST = "message/ohttp-chunked-req"
 MEDIA_TYPE_CHUNKED_RESPONSE = "message/ohttp-chunked-res"
-DEFAULT_MAX_CHUNK_SIZE = 16384
-"""Largest plaintext per chunk that is sent or accepted (the draft's required minimum, 2**14)."""
+MIN_CHUNK_SIZE = 16384
+"""The draft's required minimum (2**14): a peer must accept chunks of this plaintext size, so
+no maximum may be configured below it."""
+DEFAULT_MAX_CHUNK_SIZE = MIN_CHUNK_SIZE
+"""Largest plaintext per chunk that is sent or accepted, unless configured otherwise."""
 FINAL_AAD = b"final"
 
 _Encrypt = Callable[[bytes, bytes, bytes | None], bytes]
 
 
 def _check_max_chunk_size(max_chunk_size: int) -> int:
-    if max_chunk_size < DEFAULT_MAX_CHUNK_SIZE:
-        raise ValueError(f"the maximum chunk size must be at least {DEFAULT_MAX_CHUNK_SIZE}")
+    if max_chunk_size < MIN_CHUNK_SIZE:
+        raise ValueError(f"the maximum chunk size must be at least {MIN_CHUNK_SIZE}")
     return max_chunk_size
 
 

@@ -49,11 +49,13 @@ from enclave.protocol.errors import DecryptError, TruncatedMessageError
 from enclave.protocol.hpke import Encapsulation, Suite
 
 __all__ = [
+    "DATE_PROBLEM_TYPE",
     "DEFAULT_X25519_SYMMETRIC",
     "DEFAULT_XWING_SYMMETRIC",
     "MEDIA_TYPE_KEYS",
     "MEDIA_TYPE_REQUEST",
     "MEDIA_TYPE_RESPONSE",
+    "OHTTP_KEY_PROBLEM_TYPE",
     "ClientRequestContext",
     "GatewayKey",
     "KeyConfig",
@@ -73,6 +75,9 @@ __all__ = [
 MEDIA_TYPE_KEYS = "application/ohttp-keys"
 MEDIA_TYPE_REQUEST = "message/ohttp-req"
 MEDIA_TYPE_RESPONSE = "message/ohttp-res"
+#: RFC 9458 section 5.3 / 6.5 problem types (``application/problem+json``).
+OHTTP_KEY_PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#ohttp-key"
+DATE_PROBLEM_TYPE = "https://iana.org/assignments/http-problem-types#date"
 
 
 def _seal_response(

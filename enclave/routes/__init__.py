@@ -7,13 +7,13 @@
 - errors: :class:`ApiError` with a stable code, rendered in OpenAI's error shape.
 """
 
-from enclave.routes._errors import ERROR_CODES, ApiError, error_document, error_response
+from enclave.routes._errors import ERRORS, ApiError, error_document, error_response
 from enclave.routes.health import health_routes, readiness_reason
 from enclave.routes.inference import INFERENCE_PATHS, inference_routes
 from enclave.routes.models import model_list_routes
 
 __all__ = [
-    "ERROR_CODES",
+    "ERRORS",
     "INFERENCE_PATHS",
     "ApiError",
     "error_document",

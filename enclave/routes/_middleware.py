@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 
@@ -19,13 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from enclave.gateway import through_gateway
 from enclave.metrics import OHTTP_INNER_ROUTE, ServiceMetrics
-from enclave.routes._errors import error_document
+from enclave.protocol.api import error_body
 
 __all__ = ["ObservedApp"]
 
 logger = logging.getLogger(__name__)
 
-_INTERNAL = json.dumps(error_document("internal_error")).encode()
+_INTERNAL = error_body("internal_error")
 
 
 class ObservedApp:

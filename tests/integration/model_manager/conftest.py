@@ -13,6 +13,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from enclave.routes import error_response
 from model_manager._proctree import become_subreaper, session_members
 from model_manager.catalog import ModelSpec
 from model_manager.endpoints import model_routes
@@ -68,7 +69,7 @@ class Harness:
         self.seen: list[ModelStatus] = []
         self.manager = ModelManager(settings, engine_factory=self._make)
         self.manager.add_hook(self._record)
-        app = Starlette(routes=model_routes(self.manager, settings))
+        app = Starlette(routes=model_routes(self.manager, settings, error_response))
         self.http = httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://service"
         )

@@ -111,14 +111,23 @@ async def test_bad_nonces_are_400(sim: Simulator, query: str):
     await manager.reissue("start")
     response = await get(app, query)
     assert response.status_code == 400
-    assert response.json()["error"]["code"] == "invalid_nonce"
+    assert response.json()["error"] == {
+        "message": "nonce must be 32 to 64 bytes, hex-encoded",
+        "type": "invalid_request_error",
+        "param": "nonce",
+        "code": "invalid_nonce",
+    }
 
 
 async def test_rate_limited_per_client(sim: Simulator):
     app, manager = build(sim, per_client=2)
     await manager.reissue("start")
-    codes = [(await get(app, f"?nonce={NONCE.hex()}")).status_code for _ in range(3)]
-    assert codes == [200, 200, 429]
+    responses = [await get(app, f"?nonce={NONCE.hex()}") for _ in range(3)]
+    assert [response.status_code for response in responses] == [200, 200, 429]
+    refused = responses[-1]
+    assert refused.headers["retry-after"] == "6"
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert refused.json()["error"]["code"] == "rate_limited"
 
 
 async def test_before_the_first_certificate_it_is_503(sim: Simulator):
@@ -126,6 +135,7 @@ async def test_before_the_first_certificate_it_is_503(sim: Simulator):
     response = await get(app, f"?nonce={NONCE.hex()}")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "not_attested"
+    assert response.json()["error"]["type"] == "service_unavailable_error"
 
 
 def test_rate_limiter_refills_over_a_minute():

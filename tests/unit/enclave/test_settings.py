@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from enclave.gateway import GatewayLimits
+from enclave.protocol.chunked import MIN_CHUNK_SIZE
 from enclave.settings import (
-    MIN_CHUNK_SIZE,
     ServiceSettings,
     SettingsError,
     insecure_warnings,

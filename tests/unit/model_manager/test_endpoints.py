@@ -11,6 +11,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
+from enclave.routes import error_response
 from model_manager._errorcodes import MESSAGES
 from model_manager.endpoints import LOAD_PATH, STATUS_PATH, UNLOAD_PATH, build_router, model_routes
 from model_manager.lifecycle import ModelManager
@@ -32,7 +33,7 @@ async def serving(
 ) -> AsyncIterator[tuple[httpx.AsyncClient, ModelManager]]:
     manager = ModelManager(settings, engine_factory=engines)
     await manager.start()
-    app = Starlette(routes=model_routes(manager, settings))
+    app = Starlette(routes=model_routes(manager, settings, error_response))
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
@@ -291,7 +292,7 @@ async def test_wrong_method_is_405(
 async def test_build_router_is_a_mountable_app(make_settings: SettingsFactory) -> None:
     settings = make_settings(load_token=TOKEN)
     manager = ModelManager(settings, engine_factory=FakeEngines())
-    transport = httpx.ASGITransport(app=build_router(manager, settings))
+    transport = httpx.ASGITransport(app=build_router(manager, settings, error_response))
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         assert (await client.get(STATUS_PATH)).json()["proxy_status"] == "idle"
 

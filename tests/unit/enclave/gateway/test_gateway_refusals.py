@@ -151,7 +151,8 @@ async def test_engine_failure_mid_sse_is_an_encrypted_error_event_then_the_final
     response = bhttp.decode_response(plaintext)
     events = response.content.split(b"\n\n")[:-1]
     assert len(events) == 3
-    assert json.loads(events[-1][len(b"data: ") :])["error"]["code"] == "stream_failed"
+    error = json.loads(events[-1][len(b"data: ") :])["error"]
+    assert (error["code"], error["type"]) == ("internal_error", "server_error")
     assert "inner_error" in setup.recorder.failures
     assert CANARY.encode() not in out.body
 
