@@ -259,9 +259,7 @@ class OhttpGateway:
             return inner_date_problem(now)
         if _expects_continue(request):  # RFC 9458 section 5.1: the gateway MUST refuse it
             self._observer.failure("expect_continue")
-            return inner_json_error(
-                417, "expectation_failed", "Expect: 100-continue cannot be used through OHTTP"
-            )
+            return inner_json_error("expectation_failed")
         method, path = request.method.decode("ascii"), request.path.split(b"?", 1)[0]
         if (method, path.decode("latin-1")) not in self.limits.allowed_routes:
             self._observer.failure("route_not_allowed")

@@ -8,7 +8,7 @@ OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` built here:
   a caller may pass a more precise fixed message (the lifecycle's per-code messages), or, for
   ``engine_rejected`` only, the engine's own answer to the client that caused it.
 - ``type`` follows from the status alone (:func:`error_type`), so it cannot drift between
-  modules: 400/405/408/413/415/422 ``invalid_request_error``, 401 ``authentication_error``,
+  modules: other 4xx ``invalid_request_error``, 401 ``authentication_error``,
   403 ``permission_error``, 404 ``not_found_error``, 409 ``conflict_error``, 429
   ``rate_limit_error``, 503 ``service_unavailable_error``, every other 5xx ``server_error``.
 - ``param`` names the offending request field, or is ``null``; the key is always present.
@@ -70,6 +70,7 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "method_not_allowed": _e(405, "method not allowed on this route"),
     "body_too_large": _e(413, "the request body is too large"),
     "unsupported_media_type": _e(415, "the body must be application/json"),
+    "expectation_failed": _e(417, "Expect: 100-continue cannot be used through OHTTP"),
     # Authorization (lifecycle routes).
     "missing_token": _e(401, "a bearer token is required"),
     "invalid_token": _e(401, "the bearer token is invalid"),

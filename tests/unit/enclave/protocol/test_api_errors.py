@@ -31,6 +31,7 @@ EXPECTED_TYPES = {
     409: "conflict_error",
     413: "invalid_request_error",
     415: "invalid_request_error",
+    417: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
     502: "server_error",
@@ -110,6 +111,36 @@ def test_no_module_but_the_vocabulary_builds_an_error_body() -> None:
                 continue
             offenders += [f"{path.relative_to(ROOT)}:{line}" for line in _error_literals(path)]
     assert offenders == []
+
+
+_RENDERERS = frozenset(
+    {"ApiError", "error_response", "inner_json_error", "_RefusedError", "sse_error_event", "_error"}
+)
+
+
+def _codes_used(path: Path) -> list[tuple[int, str]]:
+    """(line, code) for each string literal handed to an error renderer as its first argument."""
+    used = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if not isinstance(node, ast.Call) or not node.args:
+            continue
+        name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+        first = node.args[0]
+        if name in _RENDERERS and isinstance(first, ast.Constant) and isinstance(first.value, str):
+            used.append((node.lineno, first.value))
+    return used
+
+
+def test_every_code_a_module_sends_is_in_the_vocabulary() -> None:
+    unknown = [
+        f"{path.relative_to(ROOT)}:{line} {code}"
+        for package in ("enclave", "model_manager")
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if "devengine" not in path.parts and path.name != "_anthropic.py"
+        for line, code in _codes_used(path)
+        if code not in ERRORS
+    ]
+    assert unknown == []
 
 
 def test_one_definition_of_the_wire_constants() -> None:
