@@ -43,6 +43,8 @@ __all__ = [
     "architecture_of",
     "certificate_fwid",
     "check_chain",
+    "check_links",
+    "check_root",
     "parse_chain",
 ]
 
@@ -114,6 +116,13 @@ def check_chain(
     NVIDIA issues them), name it as its issuer, and be valid at now; every issuer must be a
     CA; the last certificate must be the pinned root, byte for byte.
     """
+    check_root(certs, root_der=root_der)
+    check_links(certs, now=now)
+    return certs[0]
+
+
+def check_root(certs: tuple[x509.Certificate, ...], *, root_der: bytes | None = None) -> None:
+    """Step 3: a leaf and a root, and the root is the pinned one (or ``root_der``)."""
     if len(certs) < 2:
         raise GpuChainError("gpu_chain_incomplete", "need at least the leaf and the root")
     pinned = root_der if root_der is not None else _root().public_bytes(serialization.Encoding.DER)
@@ -122,10 +131,13 @@ def check_chain(
         raise GpuChainError("gpu_root_untrusted", "the pinned root does not match its digest")
     if last != pinned:
         raise GpuChainError("gpu_root_untrusted", "the chain does not end in the pinned root")
+
+
+def check_links(certs: tuple[x509.Certificate, ...], *, now: datetime.datetime) -> None:
+    """Step 4: each certificate issued and signed by the next, issuers CAs, all valid now."""
     for position, (cert, issuer) in enumerate(zip(certs, certs[1:] + certs[-1:], strict=True)):
         _check_link(cert, issuer, position)
         _check_validity(cert, now, position)
-    return certs[0]
 
 
 def _check_link(cert: x509.Certificate, issuer: x509.Certificate, position: int) -> None:

@@ -54,7 +54,8 @@ from attestation.gpu._certs import (
     GpuChainError,
     architecture_of,
     certificate_fwid,
-    check_chain,
+    check_links,
+    check_root,
     parse_chain,
 )
 from attestation.gpu._report import GpuReport, GpuReportError, parse_gpu_report
@@ -71,7 +72,6 @@ __all__ = [
     "GpuReason",
     "VerifiedGpu",
     "report_claims",
-    "step_of",
     "verify_gpu",
     "verify_gpu_report",
     "verify_gpus",
@@ -106,7 +106,7 @@ class GpuReason:
     EVIDENCE_MISSING: Final = "gpu_evidence_missing"
 
 
-# The per-GPU steps, in order, and the reasons each can raise (for step-by-step output).
+# The per-GPU steps, in order, and the reasons each can raise (docs and step-by-step output).
 GPU_STEPS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("report parses", (GpuReason.REPORT_MALFORMED,)),
     ("certificate chain parses", (GpuReason.CHAIN_MALFORMED,)),
@@ -138,14 +138,6 @@ GPU_STEPS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
 )
 
 
-def step_of(reason: str, *, after: int = 0) -> int:
-    """The 1-based number of the first step at or after ``after`` that raises ``reason``."""
-    for number, (_, reasons) in enumerate(GPU_STEPS, start=1):
-        if number >= after and reason in reasons:
-            return number
-    return 0
-
-
 @dataclass(frozen=True, slots=True)
 class VerifiedGpu:
     architecture: Architecture
@@ -172,28 +164,39 @@ def verify_gpu_report(
     ready: bool | None = None,
     now: datetime.datetime | None = None,
     root_der: bytes | None = None,
+    passed: list[int] | None = None,
 ) -> VerifiedGpu:
     """Steps 1-11 for one GPU. ``architecture=None`` takes it from the leaf's extension.
 
     Without ``cc_mode`` (a bare report, as ``enclave attest verify-gpu`` reads it) step 9
     cannot run: the SPDM report does not carry the CC state. ``root_der`` replaces the pinned
-    NVIDIA root (the simulated GPU's root in tests; never by default).
+    NVIDIA root (the simulated GPU's root in tests; never by default). ``passed``, when given,
+    receives the number of each step as it passes (for step-by-step output).
     """
     at = now if now is not None else datetime.datetime.now(datetime.UTC)
+    done = passed if passed is not None else []
     # 1. The report.
     try:
         parsed = parse_gpu_report(report)
     except GpuReportError as exc:
         raise VerificationError(GpuReason.REPORT_MALFORMED, str(exc)) from exc
+    done.append(1)
     try:
         # 2. The chain.
         certs = _chain(cert_chain)
-        # 3-4. To the pinned root; signatures, CA constraints, validity.
-        leaf = check_chain(certs, now=at, root_der=root_der)
+        done.append(2)
+        # 3. To the pinned root.
+        check_root(certs, root_der=root_der)
+        done.append(3)
+        # 4. Signatures, CA constraints, validity.
+        check_links(certs, now=at)
+        done.append(4)
+        leaf = certs[0]
     except GpuChainError as exc:
         raise VerificationError(exc.reason, exc.detail) from exc
     # 5. Architecture.
     arch = _architecture(leaf, architecture, policy)
+    done.append(5)
     # 6. FWID.
     try:
         cert_fwid = certificate_fwid(leaf, arch)
@@ -206,20 +209,26 @@ def verify_gpu_report(
             GpuReason.FWID_MISMATCH,
             f"report FWID {parsed.fwid.hex()} is not the certificate's {cert_fwid.hex()}",
         )
+    done.append(6)
     # 7. Signature.
     _check_signature(parsed, leaf)
+    done.append(7)
     # 8. Nonce.
     if not hmac.compare_digest(parsed.request_nonce, nonce):
         raise VerificationError(
             GpuReason.NONCE_MISMATCH, "the report was requested for another nonce"
         )
-    # 9. CC state.
+    done.append(8)
+    # 9. CC state (not run for a bare report).
     if cc_mode is not None:
         _check_cc(cc_mode, ready, policy)
+        done.append(9)
     # 10. Versions.
     driver, vbios = _check_versions(parsed, policy)
+    done.append(10)
     # 11. Measurements.
     _check_measurements(parsed, policy)
+    done.append(11)
     return VerifiedGpu(
         architecture=arch,
         fwid=parsed.fwid,

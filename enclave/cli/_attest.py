@@ -108,6 +108,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     simulate.add_argument("--now", type=int, metavar="UNIX", help="collateral issue time")
     simulate.set_defaults(handler=_simulate)
 
+    from enclave.cli._attest_gpu import register_gpu  # here: it imports this module's helpers
+
+    register_gpu(commands)
+
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)

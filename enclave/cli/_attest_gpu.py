@@ -1,0 +1,159 @@
+"""``enclave attest verify-gpu``: verify one GPU's evidence as NVML returns it."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+from pathlib import Path
+from typing import cast
+
+from attestation.errors import AttestationError, VerificationError
+from attestation.gpu import (
+    DEFAULT_GPU_POLICY,
+    GPU_STEPS,
+    Architecture,
+    CcMode,
+    GpuPolicy,
+    VerifiedGpu,
+    parse_gpu_report,
+    verify_gpu_report,
+)
+from enclave.cli._attest import _emit, _InputError, _read, _read_root
+
+__all__ = ["register_gpu"]
+
+_NONCE = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
+_HEX_TEXT = re.compile(rb"(?:0x)?((?:[0-9a-fA-F]{2})+)")
+
+_VERIFY_GPU_HELP = """\
+Verify one NVIDIA GPU's attestation report against its device certificate chain and the
+nonce it was requested with, and print the architecture, FWID, driver and VBIOS versions,
+the number of measurements and each step's result (docs/attestation.md, section 7). Exit
+status 0 only when every step passes.
+
+--report holds the report as NVML returns it (SPDM GET_MEASUREMENTS request + response), as
+hex text or raw bytes; --cert-chain the device chain as PEM, leaf first. The trust anchor is
+NVIDIA's device identity root, pinned in the package, unless --root-ca names another (the
+simulated GPU's; never trust that one for real evidence). The SPDM report does not carry the
+CC mode: pass what NVML reports with --cc-mode (and --ready) to run that step too.
+"""
+
+
+def register_gpu(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    verify = commands.add_parser(
+        "verify-gpu",
+        help="verify an NVIDIA GPU attestation report and certificate chain",
+        description=_VERIFY_GPU_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("--report", required=True, type=Path, metavar="FILE", help="report")
+    verify.add_argument(
+        "--cert-chain", required=True, type=Path, metavar="FILE", help="chain, PEM, leaf first"
+    )
+    verify.add_argument("--nonce", required=True, metavar="HEX", help="the 32-byte nonce, hex")
+    verify.add_argument("--arch", choices=("hopper", "blackwell"), help="expected architecture")
+    verify.add_argument("--cc-mode", choices=("on", "off", "devtools"), help="NVML's CC mode")
+    verify.add_argument(
+        "--ready", action="store_true", help="NVML reports the CC GPUs-ready state set"
+    )
+    verify.add_argument("--min-driver", metavar="VERSION", help="minimum driver version")
+    verify.add_argument("--min-vbios", metavar="VERSION", help="minimum VBIOS version")
+    verify.add_argument("--now", type=int, metavar="UNIX", help="verification time")
+    verify.add_argument("--root-ca", type=Path, metavar="FILE", help="root CA (DER or PEM)")
+    verify.add_argument("--json", action="store_true", help="print JSON")
+    verify.set_defaults(handler=_verify_gpu)
+
+
+def _report_bytes(path: Path) -> bytes:
+    data = _read(path, "report")
+    match = _HEX_TEXT.fullmatch(data.strip())
+    return bytes.fromhex(match.group(1).decode()) if match else data
+
+
+def _nonce(value: str) -> bytes:
+    match = _NONCE.fullmatch(value.strip())
+    if match is None:
+        raise _InputError("--nonce must be 32 bytes of hex (64 digits)")
+    return bytes.fromhex(match.group(1))
+
+
+def _steps(passed: list[int], failed: str | None, cc_given: bool) -> list[dict[str, object]]:
+    steps: list[dict[str, object]] = []
+    pending_failure = failed
+    for number, (name, _) in enumerate(GPU_STEPS, start=1):
+        if number in passed:
+            result = "pass"
+        elif number == 9 and not cc_given:
+            result = "not run (no --cc-mode: the SPDM report does not carry it)"
+        elif pending_failure is not None:
+            result, pending_failure = f"FAIL ({pending_failure})", None
+        else:
+            result = "not run"
+        steps.append({"step": number, "name": name, "result": result})
+    return steps
+
+
+def _fields(verified: VerifiedGpu | None, report: bytes) -> dict[str, object]:
+    if verified is not None:
+        return {
+            "architecture": verified.architecture,
+            "fwid": verified.fwid.hex(),
+            "driver_version": verified.driver_version,
+            "vbios_version": verified.vbios_version,
+            "measurements": len(verified.measurements),
+        }
+    try:
+        parsed = parse_gpu_report(report)
+    except AttestationError:
+        return {}
+    return {
+        "architecture": None,
+        "fwid": None if parsed.fwid is None else parsed.fwid.hex(),
+        "driver_version": parsed.driver_version,
+        "vbios_version": parsed.vbios_version,
+        "measurements": len(parsed.blocks),
+    }
+
+
+def _verify_gpu(args: argparse.Namespace) -> int:
+    try:
+        report = _report_bytes(args.report)
+        chain = _read(args.cert_chain, "certificate chain")
+        nonce = _nonce(args.nonce)
+        root = _read_root(args.root_ca)
+        policy = DEFAULT_GPU_POLICY
+        if args.min_driver is not None or args.min_vbios is not None:
+            policy = GpuPolicy(min_driver_version=args.min_driver, min_vbios_version=args.min_vbios)
+    except (AttestationError, _InputError) as exc:
+        _emit({"verified": False, "reason": "input_error", "detail": str(exc)}, args.json)
+        return 1
+    now = None if args.now is None else datetime.datetime.fromtimestamp(args.now, tz=datetime.UTC)
+    passed: list[int] = []
+    verified: VerifiedGpu | None = None
+    failure: VerificationError | None = None
+    try:
+        verified = verify_gpu_report(
+            report,
+            chain,
+            nonce=nonce,
+            architecture=cast(Architecture | None, args.arch),
+            policy=policy,
+            cc_mode=cast(CcMode | None, args.cc_mode),
+            ready=args.ready if args.cc_mode is not None else None,
+            now=now,
+            root_der=root,
+            passed=passed,
+        )
+    except VerificationError as exc:
+        failure = exc
+    result: dict[str, object] = {"verified": failure is None, **_fields(verified, report)}
+    if failure is not None:
+        result.update(reason=failure.reason, detail=failure.detail)
+    steps = _steps(passed, None if failure is None else failure.reason, args.cc_mode is not None)
+    if args.json:
+        result["steps"] = steps
+    else:
+        result["steps"] = {f"{s['step']:>2}. {s['name']}": s["result"] for s in steps}
+    _emit(result, args.json)
+    return 0 if failure is None else 1
