@@ -8,6 +8,9 @@ The hierarchy::
     ├── CertificateError          an RA-TLS certificate that cannot be parsed or issued
     ├── QuoteProviderError        a quote provider (configfs-tsm, dstack, simulated) failed
     │   └── QuoteProviderUnavailableError   no provider of the requested kind on this machine
+    ├── GpuProviderError          GPU evidence could not be collected (NVML, simulated)
+    │   ├── GpuProviderUnavailableError   no NVML (library, bindings) on this machine
+    │   └── GpuNotInCcModeError           the GPUs are not in confidential-computing mode
     ├── CollateralError           collateral could not be loaded or fetched
     ├── PolicyError               a policy file that is invalid
     └── VerificationError         evidence did not verify; ``reason`` is a stable code
@@ -23,6 +26,9 @@ __all__ = [
     "CertificateError",
     "CollateralError",
     "EvidenceError",
+    "GpuNotInCcModeError",
+    "GpuProviderError",
+    "GpuProviderUnavailableError",
     "PolicyError",
     "QuoteParseError",
     "QuoteProviderError",
@@ -53,6 +59,18 @@ class QuoteProviderError(AttestationError):
 
 class QuoteProviderUnavailableError(QuoteProviderError):
     """No quote provider of the requested kind is available on this machine."""
+
+
+class GpuProviderError(AttestationError):
+    """GPU evidence could not be collected."""
+
+
+class GpuProviderUnavailableError(GpuProviderError):
+    """NVML (the library or its Python bindings) is not available on this machine."""
+
+
+class GpuNotInCcModeError(GpuProviderError):
+    """The GPUs are not in confidential-computing mode, so they cannot attest."""
 
 
 class CollateralError(AttestationError):
