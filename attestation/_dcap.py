@@ -6,7 +6,6 @@ mapped onto a stable reason code here (and only here) and chained with ``raise .
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import dcap_qvl
@@ -19,7 +18,6 @@ __all__ = [
     "QuoteIds",
     "collateral_from_json",
     "quote_ids",
-    "strip_platform_fields",
     "verify_quote_dcap",
 ]
 
@@ -97,10 +95,3 @@ def verify_quote_dcap(
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise VerificationError(_reason_for(str(exc)), message) from exc
     return DcapVerdict(status=str(report.status), advisory_ids=tuple(report.advisory_ids))
-
-
-def strip_platform_fields(collateral_json: str) -> str:
-    """Drop per-platform fields (the PCK chain) so the collateral can be shared by FMSPC."""
-    data = json.loads(collateral_json)
-    data.pop("pck_certificate_chain", None)
-    return json.dumps(data)

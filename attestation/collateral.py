@@ -5,11 +5,12 @@ Collateral is kept in dcap-qvl's ``QuoteCollateralV3`` JSON layout (the layout o
 identity as JSON text). Offline folders hold one file per platform family, named
 ``<FMSPC>.json`` with the FMSPC as 12 upper-case hex digits (``B0C06F000000.json``).
 
-The PCCS source fetches through ``dcap_qvl.get_collateral`` (paths under
-``<url>/{sgx,tdx}/certification/v4/``: ``pckcrl``, ``tcb``, ``qe/identity``, ``rootcacrl``) and
-caches each answer on disk as ``<tee>-<ca>-<FMSPC>.json`` until the earliest ``nextUpdate`` of
-its TCB info, QE identity and CRLs. The per-platform PCK chain is not cached: the quote
-carries its own.
+The PCCS source fetches with :mod:`attestation._pccs` (paths under
+``<url>/{sgx,tdx}/certification/v4/``: ``pckcrl``, ``tcb``, ``qe/identity``, ``rootcacrl``; not
+``dcap_qvl.get_collateral``, whose runtime threads crashed the process at exit after a failed
+fetch) and caches each answer on disk as ``<tee>-<ca>-<FMSPC>.json`` until the earliest
+``nextUpdate`` of its TCB info, QE identity and CRLs. The per-platform PCK chain is not
+cached: the quote carries its own.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import dcap_qvl
 from cryptography import x509
 
-from attestation._dcap import collateral_from_json, quote_ids, strip_platform_fields
+from attestation._dcap import collateral_from_json, quote_ids
+from attestation._pccs import PccsFetchError, fetch_collateral
 from attestation.errors import CollateralError
 
 __all__ = [
@@ -161,9 +162,8 @@ class PccsCollateral:
         if cached is not None:
             return cached
         try:
-            fetched = await dcap_qvl.get_collateral(self._url, quote)
-            text = strip_platform_fields(fetched.to_json())
-        except (ValueError, RuntimeError) as exc:
+            text = await fetch_collateral(self._url, ids)
+        except PccsFetchError as exc:
             raise CollateralError(f"PCCS fetch from {self._url} failed: {exc}") from exc
         finally:
             self.fetches += 1

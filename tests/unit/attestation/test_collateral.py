@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
+import subprocess
+import sys
 import threading
 import urllib.parse
 from collections.abc import Iterator
@@ -199,3 +202,38 @@ async def test_pccs_failure_is_a_collateral_error(pccs: FakePccs, tmp_path: Path
 def test_pccs_url_must_be_http() -> None:
     with pytest.raises(CollateralError):
         PccsCollateral("file:///etc/passwd")
+
+
+def test_a_failed_pccs_fetch_leaves_no_foreign_runtime_threads(tmp_path: Path) -> None:
+    """Issue 12 point 13, deterministically: ``dcap_qvl.get_collateral`` left Tokio worker
+    threads that call back into the interpreter; one still inside such a call at interpreter
+    exit crashed the process. The fetch must start no thread outside Python's knowledge."""
+    script = tmp_path / "fetch.py"
+    script.write_text(
+        "import asyncio, pathlib, socket, threading\n"
+        "from attestation.collateral import PccsCollateral\n"
+        "from attestation.errors import CollateralError\n"
+        "from tests.vectors import load_bytes\n"
+        "sock = socket.socket(); sock.bind(('127.0.0.1', 0))\n"
+        "url = 'http://127.0.0.1:%d' % sock.getsockname()[1]\n"
+        "async def main():\n"
+        "    try:\n"
+        "        await PccsCollateral(url).get_collateral(load_bytes('tdx/tdx_quote'))\n"
+        "    except CollateralError as exc:\n"
+        "        print('error:', exc)\n"
+        "asyncio.run(main())\n"
+        "names = [p.read_text().strip() for p in pathlib.Path('/proc/self/task').glob('*/comm')]\n"
+        "print('threads:', len(names), 'python threads:', threading.active_count())\n"
+        "print('foreign:', sorted(n for n in names if 'tokio' in n))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "error: PCCS fetch from" in result.stdout
+    assert "foreign: []" in result.stdout
