@@ -35,6 +35,7 @@ __all__ = [
     "FORBIDDEN_EXTRA_ARGS",
     "MAX_MODEL_NAME_LENGTH",
     "Catalog",
+    "EntryCheck",
     "ModelSpec",
     "validate_model_name",
 ]
@@ -132,14 +133,28 @@ class _Entry(BaseModel):
     extra_args: tuple[Annotated[str, Field(max_length=4096)], ...] = ()
 
 
-class _CatalogFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+@dataclass(frozen=True, slots=True)
+class EntryCheck:
+    """One model's verdict from :meth:`Catalog.check`: its spec, or what is wrong with it."""
 
-    models: dict[str, _Entry] = Field(default_factory=dict)
+    name: str
+    declared: bool
+    spec: ModelSpec | None
+    problem: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
 
 
 class Catalog:
-    """Resolves model names under ``models_dir``; re-reads ``models.toml`` on each lookup."""
+    """Resolves model names under ``models_dir``; re-reads ``models.toml`` on each lookup.
+
+    A problem with the file as a whole (unreadable, too large, not TOML, a table other than
+    ``[models.NAME]``) blocks every model; a problem with one entry blocks only that model. Each
+    :class:`CatalogError` says which entry and what is wrong (the operator's own configuration,
+    never request content).
+    """
 
     def __init__(self, models_dir: Path) -> None:
         self._models_dir = models_dir
@@ -149,18 +164,70 @@ class Catalog:
         return self._models_dir
 
     def resolve(self, name: str) -> ModelSpec:
-        """Validate ``name`` and return its spec; UnknownModelError if there is no such model."""
+        """Validate ``name`` and return its spec; UnknownModelError if there is no such model,
+        CatalogError (naming the entry and the problem) if its entry or the file is invalid."""
         validate_model_name(name)
         root = self._root()
-        entry = self._entries(root).get(name, _Entry())
-        path = _inside(root, root / (entry.path if entry.path is not None else name), "model")
+        raw = self._tables(root).get(name)
+        if raw is None:
+            return self._spec(root, name, _Entry(), declared=False)
+        return self._spec(root, name, _entry(name, raw))
+
+    def names(self) -> list[str]:
+        """Every model name the catalog declares or finds as a directory, sorted."""
+        root = self._root()
+        found = {name for name in self._tables(root) if _valid_name(name)}
+        for child in root.iterdir():
+            if _valid_name(child.name) and child.is_dir():
+                found.add(child.name)
+        return sorted(found)
+
+    def check(self) -> list[EntryCheck]:
+        """Every declared entry and every model directory, each resolved or with its problem.
+        Raises CatalogError for a problem of the file as a whole."""
+        root = self._root()
+        tables = self._tables(root)
+        results = []
+        for name, raw in sorted(tables.items()):
+            try:
+                if not _valid_name(name):
+                    raise CatalogError(f"[models.{name!r}]: invalid model name")
+                results.append(
+                    EntryCheck(name, True, self._spec(root, name, _entry(name, raw)), None)
+                )
+            except CatalogError as exc:
+                results.append(EntryCheck(name, True, None, str(exc)))
+        for child in sorted(root.iterdir()):
+            if child.name in tables or not _valid_name(child.name) or not child.is_dir():
+                continue
+            try:
+                results.append(
+                    EntryCheck(
+                        child.name,
+                        False,
+                        self._spec(root, child.name, _Entry(), declared=False),
+                        None,
+                    )
+                )
+            except CatalogError as exc:
+                results.append(EntryCheck(child.name, False, None, str(exc)))
+        return results
+
+    def _spec(self, root: Path, name: str, entry: _Entry, *, declared: bool = True) -> ModelSpec:
+        where = f"[models.{name}]" if declared else f"model {name!r}:"
+        path = _inside(
+            root, root / (entry.path if entry.path is not None else name), f"{where} path"
+        )
         if not path.is_dir():
+            if declared:
+                missing = entry.path if entry.path is not None else name
+                raise CatalogError(f"{where} no directory {missing!r} under the models directory")
             raise UnknownModelError(f"no model named {name!r}")
         template = None
         if entry.chat_template is not None:
-            template = _inside(root, path / entry.chat_template, "chat template")
+            template = _inside(root, path / entry.chat_template, f"{where} chat_template")
             if not template.is_file():
-                raise CatalogError(f"chat template of {name!r} is not a file")
+                raise CatalogError(f"{where} chat_template: {entry.chat_template!r} is not a file")
         return ModelSpec(
             name=name,
             path=path,
@@ -174,26 +241,14 @@ class Catalog:
             extra_args=entry.extra_args,
         )
 
-    def names(self) -> list[str]:
-        """Every model name the catalog declares or finds as a directory, sorted."""
-        root = self._root()
-        found = set(self._entries(root))
-        for child in root.iterdir():
-            try:
-                name = validate_model_name(child.name)
-            except InvalidModelNameError:
-                continue
-            if child.is_dir():
-                found.add(name)
-        return sorted(found)
-
     def _root(self) -> Path:
         try:
             return self._models_dir.resolve(strict=True)
         except OSError as exc:
-            raise CatalogError("models directory does not exist") from exc
+            raise CatalogError("the models directory does not exist") from exc
 
-    def _entries(self, root: Path) -> dict[str, _Entry]:
+    def _tables(self, root: Path) -> dict[str, object]:
+        """The raw ``[models.NAME]`` tables; CatalogError for a problem of the whole file."""
         file = root / CATALOG_FILE
         try:
             with file.open("rb") as handle:
@@ -205,22 +260,58 @@ class Catalog:
         if len(raw) > MAX_CATALOG_BYTES:
             raise CatalogError(f"{CATALOG_FILE} is larger than {MAX_CATALOG_BYTES} bytes")
         try:
-            parsed = _CatalogFile.model_validate(tomllib.loads(raw.decode("utf-8")))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise CatalogError(f"{CATALOG_FILE} is not valid TOML") from exc
-        except ValidationError as exc:
-            fields = ", ".join(".".join(map(str, err["loc"])) for err in exc.errors())
-            raise CatalogError(f"{CATALOG_FILE} has invalid entries: {fields}") from exc
-        for name, entry in parsed.models.items():
-            try:
-                validate_model_name(name)
-            except InvalidModelNameError as exc:
-                raise CatalogError(f"{CATALOG_FILE} declares an invalid model name") from exc
-            for arg in entry.extra_args:
-                flag = arg.split("=", 1)[0]
-                if flag in FORBIDDEN_EXTRA_ARGS:
-                    raise CatalogError(f"{CATALOG_FILE}: extra_args of {name!r} sets {flag}")
-        return parsed.models
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CatalogError(f"{CATALOG_FILE} is not UTF-8 (byte {exc.start})") from exc
+        try:
+            document = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            # tomllib's message names the problem and its line and column, not the content.
+            raise CatalogError(f"{CATALOG_FILE} is not valid TOML: {exc}") from exc
+        extra = sorted(set(document) - {"models"})
+        if extra:
+            raise CatalogError(
+                f"{CATALOG_FILE}: unknown top-level key {extra[0]!r}; models are declared as "
+                "[models.NAME] tables"
+            )
+        models = document.get("models", {})
+        if not isinstance(models, dict):
+            raise CatalogError(f"{CATALOG_FILE}: 'models' must be a table of [models.NAME] tables")
+        return models
+
+
+def _valid_name(name: str) -> bool:
+    try:
+        validate_model_name(name)
+    except InvalidModelNameError:
+        return False
+    return True
+
+
+def _entry(name: str, raw: object) -> _Entry:
+    """Validate one ``[models.NAME]`` table; CatalogError says which key and what is wrong."""
+    where = f"[models.{name}]"
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where} must be a table")
+    try:
+        entry = _Entry.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            key = ".".join(str(part) for part in error["loc"])
+            if error["type"] == "extra_forbidden":
+                problems.append(f"unknown key {key!r}")
+            else:
+                problems.append(f"{key}: {error['msg']}")
+        raise CatalogError(f"{where} " + "; ".join(problems)) from None
+    for arg in entry.extra_args:
+        flag = arg.split("=", 1)[0]
+        if flag in FORBIDDEN_EXTRA_ARGS:
+            raise CatalogError(
+                f"{where} extra_args: {flag} is not allowed (the supervisor sets the address and "
+                "served name; request logging would write prompts to the engine's output)"
+            )
+    return entry
 
 
 def _inside(root: Path, candidate: Path, what: str) -> Path:
@@ -228,7 +319,7 @@ def _inside(root: Path, candidate: Path, what: str) -> Path:
     try:
         resolved = candidate.resolve(strict=False)
     except (OSError, RuntimeError) as exc:
-        raise CatalogError(f"{what} path cannot be resolved") from exc
+        raise CatalogError(f"{what} cannot be resolved") from exc
     if resolved == root or not resolved.is_relative_to(root):
-        raise CatalogError(f"{what} path escapes the models directory")
+        raise CatalogError(f"{what} escapes the models directory")
     return resolved

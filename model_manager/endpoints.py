@@ -28,6 +28,7 @@ from starlette.routing import BaseRoute, Route, Router
 
 from model_manager._errorcodes import describe
 from model_manager.errors import (
+    CatalogError,
     InvalidModelNameError,
     ModelManagerError,
     UnknownModelError,
@@ -101,7 +102,13 @@ def model_routes(
             except ModelManagerError as exc:
                 code, message = describe(exc)
                 shown = "(invalid name)" if isinstance(exc, InvalidModelNameError) else name
-                logger.info("model %s of %s refused: %s", action, shown, code)
+                if isinstance(exc, CatalogError):
+                    # Which entry and what is wrong: the operator's configuration, shown only
+                    # to a token holder (this route is authorized above) and in the log.
+                    message = f"{message}: {exc}"
+                    logger.warning("model %s of %s refused: %s: %s", action, shown, code, exc)
+                else:
+                    logger.info("model %s of %s refused: %s", action, shown, code)
                 return render_error(code, param=_param(exc), message=message)
             logger.info("model %s of %s: %s", action, name, _verb(outcome))
             return _outcome_response(outcome)

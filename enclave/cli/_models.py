@@ -38,6 +38,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     actions = models.add_subparsers(dest="models_action", metavar="ACTION")
     models.set_defaults(handler=lambda _args: _usage(models))
+    check = actions.add_parser(
+        "check",
+        help="validate a models directory and its models.toml before deploying it",
+        description=(
+            "Validate DIR as --models-dir: models.toml (TOML syntax, keys, values, forbidden "
+            "engine arguments, paths inside DIR) and every model directory. Prints one line "
+            "per model. Exit status: 0 every model is valid, 1 a model or the file is invalid, "
+            "2 DIR is not a directory."
+        ),
+    )
+    check.add_argument("directory", metavar="DIR", help="the models directory to check")
+    check.set_defaults(handler=_check)
     status = actions.add_parser("status", help="print the model status document")
     load = actions.add_parser("load", help="load a model")
     unload = actions.add_parser("unload", help="unload a model")
@@ -50,6 +62,35 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         parser.add_argument("--token", help=f"load token (default: ${TOKEN_ENV})")
         add_verifier_arguments(parser)
         parser.set_defaults(handler=_models)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pathlib import Path  # the server-side catalog, imported only for this command
+
+    from model_manager.catalog import CATALOG_FILE, Catalog
+    from model_manager.errors import CatalogError
+
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        sys.stderr.write(f"error: {directory} is not a directory\n")
+        return 2
+    try:
+        verdicts = Catalog(directory).check()
+    except CatalogError as exc:
+        sys.stdout.write(f"error  {exc}\n")
+        return 1
+    width = max([len(v.name) for v in verdicts] + [4])
+    for verdict in verdicts:
+        if verdict.spec is not None:
+            where = "declared" if verdict.declared else "directory only"
+            args_text = " ".join(verdict.spec.engine_args()) or "engine defaults"
+            sys.stdout.write(f"ok     {verdict.name:<{width}}  ({where}) {args_text}\n")
+        else:
+            sys.stdout.write(f"error  {verdict.name:<{width}}  {verdict.problem}\n")
+    bad = sum(1 for verdict in verdicts if not verdict.ok)
+    source = CATALOG_FILE if (directory / CATALOG_FILE).exists() else f"no {CATALOG_FILE}"
+    sys.stdout.write(f"{len(verdicts)} models ({source}), {bad} invalid\n")
+    return 1 if bad else 0
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

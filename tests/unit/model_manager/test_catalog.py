@@ -140,25 +140,65 @@ def test_chat_template_escaping_is_refused(models_dir: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "says"),
     [
-        "this is not toml [",
-        "[models.tiny]\nunknown_key = 1\n",
-        "[models.tiny]\ntensor_parallel_size = 0\n",
-        "[models.tiny]\ngpu_memory_utilization = 1.5\n",
-        '[models.tiny]\ndtype = "bf16; rm -rf /"\n',
-        "[other]\nx = 1\n",
-        '[models."../up"]\npath = "tiny"\n',
-        '[models.tiny]\nextra_args = ["--host", "0.0.0.0"]\n',
-        '[models.tiny]\nextra_args = ["--port=9000"]\n',
-        '[models.tiny]\nextra_args = ["--enable-log-requests"]\n',
-        '[models.tiny]\nextra_args = ["--served-model-name", "x"]\n',
+        ("this is not toml [", "models.toml is not valid TOML: "),
+        ("[models.tiny]\nunknown_key = 1\n", "[models.tiny] unknown key 'unknown_key'"),
+        ("[models.tiny]\ntensor_parallel_size = 0\n", "[models.tiny] tensor_parallel_size: "),
+        ("[models.tiny]\ngpu_memory_utilization = 1.5\n", "gpu_memory_utilization: "),
+        ('[models.tiny]\ndtype = "bf16; rm -rf /"\n', "[models.tiny] dtype: "),
+        ("[other]\nx = 1\n", "unknown top-level key 'other'"),
+        ('[models.tiny]\nextra_args = ["--host", "0.0.0.0"]\n', "extra_args: --host is not"),
+        ('[models.tiny]\nextra_args = ["--port=9000"]\n', "extra_args: --port is not"),
+        ('[models.tiny]\nextra_args = ["--enable-log-requests"]\n', "--enable-log-requests"),
+        ('[models.tiny]\nextra_args = ["--served-model-name", "x"]\n', "--served-model-name"),
+        ("models = 3\n", "'models' must be a table"),
+        ("[models]\ntiny = 3\n", "[models.tiny] must be a table"),
     ],
 )
-def test_invalid_catalog_is_refused(models_dir: Path, text: str) -> None:
+def test_invalid_catalog_is_refused_saying_what_and_where(
+    models_dir: Path, text: str, says: str
+) -> None:
     (models_dir / "models.toml").write_text(text)
-    with pytest.raises(CatalogError):
+    with pytest.raises(CatalogError) as caught:
         Catalog(models_dir).resolve("tiny")
+    assert says in str(caught.value)
+
+
+def test_broken_toml_names_the_line_and_column(models_dir: Path) -> None:
+    (models_dir / "models.toml").write_text("[models.tiny]\nmax_model_len = 8192\ndtype = \n")
+    with pytest.raises(CatalogError, match=r"at line 3, column 9"):
+        Catalog(models_dir).resolve("tiny")
+
+
+def test_one_bad_entry_blocks_only_itself(models_dir: Path) -> None:
+    (models_dir / "models.toml").write_text(
+        '[models.broken]\npath = "tiny"\ntensor_paralel_size = 2\n'
+        '[models.forbidden]\npath = "tiny"\nextra_args = ["--port", "1"]\n'
+        '[models."../up"]\npath = "tiny"\n'
+        "[models.tiny]\nmax_model_len = 64\n"
+    )
+    catalog = Catalog(models_dir)
+    assert catalog.resolve("tiny").max_model_len == 64
+    assert catalog.resolve("other").name == "other"  # a directory without an entry
+    with pytest.raises(CatalogError, match=r"\[models.broken\] unknown key 'tensor_paralel_size'"):
+        catalog.resolve("broken")
+    with pytest.raises(CatalogError, match=r"\[models.forbidden\] extra_args: --port"):
+        catalog.resolve("forbidden")
+    verdicts = {check.name: check for check in catalog.check()}
+    assert not verdicts["broken"].ok
+    assert not verdicts["forbidden"].ok
+    assert "invalid model name" in str(verdicts["../up"].problem)
+    assert verdicts["tiny"].ok
+    assert verdicts["tiny"].declared
+    assert verdicts["other"].ok
+    assert not verdicts["other"].declared
+
+
+def test_check_reports_a_declared_entry_without_its_directory(models_dir: Path) -> None:
+    (models_dir / "models.toml").write_text('[models.ghost]\npath = "nowhere"\n')
+    (verdict,) = [c for c in Catalog(models_dir).check() if c.name == "ghost"]
+    assert verdict.problem == "[models.ghost] no directory 'nowhere' under the models directory"
 
 
 def test_catalog_that_is_not_utf8_is_refused(models_dir: Path) -> None:

@@ -306,3 +306,34 @@ async def test_an_invalid_name_never_reaches_the_log(
         response = await client.post(LOAD_PATH, json={"model": forged}, headers=AUTH)
     assert response.status_code == 400
     assert "forged" not in caplog.text
+
+
+async def test_a_bad_catalog_entry_is_named_to_the_token_holder_and_blocks_only_itself(
+    api: tuple[httpx.AsyncClient, ModelManager, FakeEngines],
+    models_dir: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, manager, _ = api
+    (models_dir / "models.toml").write_text(
+        '[models.typo]\npath = "tiny"\nmax_model_lenght = 4096\n'
+        '[models.sneaky]\npath = "tiny"\nextra_args = ["--enable-log-requests"]\n'
+    )
+    with caplog.at_level(logging.INFO, logger="model_manager.endpoints"):
+        response = await client.post(LOAD_PATH, json={"model": "typo"}, headers=AUTH)
+    assert response.status_code == 500
+    error = response.json()["error"]
+    assert error["code"] == "catalog_error"
+    assert error["message"].endswith(": [models.typo] unknown key 'max_model_lenght'")
+    assert "[models.typo] unknown key 'max_model_lenght'" in caplog.text
+    response = await client.post(LOAD_PATH, json={"model": "sneaky"}, headers=AUTH)
+    assert (
+        "[models.sneaky] extra_args: --enable-log-requests" in response.json()["error"]["message"]
+    )
+    # The healthy model (a directory without an entry) still loads.
+    response = await client.post(LOAD_PATH, json={"model": "tiny"}, headers=AUTH)
+    assert response.status_code == 202
+    await manager.wait_status("ready", timeout=WAIT)
+    # Without the token, nothing about the catalog is said.
+    response = await client.post(LOAD_PATH, json={"model": "typo"})
+    assert response.status_code == 401
+    assert "typo" not in response.text
