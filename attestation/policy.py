@@ -1,8 +1,9 @@
 """What a verifier accepts: TCB statuses, advisories, measurements, models, nonce.
 
-A policy file is TOML (``.toml``) or JSON (anything else), one flat table; every key is
-optional and unknown keys are an error::
+A policy file is TOML (``.toml``) or JSON (anything else), one table; every key is optional
+and unknown keys are an error::
 
+    note = "prod image 2026-12-01, both rollout halves"   # free text for humans
     allowed_tcb_statuses = ["UpToDate"]          # default: only UpToDate
     allowed_advisory_ids = []                    # default: none (any advisory is refused)
     mrtd = ["<96 hex digits>", ...]              # allow-lists; omitted = any value
@@ -12,28 +13,50 @@ optional and unknown keys are an error::
     require_model = false
     require_nonce = false
     require_enclave_claims = true                # our ohttp-keys and service claims
+    insecure_any_measurement = false             # accept ANY measurements: development only
     insecure_allow_debug = false                 # accept debug TDs: NEVER in production
 
 Hex may carry a ``0x`` prefix. An allow-list that is present must not be empty (omit the key
 to allow any value), so a typo cannot silently mean "allow nothing" or "allow everything".
+Each allow-list may hold several values (a rolling upgrade lists the old and the new image).
+
+A policy *pins the measurements* when it has allow-lists for every register in
+:data:`PINNED_MEASUREMENTS` (MRTD: the firmware; RTMR0: its configuration; RTMR1: the kernel
+(UKI); RTMR2: the command line and initrd, which carry the dm-verity root hash of the service
+image). The client sends nothing (no prompt, no load token) under a policy that does not pin
+them unless it says ``insecure_any_measurement``, which warns on every verification.
+
+Extending the format: a new key is a field of :class:`Policy` plus one entry in ``_PARSERS``
+(file value -> field value) and one in ``_WRITERS`` (field value -> file value); a nested
+table (``[gpu]``) is a field whose parser takes a mapping and whose writer returns one.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Final
 
 from attestation.errors import PolicyError
 
-__all__ = ["DEFAULT_POLICY", "TCB_STATUSES", "Policy", "load_policy", "policy_from_mapping"]
-
-logger = logging.getLogger(__name__)
+__all__ = [
+    "DEFAULT_POLICY",
+    "INSECURE_ANY_MEASUREMENT",
+    "MEASUREMENT_KEYS",
+    "PINNED_MEASUREMENTS",
+    "TCB_STATUSES",
+    "Policy",
+    "load_policy",
+    "pinned_policy",
+    "policy_from_mapping",
+    "policy_to_mapping",
+    "policy_to_toml",
+    "unpinned_message",
+]
 
 # The TCB statuses dcap-qvl reports. "Revoked" can never be allowed.
 TCB_STATUSES: Final = frozenset(
@@ -49,19 +72,12 @@ TCB_STATUSES: Final = frozenset(
 MEASUREMENT_SIZE: Final = 48
 MAX_DIGEST_SIZE: Final = 64
 MAX_POLICY_FILE: Final = 1 << 20
+MAX_NOTE: Final = 4096
 
-_MEASUREMENT_KEYS: Final = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid")
-_BOOL_KEYS: Final = (
-    "require_model",
-    "require_nonce",
-    "require_enclave_claims",
-    "insecure_allow_debug",
-)
-_KEYS: Final = frozenset(
-    {"allowed_tcb_statuses", "allowed_advisory_ids", "allowed_model_digests"}
-    | set(_MEASUREMENT_KEYS)
-    | set(_BOOL_KEYS)
-)
+MEASUREMENT_KEYS: Final = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid")
+#: The registers a policy must pin before the client sends anything (see the module doc).
+PINNED_MEASUREMENTS: Final = ("mrtd", "rtmr0", "rtmr1", "rtmr2")
+INSECURE_ANY_MEASUREMENT: Final = "insecure_any_measurement"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +94,9 @@ class Policy:
     require_model: bool = False
     require_nonce: bool = False
     require_enclave_claims: bool = True
-    insecure_allow_debug: bool = field(default=False)
+    insecure_allow_debug: bool = False
+    insecure_any_measurement: bool = False
+    note: str = ""
 
     def __post_init__(self) -> None:
         unknown = self.allowed_tcb_statuses - TCB_STATUSES
@@ -86,7 +104,7 @@ class Policy:
             raise PolicyError(f"unknown or forbidden TCB status(es): {sorted(unknown)}")
         if not self.allowed_tcb_statuses:
             raise PolicyError("allowed_tcb_statuses must name at least one status")
-        for name in _MEASUREMENT_KEYS:
+        for name in MEASUREMENT_KEYS:
             values: frozenset[bytes] | None = getattr(self, name)
             if values is None:
                 continue
@@ -99,15 +117,59 @@ class Policy:
             not digests or any(not 0 < len(d) <= MAX_DIGEST_SIZE for d in digests)
         ):
             raise PolicyError("allowed_model_digests: non-empty list of 1..64-byte digests")
-        if self.insecure_allow_debug:
-            logger.warning("INSECURE: this policy accepts TDs in debug mode")
+        if self.insecure_any_measurement and any(
+            getattr(self, name) is not None for name in MEASUREMENT_KEYS
+        ):
+            raise PolicyError(
+                "insecure_any_measurement contradicts the measurement allow-lists: drop one"
+            )
+        if len(self.note) > MAX_NOTE:
+            raise PolicyError(f"note: at most {MAX_NOTE} characters")
 
     @property
     def rtmrs(self) -> tuple[frozenset[bytes] | None, ...]:
         return (self.rtmr0, self.rtmr1, self.rtmr2, self.rtmr3)
 
+    @property
+    def unpinned(self) -> tuple[str, ...]:
+        """The registers of :data:`PINNED_MEASUREMENTS` this policy has no allow-list for."""
+        return tuple(name for name in PINNED_MEASUREMENTS if getattr(self, name) is None)
+
+    @property
+    def pins_measurements(self) -> bool:
+        return not self.unpinned
+
+    @property
+    def insecure_options(self) -> tuple[str, ...]:
+        """The ``insecure_*`` options this policy turns on (named in every result)."""
+        names = ("insecure_allow_debug", INSECURE_ANY_MEASUREMENT)
+        return tuple(name for name in names if getattr(self, name))
+
 
 DEFAULT_POLICY: Final = Policy()
+
+
+def unpinned_message(policy: Policy) -> str:
+    """Why a policy is not enough to send anything, and how to get one that is."""
+    return (
+        "the measurement policy does not pin "
+        + ", ".join(policy.unpinned)
+        + ": any TDX VM on a genuine platform would be trusted. Get a policy: "
+        "`enclave verify URL --save-policy policy.toml` (trust on first use: check the "
+        "printed measurements first), or `deploy/image/measure.py policy --report ...` for an "
+        "image you built; then pass --policy policy.toml (library: Verifier(policy="
+        "load_policy(path))). For development only: --insecure-any-measurement "
+        "(Policy(insecure_any_measurement=True))"
+    )
+
+
+def pinned_policy(measurements: Mapping[str, bytes], *, note: str = "") -> Policy:
+    """A policy allowing exactly these measurement values (keys from MEASUREMENT_KEYS)."""
+    unknown = set(measurements) - set(MEASUREMENT_KEYS)
+    if unknown:
+        raise PolicyError(f"not measurement registers: {sorted(unknown)}")
+    kwargs: dict[str, object] = {name: frozenset({v}) for name, v in measurements.items()}
+    return Policy(note=note, **kwargs)  # type: ignore[arg-type]
 
 
 def load_policy(path: Path) -> Policy:
@@ -133,23 +195,50 @@ def load_policy(path: Path) -> Policy:
 
 
 def policy_from_mapping(data: Mapping[str, object]) -> Policy:
-    unknown = set(data) - _KEYS
+    unknown = set(data) - set(_PARSERS)
     if unknown:
-        raise PolicyError(f"unknown key(s) {sorted(unknown)}; known: {sorted(_KEYS)}")
-    kwargs: dict[str, object] = {}
-    for key in ("allowed_tcb_statuses", "allowed_advisory_ids"):
-        if key in data:
-            kwargs[key] = frozenset(_strings(data[key], key))
-    for key in (*_MEASUREMENT_KEYS, "allowed_model_digests"):
-        if key in data:
-            kwargs[key] = frozenset(_hex(item, key) for item in _strings(data[key], key))
-    for key in _BOOL_KEYS:
-        if key in data:
-            value = data[key]
-            if not isinstance(value, bool):
-                raise PolicyError(f"{key} must be true or false")
-            kwargs[key] = value
+        raise PolicyError(f"unknown key(s) {sorted(unknown)}; known: {sorted(_PARSERS)}")
+    kwargs = {key: _PARSERS[key](value, key) for key, value in data.items()}
     return Policy(**kwargs)  # type: ignore[arg-type]
+
+
+def policy_to_mapping(policy: Policy) -> dict[str, object]:
+    """The file form of ``policy`` (JSON-ready); keys at their default are left out, so
+    ``policy_from_mapping(policy_to_mapping(p)) == p``."""
+    out: dict[str, object] = {}
+    defaults = DEFAULT_POLICY
+    for item in sorted(fields(Policy), key=lambda item: item.name != "note"):  # note first
+        value = getattr(policy, item.name)
+        if value != getattr(defaults, item.name):
+            out[item.name] = _WRITERS[item.name](value)
+    return out
+
+
+def policy_to_toml(policy: Policy, *, header: str = "") -> str:
+    """The TOML file form of ``policy`` (what ``load_policy`` reads), ``header`` as comments."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    tables: list[tuple[str, Mapping[str, object]]] = []
+    for key, value in policy_to_mapping(policy).items():
+        if isinstance(value, Mapping):
+            tables.append((key, value))
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    for name, table in tables:
+        lines += ["", f"[{name}]"]
+        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str | int):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        if len(value) <= 1:
+            return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[\n" + "".join(f"    {_toml_value(v)},\n" for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to a policy file")
 
 
 def _strings(value: object, key: str) -> list[str]:
@@ -166,3 +255,66 @@ def _hex(text: str, key: str) -> bytes:
     if match is None:
         raise PolicyError(f"{key}: {text[:24]!r} is not an even number of hex digits")
     return bytes.fromhex(match.group(1))
+
+
+def _string_set(value: object, key: str) -> frozenset[str]:
+    return frozenset(_strings(value, key))
+
+
+def _hex_set(value: object, key: str) -> frozenset[bytes]:
+    return frozenset(_hex(item, key) for item in _strings(value, key))
+
+
+def _bool(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise PolicyError(f"{key} must be true or false")
+    return value
+
+
+def _note(value: object, key: str) -> str:
+    if not isinstance(value, str):
+        raise PolicyError(f"{key} must be a string")
+    return value
+
+
+_Parser = Callable[[object, str], object]
+_Writer = Callable[[object], object]
+
+
+def _write_strings(value: object) -> object:
+    return sorted(value) if isinstance(value, frozenset) else value
+
+
+def _write_hex(value: object) -> object:
+    return sorted(v.hex() for v in value) if isinstance(value, frozenset) else value
+
+
+def _write_plain(value: object) -> object:
+    return value
+
+
+_PARSERS: Final[dict[str, _Parser]] = {
+    "note": _note,
+    "allowed_tcb_statuses": _string_set,
+    "allowed_advisory_ids": _string_set,
+    **dict.fromkeys(MEASUREMENT_KEYS, _hex_set),
+    "allowed_model_digests": _hex_set,
+    **dict.fromkeys(
+        (
+            "require_model",
+            "require_nonce",
+            "require_enclave_claims",
+            "insecure_allow_debug",
+            INSECURE_ANY_MEASUREMENT,
+        ),
+        _bool,
+    ),
+}
+_WRITERS: Final[dict[str, _Writer]] = {
+    key: _write_hex
+    if parser is _hex_set
+    else _write_strings
+    if parser is _string_set
+    else _write_plain
+    for key, parser in _PARSERS.items()
+}

@@ -16,11 +16,15 @@ The steps, in the order of DESIGN.md ("Attestation evidence"); each failure rais
 10. measurement policy: MRTD, RTMR0-3, MRCONFIGID allow-lists
 11. claims and model policy
 
-Only a returned :class:`VerifiedEvidence` means "verified"; there is no boolean result.
+Only a returned :class:`VerifiedEvidence` means "verified"; there is no boolean result. It says
+whether the policy pinned the measurements (``measurements_pinned``) and names every
+``insecure_*`` option the verification ran under (``insecure``); each such option also logs a
+warning on every verification (sigstore's ``UnsafeNoOp`` does the same), not once.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -42,6 +46,7 @@ from attestation.policy import DEFAULT_POLICY, Policy
 from attestation.quote import Quote, TdReport, parse_quote
 
 __all__ = [
+    "INSECURE_ROOT_CA",
     "Measurements",
     "VerifiedEvidence",
     "check_measurements",
@@ -49,6 +54,11 @@ __all__ = [
     "verify_evidence",
     "verify_quote",
 ]
+
+logger = logging.getLogger(__name__)
+
+#: How a result names a replaced root of trust (``insecure_root_ca_der``).
+INSECURE_ROOT_CA = "insecure_root_ca_der"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +107,10 @@ class VerifiedEvidence:
     claims: Claims | None  # None for a bare quote
     model: ModelClaim | None
     event_log: EventLog | None = None
+    #: Whether the policy pinned MRTD and RTMR0-2 (see ``attestation.policy``).
+    measurements_pinned: bool = False
+    #: The ``insecure_*`` options this verification ran under (empty: none).
+    insecure: tuple[str, ...] = ()
 
 
 def verify_evidence(
@@ -108,9 +122,13 @@ def verify_evidence(
     nonce: bytes | None = None,
     event_log: EventLog | None = None,
     now: int | None = None,
-    root_ca_der: bytes | None = None,
+    insecure_root_ca_der: bytes | None = None,
 ) -> VerifiedEvidence:
-    """Verify evidence presented by a peer whose certificate has ``peer_spki_der``."""
+    """Verify evidence presented by a peer whose certificate has ``peer_spki_der``.
+
+    ``insecure_root_ca_der`` replaces Intel's root CA (the simulator's, in tests and demos):
+    it warns on every call and is named in the result's ``insecure``."""
+    insecure = _insecure_options(policy, insecure_root_ca_der)
     # 1. Parse the evidence and the quote.
     try:
         parsed = evidence if isinstance(evidence, Evidence) else decode_evidence(evidence)
@@ -120,7 +138,7 @@ def verify_evidence(
     quote = _parse(parsed.quote)
     # 2-5. DCAP, TDX only, TCB status, not debug.
     report, status, advisories = _verify_platform(
-        parsed.quote, quote, collateral, policy, now, root_ca_der
+        parsed.quote, quote, collateral, policy, now, insecure_root_ca_der
     )
     # 6. report_data binds the claims buffer.
     check_report_data(report.report_data, parsed.claims_buffer)
@@ -151,6 +169,8 @@ def verify_evidence(
         claims=claims,
         model=claims.model,
         event_log=event_log,
+        measurements_pinned=policy.pins_measurements,
+        insecure=insecure,
     )
 
 
@@ -160,12 +180,13 @@ def verify_quote(
     collateral: Collateral,
     policy: Policy = DEFAULT_POLICY,
     now: int | None = None,
-    root_ca_der: bytes | None = None,
+    insecure_root_ca_der: bytes | None = None,
 ) -> VerifiedEvidence:
     """Verify a bare quote: the evidence steps 1-5 and 10 (no claims to bind)."""
+    insecure = _insecure_options(policy, insecure_root_ca_der)
     quote = _parse(quote_bytes)  # 1.
     report, status, advisories = _verify_platform(  # 2-5.
-        quote_bytes, quote, collateral, policy, now, root_ca_der
+        quote_bytes, quote, collateral, policy, now, insecure_root_ca_der
     )
     check_measurements(report, policy)  # 10.
     return VerifiedEvidence(
@@ -177,7 +198,24 @@ def verify_quote(
         report_data=report.report_data,
         claims=None,
         model=None,
+        measurements_pinned=policy.pins_measurements,
+        insecure=insecure,
     )
+
+
+def _insecure_options(policy: Policy, root_ca_der: bytes | None) -> tuple[str, ...]:
+    """Name, and warn about, every insecure option of this one verification."""
+    names = ((INSECURE_ROOT_CA,) if root_ca_der is not None else ()) + policy.insecure_options
+    for name in names:
+        logger.warning("INSECURE: verifying with %s (%s)", name, _INSECURE_MEANING[name])
+    return names
+
+
+_INSECURE_MEANING = {
+    INSECURE_ROOT_CA: "a root CA other than Intel's: the quote proves nothing about hardware",
+    "insecure_allow_debug": "debug TDs accepted: the host can read their memory",
+    "insecure_any_measurement": "measurements not checked: any TDX VM is trusted",
+}
 
 
 def _parse(quote_bytes: bytes) -> Quote:
@@ -193,11 +231,11 @@ def _verify_platform(
     collateral: Collateral,
     policy: Policy,
     now: int | None,
-    root_ca_der: bytes | None,
+    insecure_root_ca_der: bytes | None,
 ) -> tuple[TdReport, str, tuple[str, ...]]:
     at = int(time.time()) if now is None else now
     # 2. DCAP verification (the only place dcap-qvl is called; errors translated there).
-    verdict = _dcap.verify_quote_dcap(quote_bytes, collateral.json_text, at, root_ca_der)
+    verdict = _dcap.verify_quote_dcap(quote_bytes, collateral.json_text, at, insecure_root_ca_der)
     # 3. TDX only.
     report = check_tdx(quote)
     # 4. TCB status and advisories.

@@ -148,7 +148,7 @@ def main() -> None:
             collateral=sim_collateral,
             peer_spki_der=found.spki_der,
             now=sim.now,
-            root_ca_der=sim.root_ca_der,
+            insecure_root_ca_der=sim.root_ca_der,
         )
 
     evidence_check = best_ms(check, args.repeat, 20)

@@ -26,6 +26,7 @@ from typing import TextIO
 import httpx
 
 from attestation.collateral import OfflineCollateral
+from attestation.policy import pinned_policy
 from enclave.client import AsyncOhttpTransport, AsyncRaTlsTransport, Verifier, attest_endpoint
 from enclave.client._endpoint import VerifiedEndpoint
 from enclave.local import local_settings, serve_locally
@@ -177,13 +178,21 @@ async def _client_side(server: EnclaveServer, token: str, say: _Printer) -> None
     if simulated is None or simulated.bundle_dir is None:
         raise RuntimeError("the demo needs the simulated TEE's published root and collateral")
     bundle = simulated.bundle_dir
+    # The demo started this simulated TD, so it knows the measurements to pin; a real client
+    # gets them from `enclave verify URL --save-policy` or deploy/image/measure.py.
+    policy = pinned_policy(
+        simulated.simulator.measurements.registers(),
+        note="the demo's simulated TD (its measurements are the simulator's defaults)",
+    )
     verifier = Verifier(
         OfflineCollateral(bundle / "collateral.json"),
-        root_ca_der=(bundle / "root_ca.der").read_bytes(),
+        policy=policy,
+        insecure_root_ca_der=(bundle / "root_ca.der").read_bytes(),
     )
 
     say.step(1, f"Verifying the service at {url}: RA-TLS certificate + fresh attestation report")
     say("    (real dcap-qvl, against the SIMULATED root in " + str(bundle) + ")")
+    say("    (policy: MRTD, RTMR0-3 and MRCONFIGID pinned to the simulated TD's values)")
     endpoint = await attest_endpoint(verifier, url)
     _describe(say, endpoint)
 

@@ -70,6 +70,12 @@ class SimulatedMeasurements:
             if not isinstance(value, bytes) or len(value) != 8:
                 raise ValueError(f"{name} must be 8 bytes")
 
+    def registers(self) -> dict[str, bytes]:
+        """MRTD, RTMR0-3 and MRCONFIGID by their policy names (``attestation.policy``), e.g.
+        for ``pinned_policy(sim.measurements.registers())``."""
+        rtmrs = {f"rtmr{index}": value for index, value in enumerate(self.rtmrs)}
+        return {"mrtd": self.mrtd, **rtmrs, "mrconfigid": self.mrconfigid}
+
     @property
     def debug(self) -> bool:
         """Whether the TD runs in debug mode (its memory is readable by the host)."""

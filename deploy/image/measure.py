@@ -16,12 +16,14 @@ Two sources, used together:
     Takes the evidence of a reference boot of the image (the service's
     ``/v1/attestation/report``, fetched once on a trusted launch), replays its event log against
     the quote's RTMRs, cross-checks MRTD with ``--firmware`` in both page orders when given, and
-    prints a policy fragment (``mrtd``, ``rtmr0``..``rtmr2``, ``rtmr3`` with ``--rtmr3``) in the
-    TOML format of ``attestation.policy``. RTMR0 depends on the VM's shape (firmware
-    configuration, ACPI tables, memory and CPU count), RTMR1/RTMR2 on the UKI (kernel, initrd,
-    command line with the dm-verity root hash), so the reference boot must use the production
-    VM shape. The output is only as trustworthy as that reference launch: do it on hardware you
-    control and keep the quote with the release.
+    prints the client policy (``mrtd``, ``rtmr0``..``rtmr2``, ``rtmr3`` with ``--rtmr3``,
+    ``mrconfigid`` with ``--mrconfigid``, and a ``note``) in the TOML format of
+    ``attestation.policy``, written by the same code as ``enclave verify --save-policy``
+    (``--out FILE`` writes it to a file instead of standard output). RTMR0 depends on the
+    VM's shape (firmware configuration, ACPI tables, memory and CPU count), RTMR1/RTMR2 on the
+    UKI (kernel, initrd, command line with the dm-verity root hash), so the reference boot
+    must use the production VM shape. The output is only as trustworthy as that reference
+    launch: do it on hardware you control and keep the quote with the release.
 
 Needs: Python 3.11+ and this repository's ``attestation`` package (for ``policy``).
 """
@@ -181,10 +183,17 @@ def compute_mrtd(firmware: bytes, order: PageOrder = "single-pass") -> bytes:
 
 
 def policy_toml(registers: dict[str, bytes], source: str) -> str:
-    """A policy fragment for ``attestation.policy`` (one allowed value per register)."""
-    lines = [f"# Expected measurements from {source}", "# (deploy/image/measure.py)"]
-    lines += [f'{name} = ["{value.hex()}"]' for name, value in registers.items()]
-    return "\n".join(lines) + "\n"
+    """The client policy file (``attestation.policy``'s TOML, the same writer ``enclave verify
+    --save-policy`` uses) allowing exactly these register values, with a note naming the
+    source."""
+    from attestation.policy import pinned_policy, policy_to_toml
+
+    note = f"expected measurements from {source} (deploy/image/measure.py)"
+    header = (
+        f"Measurement policy written by deploy/image/measure.py from {source}.\n"
+        "Pass it to the client: enclave proxy start URL --policy FILE (docs/client.md)."
+    )
+    return policy_to_toml(pinned_policy(registers, note=note), header=header)
 
 
 def _read_quote_and_log(args: argparse.Namespace) -> tuple[bytes, object | None, str]:
@@ -236,7 +245,14 @@ def _policy(args: argparse.Namespace) -> int:
     registers["rtmr2"] = report.rtmr2
     if args.rtmr3:
         registers["rtmr3"] = report.rtmr3
-    sys.stdout.write(policy_toml(registers, source))
+    if args.mrconfigid:
+        registers["mrconfigid"] = report.mr_config_id
+    text = policy_toml(registers, source)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text, encoding="utf-8")
+        print(f"policy written to {args.out}", file=sys.stderr)
     return 0
 
 
@@ -261,6 +277,8 @@ def _parser() -> argparse.ArgumentParser:
     policy.add_argument("--event-log-format", choices=["ccel", "dstack"], default="ccel")
     policy.add_argument("--firmware", help="cross-check MRTD against this OVMF.fd")
     policy.add_argument("--rtmr3", action="store_true", help="also pin RTMR3 (runtime events)")
+    policy.add_argument("--mrconfigid", action="store_true", help="also pin MRCONFIGID")
+    policy.add_argument("--out", help="write the policy to this file (default: stdout)")
     policy.set_defaults(handler=_policy)
     return parser
 

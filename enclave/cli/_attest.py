@@ -222,7 +222,7 @@ def _verify_quote(args: argparse.Namespace) -> int:
             result.update(_quote_fields(parse_quote(quote_bytes)))
         now = int(time.time()) if args.now is None else args.now
         verified = verify_quote(
-            quote_bytes, collateral=collateral, policy=policy, now=now, root_ca_der=root
+            quote_bytes, collateral=collateral, policy=policy, now=now, insecure_root_ca_der=root
         )
     except VerificationError as exc:
         _emit({"verified": False, "reason": exc.reason, "detail": exc.detail, **result}, args.json)

@@ -162,12 +162,15 @@ def _run_argv(args: argparse.Namespace) -> list[str]:
             argv += [flag, str(value)]
     if args.insecure_simulated_root:
         argv.append("--insecure-simulated-root")
+    if args.insecure_any_measurement:
+        argv.append("--insecure-any-measurement")
     return argv
 
 
 def _start(args: argparse.Namespace) -> int:
     try:
         _host_port(args.listen)
+        verifier_from_args(args)  # refuse an unpinned policy here, not in the daemon's log
     except InputError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2

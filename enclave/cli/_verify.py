@@ -1,16 +1,23 @@
 """``enclave verify URL``: verify a service endpoint (RA-TLS certificate and a nonce-fresh
-attestation report) and print what was proved, or the failed step's reason code.
+attestation report) and print the verification document: every numbered step, what it checked
+against what, and the result (or the failed step's reason code). ``--save-policy FILE`` writes a
+policy pinning exactly the measurements just verified (trust on first use, made explicit).
 
 Also the verifier options every client command shares (``add_verifier_arguments``,
-``verifier_from_args``).
+``verifier_from_args``): the commands that send something (``enclave proxy``, ``enclave
+models``) refuse a policy that does not pin the measurements unless
+``--insecure-any-measurement`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
 from cryptography import x509
@@ -18,8 +25,17 @@ from cryptography.hazmat.primitives import serialization
 
 from attestation.collateral import CollateralSource, OfflineCollateral, PccsCollateral
 from attestation.errors import AttestationError
-from attestation.policy import DEFAULT_POLICY, load_policy
+from attestation.policy import (
+    DEFAULT_POLICY,
+    MEASUREMENT_KEYS,
+    Policy,
+    load_policy,
+    pinned_policy,
+    policy_to_toml,
+    unpinned_message,
+)
 from enclave.client import AttestationFailed, VerifiedEndpoint, Verifier, attest_endpoint
+from enclave.client._document import verification_document
 from enclave.client._verifier import run_sync
 
 __all__ = ["add_verifier_arguments", "register", "verifier_from_args"]
@@ -33,8 +49,12 @@ _HELP = """\
 Verify a service endpoint: open a TLS 1.3 connection, verify the evidence in its RA-TLS
 certificate, fetch a nonce-fresh /v1/attestation/report over that same connection, verify it
 too, and check the served OHTTP key configurations against the attested hash. Prints the
-verified facts (TCB status, advisories, measurements, model and digest, pinned key hash) and
-exits 0, or prints the failed step's reason code and exits 1 (see docs/client.md).
+verification document (each numbered step, what was checked against what, the result) and
+exits 0, or marks the failed step with its reason code and exits 1 (see docs/client.md).
+
+Without --policy the measurements are verified as genuine but NOT PINNED: any TDX VM would
+pass. Check the printed MRTD and RTMRs against the image you expect, then keep them with
+--save-policy FILE and pass --policy FILE to `enclave proxy` and `enclave models`.
 """
 
 
@@ -43,7 +63,19 @@ class InputError(Exception):
 
 
 def add_verifier_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--policy", type=Path, metavar="FILE", help="policy, TOML or JSON")
+    parser.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="measurement policy, TOML or JSON (from `enclave verify --save-policy` or "
+        "deploy/image/measure.py)",
+    )
+    parser.add_argument(
+        "--insecure-any-measurement",
+        action="store_true",
+        help="trust any measurements (any TDX VM): INSECURE, for development only; warns on "
+        "every verification",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--collateral", type=Path, metavar="FILE", help="collateral JSON or dir")
     source.add_argument(
@@ -76,17 +108,27 @@ def _root_ca(path: Path) -> bytes:
     return raw
 
 
-def verifier_from_args(args: argparse.Namespace) -> Verifier:
-    """Build the verifier from the shared options; ``InputError`` for unusable input."""
+def policy_from_args(args: argparse.Namespace, *, sending: bool) -> Policy:
+    """The policy the options name. ``sending``: the command sends requests, so the policy
+    must pin the measurements (or --insecure-any-measurement must be given)."""
     try:
         policy = DEFAULT_POLICY if args.policy is None else load_policy(args.policy)
+        if args.insecure_any_measurement:
+            policy = dataclasses.replace(policy, insecure_any_measurement=True)
     except AttestationError as exc:
         raise InputError(str(exc)) from exc
+    if sending and not (policy.pins_measurements or policy.insecure_any_measurement):
+        raise InputError(unpinned_message(policy))
+    return policy
+
+
+def verifier_from_args(args: argparse.Namespace, *, sending: bool = True) -> Verifier:
+    """Build the verifier from the shared options; ``InputError`` for unusable input."""
+    policy = policy_from_args(args, sending=sending)
     root_ca_der = None
     if args.root_ca is not None:
         if not args.insecure_simulated_root:
             raise InputError("--root-ca replaces Intel's root; add --insecure-simulated-root")
-        logger.warning("INSECURE: trusting the root CA in %s instead of Intel's", args.root_ca)
         root_ca_der = _root_ca(args.root_ca)
     source: CollateralSource
     if args.collateral is not None:
@@ -96,65 +138,120 @@ def verifier_from_args(args: argparse.Namespace) -> Verifier:
             source = PccsCollateral(args.pccs or INTEL_PCS_URL)
         except AttestationError as exc:
             raise InputError(str(exc)) from exc
-    return Verifier(source, policy=policy, root_ca_der=root_ca_der)
+    return Verifier(source, policy=policy, insecure_root_ca_der=root_ca_der)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "verify",
-        help="verify a service endpoint's attestation",
+        help="verify a service endpoint's attestation; --save-policy pins what it saw",
         description=_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("url", metavar="URL", help="the service's https:// base URL")
     add_verifier_arguments(parser)
-    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument("--json", action="store_true", help="print the document as JSON")
+    parser.add_argument(
+        "--save-policy",
+        type=Path,
+        metavar="FILE",
+        help="after a successful verification, write a policy (TOML) pinning exactly the "
+        "measurements verified (MRTD, RTMR0-3, MRCONFIGID); refuses to overwrite FILE",
+    )
     parser.set_defaults(handler=_verify)
 
 
-def _print_facts(endpoint: VerifiedEndpoint) -> None:
-    facts = endpoint.to_json_dict()
-    model = endpoint.model
-    lines = [
-        "verified: yes",
-        f"url: {endpoint.url}",
-        f"tcb_status: {endpoint.tcb_status}",
-        f"advisory_ids: {', '.join(endpoint.advisory_ids) or '-'}",
-        *(f"{name}: {facts[name]}" for name in ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3")),
-        f"mrconfigid: {facts['mrconfigid']}",
-        f"model: {'-' if model is None else model.name}",
-        f"model_digest: {'-' if model is None else model.digest_kind + ':' + model.digest.hex()}",
-        f"service_version: {endpoint.service_version or '-'}",
-        f"spki_sha256: {endpoint.spki_sha256.hex()}",
-        "ohttp_key_ids: " + ", ".join(str(c.key_id) for c in endpoint.key_configs),
-        f"quote_provider: {endpoint.quote_provider}",
-    ]
-    sys.stdout.write("\n".join(lines) + "\n")
+def _trust_description(args: argparse.Namespace) -> tuple[str, str]:
+    anchor = "Intel SGX Root CA (built into dcap-qvl)"
+    if args.root_ca is not None:
+        anchor = f"INSECURE: the root CA in {args.root_ca} (--insecure-simulated-root)"
+    if args.collateral is not None:
+        collateral = f"the file {args.collateral}"
+    else:
+        collateral = f"fetched from {args.pccs or INTEL_PCS_URL}"
+    return anchor, collateral
+
+
+def saved_policy(endpoint: VerifiedEndpoint, when: float) -> tuple[Policy, str]:
+    """The policy pinning exactly ``endpoint``'s measurements, and its file header."""
+    measured = {name: getattr(endpoint.measurements, name) for name in MEASUREMENT_KEYS}
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
+    note = f"trust on first use of {endpoint.url} at {stamp} (enclave verify --save-policy)"
+    header = (
+        f"Measurement policy written by `enclave verify --save-policy` at {stamp}\n"
+        f"from {endpoint.url} (TCB {endpoint.tcb_status}, quote provider "
+        f"{endpoint.quote_provider}).\n"
+        "Trust on first use: these are the values that endpoint presented, checked against\n"
+        "nothing. Compare them with deploy/image/measure.py for the image you expect.\n"
+        "A rolling upgrade lists old and new values side by side; rtmr3 and mrconfigid\n"
+        "may be dropped where they vary per instance (see docs/client.md)."
+    )
+    return pinned_policy(measured, note=note), header
+
+
+def _save_policy(path: Path, endpoint: VerifiedEndpoint) -> None:
+    policy, header = saved_policy(endpoint, time.time())
+    text = policy_to_toml(policy, header=header)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError as exc:
+        raise InputError(f"{path} exists; not overwriting a policy") from exc
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror}") from exc
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def _verify(args: argparse.Namespace) -> int:
     try:
         if not args.url.startswith("https://"):
             raise InputError("URL must be https://")
-        verifier = verifier_from_args(args)
-        endpoint = run_sync(attest_endpoint(verifier, args.url))
+        verifier = verifier_from_args(args, sending=False)
     except InputError as exc:
-        return _fail(args, "input_error", str(exc))
+        return _input_error(args, str(exc))
+    anchor, collateral = _trust_description(args)
+    url = args.url.rstrip("/")
+    try:
+        endpoint = run_sync(attest_endpoint(verifier, url))
     except AttestationFailed as exc:
-        return _fail(args, exc.reason, exc.detail)
-    if args.json:
-        sys.stdout.write(json.dumps(endpoint.to_json_dict(), indent=2) + "\n")
-    else:
-        _print_facts(endpoint)
+        document = verification_document(
+            url, verifier.policy, trust_anchor=anchor, collateral=collateral, failure=exc
+        )
+        _emit(args, document.to_json_dict(), document.render())
+        return 1
+    document = verification_document(
+        url, verifier.policy, trust_anchor=anchor, collateral=collateral, endpoint=endpoint
+    )
+    facts = {**document.to_json_dict(), "facts": endpoint.to_json_dict()}
+    saved = ""
+    if args.save_policy is not None:
+        try:
+            _save_policy(args.save_policy, endpoint)
+        except InputError as exc:
+            return _input_error(args, str(exc))
+        facts["saved_policy"] = str(args.save_policy)
+        saved = f"policy pinning these measurements written to {args.save_policy}\n"
+    _emit(args, facts, document.render() + _facts_text(endpoint) + saved)
     return 0
 
 
-def _fail(args: argparse.Namespace, reason: str, detail: str) -> int:
-    if args.json:
-        document = {"verified": False, "reason": reason, "detail": detail}
-        sys.stdout.write(json.dumps(document, indent=2) + "\n")
-    else:
-        sys.stdout.write(
-            f"verified: no\nreason: {reason}\n" + (f"detail: {detail}\n" if detail else "")
-        )
+def _facts_text(endpoint: VerifiedEndpoint) -> str:
+    model = endpoint.model
+    lines = [
+        "",
+        f"model: {'-' if model is None else model.name}",
+        f"model_digest: {'-' if model is None else model.digest_kind + ':' + model.digest.hex()}",
+        f"service_version: {endpoint.service_version or '-'}",
+        f"quote_provider: {endpoint.quote_provider}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _emit(args: argparse.Namespace, document: dict[str, object], text: str) -> None:
+    sys.stdout.write(json.dumps(document, indent=2) + "\n" if args.json else text)
+
+
+def _input_error(args: argparse.Namespace, detail: str) -> int:
+    document = {"verified": False, "reason": "input_error", "detail": detail}
+    _emit(args, document, f"verified: no\nreason: input_error\ndetail: {detail}\n")
     return 1

@@ -6,7 +6,9 @@
   are verified in the TLS layer before any request byte is written;
 - :class:`OhttpTransport` / :class:`AsyncOhttpTransport`: httpx transports that encrypt every
   request to the attested OHTTP key (chunked, streamed), directly or through a relay;
-- :class:`Verifier`: the policy, collateral and cache these share.
+- :class:`Verifier`: the policy, collateral and cache these share. The transports refuse
+  (:class:`MeasurementsNotPinned`) a policy that does not pin the measurements unless it says
+  ``insecure_any_measurement``.
 
 docs/client.md describes the design and the error codes.
 """
@@ -29,6 +31,7 @@ from enclave.client.errors import (
     AttestationFailed,
     ClientError,
     GatewayRefused,
+    MeasurementsNotPinned,
     ResponseDecryptError,
     ResponseTruncated,
 )
@@ -40,6 +43,7 @@ __all__ = [
     "AttestationFailed",
     "ClientError",
     "GatewayRefused",
+    "MeasurementsNotPinned",
     "OhttpTransport",
     "RaTlsTransport",
     "ResponseDecryptError",

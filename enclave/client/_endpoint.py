@@ -6,10 +6,18 @@ Steps (each failure raises ``AttestationFailed`` with a stable ``reason``):
 1. open a TLS 1.3 connection; the certificate's evidence verifies in the TLS layer
    (``AsyncRaTlsTransport``) before any request byte is written;
 2. over that connection, ``GET /v1/attestation/report?nonce=<32 random bytes, hex>``;
+   The report is read with a size cap (``MAX_REPORT_BYTES``, ``report_too_large``) enforced
+   while it streams in, so an endpoint cannot make the client buffer an endless body;
 3. the report's certificate holds the connection's key (``report_certificate_mismatch``);
 4. the report's evidence verifies with our nonce, bound to the connection's key;
-5. the served ``application/ohttp-keys`` bytes hash to the ``ohttp-keys`` claim;
-6. at least one key configuration is one this client can encrypt to.
+5. the served ``application/ohttp-keys`` bytes hash to the ``ohttp-keys`` claim
+   (``ohttp_keys_mismatch``);
+6. at least one key configuration is one this client can encrypt to (``ohttp_keys_unusable``).
+
+Verifying needs no pinned policy (``enclave verify`` shows unpinned measurements so they can be
+saved), but the result says whether they were pinned; the transports, which send requests,
+refuse a policy that does not pin them. A failure's ``stage`` says whether it happened while
+verifying the connection's certificate (``"certificate"``) or the report (``"report"``).
 """
 
 from __future__ import annotations
@@ -20,13 +28,13 @@ import hashlib
 import hmac
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
 from attestation.collateral import CollateralSource
 from attestation.errors import AttestationError
-from attestation.evidence import ModelClaim
+from attestation.evidence import Claims, ModelClaim
 from attestation.policy import Policy
 from attestation.ratls import parse_certificate
 from attestation.verify import Measurements
@@ -38,15 +46,20 @@ from enclave.protocol.errors import ProtocolError
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs
 
 __all__ = [
+    "MAX_REPORT_BYTES",
     "REPORT_PATH",
     "VerifiedEndpoint",
     "attest_endpoint",
     "averify_endpoint",
+    "check_ohttp_keys",
+    "check_report_certificate",
     "preferred_key_configs",
+    "usable_key_configs",
     "verify_endpoint",
 ]
 
 NONCE_BYTES = 32
+#: The largest attestation report the client reads (the service's are a few KiB).
 MAX_REPORT_BYTES = 4 << 20
 XWING_KEM_ID = 0x647A
 
@@ -67,6 +80,12 @@ class VerifiedEndpoint:
     key_configs: tuple[KeyConfig, ...]
     quote_provider: str
     verified_at: float
+    #: Whether the policy pinned MRTD and RTMR0-2; False: any TDX VM would have passed.
+    measurements_pinned: bool = False
+    #: The ``insecure_*`` options the verification ran under.
+    insecure: tuple[str, ...] = ()
+    nonce: bytes = field(default=b"", repr=False)
+    report_data: bytes = field(default=b"", repr=False)
 
     @property
     def model_digest_hex(self) -> str | None:
@@ -79,6 +98,8 @@ class VerifiedEndpoint:
             "url": self.url,
             "tcb_status": self.tcb_status,
             "advisory_ids": list(self.advisory_ids),
+            "measurements_pinned": self.measurements_pinned,
+            "insecure": list(self.insecure),
             "mrtd": m.mrtd.hex(),
             "rtmr0": m.rtmr0.hex(),
             "rtmr1": m.rtmr1.hex(),
@@ -94,6 +115,7 @@ class VerifiedEndpoint:
             },
             "service_version": self.service_version,
             "spki_sha256": self.spki_sha256.hex(),
+            "ohttp_keys_sha256": hashlib.sha256(self.ohttp_keys).hexdigest(),
             "ohttp_key_configs": [
                 {"key_id": c.key_id, "kem_id": int(c.kem_id)} for c in self.key_configs
             ],
@@ -105,6 +127,34 @@ def preferred_key_configs(configs: tuple[KeyConfig, ...]) -> tuple[KeyConfig, ..
     """Configurations this client can use, X-Wing (post-quantum) first."""
     usable = [config for config in configs if config.suites()]
     return tuple(sorted(usable, key=lambda config: config.kem_id != XWING_KEM_ID))
+
+
+def check_report_certificate(report_spki_der: bytes, connection_spki_der: bytes) -> None:
+    """Step 3: the report's certificate holds the key the TLS handshake proved."""
+    if not hmac.compare_digest(report_spki_der, connection_spki_der):
+        raise AttestationFailed(
+            "report_certificate_mismatch", "the report's certificate is not the connection's"
+        )
+
+
+def check_ohttp_keys(claims: Claims | None, ohttp_keys: bytes) -> None:
+    """Step 5: the served key configurations are the ones the evidence binds."""
+    claimed = None if claims is None else claims.ohttp_keys
+    if claimed is None or not hmac.compare_digest(hashlib.sha256(ohttp_keys).digest(), claimed):
+        raise AttestationFailed(
+            "ohttp_keys_mismatch", "the served key configurations are not the attested ones"
+        )
+
+
+def usable_key_configs(ohttp_keys: bytes) -> tuple[KeyConfig, ...]:
+    """Step 6: the configurations this client can encrypt to (X-Wing first), at least one."""
+    try:
+        configs = preferred_key_configs(decode_key_configs(ohttp_keys))
+    except ProtocolError as exc:
+        raise AttestationFailed("ohttp_keys_unusable", type(exc).__name__) from exc
+    if not configs:
+        raise AttestationFailed("ohttp_keys_unusable", "no supported key configuration")
+    return configs
 
 
 def _field(document: object, name: str) -> object:
@@ -120,34 +170,80 @@ def _text(document: object, name: str) -> str:
     return value
 
 
-async def attest_endpoint(
-    verifier: Verifier, url: str, client: httpx.AsyncClient | None = None
-) -> VerifiedEndpoint:
-    """Verify ``url`` (the service's base URL) with ``verifier``; see the module steps."""
-    base = url.rstrip("/")
-    nonce = os.urandom(NONCE_BYTES)
-    own = client is None
-    session = client or httpx.AsyncClient(
-        transport=AsyncRaTlsTransport(verifier, max_connections=1), timeout=30.0
-    )
+class _ReportTransport(AsyncRaTlsTransport):
+    """The RA-TLS transport ``attest_endpoint`` fetches the public report with: it sends only
+    a random nonce, so it needs no pinned policy (the result says whether one was pinned)."""
+
+    def _require_policy(self, verifier: Verifier) -> None:
+        return None
+
+
+async def _read_capped(response: httpx.Response) -> bytes:
+    """The report body, refused as soon as it passes MAX_REPORT_BYTES (never buffered whole)."""
+    if verified_certificate(response) is None:
+        raise AttestationFailed("not_verified", "the report did not come over RA-TLS")
+    if response.status_code != 200:
+        raise AttestationFailed("report_unavailable", f"status {response.status_code}")
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_REPORT_BYTES:
+        raise AttestationFailed("report_too_large", f"declared {declared} bytes")
+    body = bytearray()
+    async for piece in response.aiter_bytes():
+        body += piece
+        if len(body) > MAX_REPORT_BYTES:
+            raise AttestationFailed("report_too_large", f"more than {MAX_REPORT_BYTES} bytes")
+    return bytes(body)
+
+
+async def _fetch_report(
+    session: httpx.AsyncClient, url: str, nonce: bytes
+) -> tuple[httpx.Response, bytes]:
+    request = session.build_request("GET", url, params={"nonce": nonce.hex()})
     try:
-        # 1-2. The certificate verifies in the TLS layer; the report comes over that connection.
-        response = await session.get(base + REPORT_PATH, params={"nonce": nonce.hex()})
-        body = await response.aread()
+        response = await session.send(request, stream=True)
+    except AttestationFailed as exc:  # raised in the TLS layer: the certificate failed
+        exc.stage = exc.stage or "certificate"
+        raise
+    except httpx.HTTPError as exc:
+        raise AttestationFailed("endpoint_unreachable", type(exc).__name__) from exc
+    try:
+        return response, await _read_capped(response)
     except AttestationFailed:
         raise
     except httpx.HTTPError as exc:
         raise AttestationFailed("endpoint_unreachable", type(exc).__name__) from exc
     finally:
+        await response.aclose()
+
+
+async def attest_endpoint(
+    verifier: Verifier, url: str, client: httpx.AsyncClient | None = None
+) -> VerifiedEndpoint:
+    """Verify ``url`` (the service's base URL) with ``verifier``; see the module steps."""
+    try:
+        return await _attest(verifier, url.rstrip("/"), client)
+    except AttestationFailed as exc:
+        exc.stage = exc.stage or "report"
+        raise
+
+
+async def _attest(
+    verifier: Verifier, base: str, client: httpx.AsyncClient | None
+) -> VerifiedEndpoint:
+    nonce = os.urandom(NONCE_BYTES)
+    own = client is None
+    session = client or httpx.AsyncClient(
+        transport=_ReportTransport(verifier, max_connections=1), timeout=30.0
+    )
+    try:
+        # 1-2. The certificate verifies in the TLS layer; the report comes over that connection.
+        response, body = await _fetch_report(session, base + REPORT_PATH, nonce)
+    finally:
         if own:
             await session.aclose()
     connection = verified_certificate(response)
-    if connection is None:
+    if connection is None:  # checked while streaming; kept for the type checker
         raise AttestationFailed("not_verified", "the report did not come over RA-TLS")
-    if response.status_code != 200:
-        raise AttestationFailed("report_unavailable", f"status {response.status_code}")
-    if len(body) > MAX_REPORT_BYTES:
-        raise AttestationFailed("report_malformed", "the report is too large")
     try:
         document = json.loads(body)
         evidence = bytes.fromhex(_text(document, "evidence"))
@@ -159,22 +255,14 @@ async def attest_endpoint(
         raise AttestationFailed("report_malformed", type(exc).__name__) from exc
     provider = document.get("quote_provider")
     # 3. The report's certificate holds the key the handshake proved.
-    if not hmac.compare_digest(report_certificate.spki_der, connection.spki_der):
-        raise AttestationFailed("report_certificate_mismatch")
+    check_report_certificate(report_certificate.spki_der, connection.spki_der)
     # 4. Fresh evidence, our nonce, the connection's key.
     verified = await verifier.verify_evidence(evidence, spki_der=connection.spki_der, nonce=nonce)
     claims = verified.claims
     # 5. The key configurations are the attested ones.
-    claimed = None if claims is None else claims.ohttp_keys
-    if claimed is None or not hmac.compare_digest(hashlib.sha256(ohttp_keys).digest(), claimed):
-        raise AttestationFailed("ohttp_keys_mismatch")
+    check_ohttp_keys(claims, ohttp_keys)
     # 6. Something to encrypt to.
-    try:
-        configs = preferred_key_configs(decode_key_configs(ohttp_keys))
-    except ProtocolError as exc:
-        raise AttestationFailed("ohttp_keys_unusable", type(exc).__name__) from exc
-    if not configs:
-        raise AttestationFailed("ohttp_keys_unusable", "no supported key configuration")
+    configs = usable_key_configs(ohttp_keys)
     return VerifiedEndpoint(
         url=base,
         tcb_status=verified.status,
@@ -188,6 +276,10 @@ async def attest_endpoint(
         key_configs=configs,
         quote_provider=provider if isinstance(provider, str) else "unknown",
         verified_at=verifier.clock(),
+        measurements_pinned=verified.measurements_pinned,
+        insecure=verified.insecure,
+        nonce=nonce,
+        report_data=verified.report_data,
     )
 
 
@@ -196,11 +288,13 @@ async def averify_endpoint(
     policy: Policy,
     collateral_source: CollateralSource,
     *,
-    root_ca_der: bytes | None = None,
+    insecure_root_ca_der: bytes | None = None,
     now: int | None = None,
 ) -> VerifiedEndpoint:
     """Async :func:`verify_endpoint`."""
-    verifier = Verifier(collateral_source, policy=policy, root_ca_der=root_ca_der, now=now)
+    verifier = Verifier(
+        collateral_source, policy=policy, insecure_root_ca_der=insecure_root_ca_der, now=now
+    )
     return await attest_endpoint(verifier, url)
 
 
@@ -209,11 +303,15 @@ def verify_endpoint(
     policy: Policy,
     collateral_source: CollateralSource,
     *,
-    root_ca_der: bytes | None = None,
+    insecure_root_ca_der: bytes | None = None,
     now: int | None = None,
 ) -> VerifiedEndpoint:
     """Verify a service endpoint: its RA-TLS certificate and a nonce-fresh report, checked
-    together; return what was proved, or raise ``AttestationFailed``."""
+    together; return what was proved (``measurements_pinned`` says whether ``policy`` pinned
+    the measurements), or raise ``AttestationFailed``. ``insecure_root_ca_der`` replaces
+    Intel's root and warns on every verification."""
     return run_sync(
-        averify_endpoint(url, policy, collateral_source, root_ca_der=root_ca_der, now=now)
+        averify_endpoint(
+            url, policy, collateral_source, insecure_root_ca_der=insecure_root_ca_der, now=now
+        )
     )

@@ -77,6 +77,7 @@ class _Common:
     ) -> None:
         if not url.startswith("https://"):
             raise ValueError("the endpoint URL must be https:// (RA-TLS)")
+        verifier.require_pinned()  # nothing is encrypted to an endpoint we do not pin
         self.url = url.rstrip("/")
         self.verifier = verifier
         self.gateway_url = relay_url or self.url + GATEWAY_PATH

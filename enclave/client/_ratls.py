@@ -114,7 +114,11 @@ class _AsyncBody(httpx.AsyncByteStream):
 
 
 class RaTlsTransport(httpx.BaseTransport):
-    """Sync RA-TLS transport: ``httpx.Client(transport=RaTlsTransport(verifier))``."""
+    """Sync RA-TLS transport: ``httpx.Client(transport=RaTlsTransport(verifier))``.
+
+    Raises :class:`MeasurementsNotPinned` when the verifier's policy does not pin the
+    measurements (see ``Verifier.require_pinned``): nothing is ever sent under such a policy.
+    """
 
     def __init__(
         self,
@@ -123,6 +127,7 @@ class RaTlsTransport(httpx.BaseTransport):
         max_connections: int = 10,
         keepalive_expiry: float = 5.0,
     ) -> None:
+        verifier.require_pinned()
         self.verifier = verifier
         self._pool = httpcore.ConnectionPool(
             ssl_context=client_ssl_context(),
@@ -149,7 +154,10 @@ class RaTlsTransport(httpx.BaseTransport):
 
 
 class AsyncRaTlsTransport(httpx.AsyncBaseTransport):
-    """Async RA-TLS transport: ``httpx.AsyncClient(transport=AsyncRaTlsTransport(verifier))``."""
+    """Async RA-TLS transport: ``httpx.AsyncClient(transport=AsyncRaTlsTransport(verifier))``.
+
+    Raises :class:`MeasurementsNotPinned` as :class:`RaTlsTransport` does.
+    """
 
     def __init__(
         self,
@@ -158,6 +166,7 @@ class AsyncRaTlsTransport(httpx.AsyncBaseTransport):
         max_connections: int = 10,
         keepalive_expiry: float = 5.0,
     ) -> None:
+        self._require_policy(verifier)
         self.verifier = verifier
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=client_ssl_context(),
@@ -167,6 +176,9 @@ class AsyncRaTlsTransport(httpx.AsyncBaseTransport):
             http2=False,
             network_backend=AsyncRaTlsBackend(verifier),
         )
+
+    def _require_policy(self, verifier: Verifier) -> None:
+        verifier.require_pinned()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         core = _core_request(request)

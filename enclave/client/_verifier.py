@@ -22,10 +22,10 @@ from typing import TypeVar
 from attestation.collateral import Collateral, CollateralSource
 from attestation.errors import AttestationError, CollateralError, VerificationError
 from attestation.evidence import Evidence, decode_evidence
-from attestation.policy import DEFAULT_POLICY, Policy
+from attestation.policy import Policy, unpinned_message
 from attestation.ratls import parse_certificate
 from attestation.verify import VerifiedEvidence, verify_evidence
-from enclave.client.errors import AttestationFailed
+from enclave.client.errors import AttestationFailed, MeasurementsNotPinned
 
 __all__ = ["DEFAULT_CACHE_SECONDS", "VerifiedCertificate", "Verifier", "run_sync"]
 
@@ -62,25 +62,31 @@ class VerifiedCertificate:
 class Verifier:
     """Verifies RA-TLS certificates and challenge evidence against one policy.
 
-    ``root_ca_der`` replaces Intel's root (only for the simulator's, in tests and demos);
-    ``now`` fixes the verification time (Unix seconds) instead of the clock.
+    ``policy`` is required. The transports (everything that sends a request) refuse a
+    verifier whose policy does not pin the measurements (:meth:`require_pinned`), unless the
+    policy says ``insecure_any_measurement``; ``verify_endpoint`` alone accepts it and reports
+    the measurements as not pinned. ``insecure_root_ca_der`` replaces Intel's root (only for
+    the simulator's, in tests and demos) and warns on every verification; ``now`` fixes the
+    verification time (Unix seconds) instead of the clock.
     """
 
     def __init__(
         self,
         collateral: CollateralSource,
         *,
-        policy: Policy = DEFAULT_POLICY,
-        root_ca_der: bytes | None = None,
+        policy: Policy,
+        insecure_root_ca_der: bytes | None = None,
         now: int | None = None,
         cache_seconds: float = DEFAULT_CACHE_SECONDS,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if cache_seconds < 0:
             raise ValueError("cache_seconds must not be negative")
-        self.policy = policy
+        if not isinstance(policy, Policy):
+            raise TypeError("policy must be an attestation.policy.Policy")
+        self._policy = policy
         self._collateral = collateral
-        self._root_ca_der = root_ca_der
+        self._root_ca_der = insecure_root_ca_der
         self._now = now
         self._cache_seconds = cache_seconds
         self._clock = clock
@@ -89,8 +95,18 @@ class Verifier:
         self.verifications = 0  # evidence checks actually run (cache misses), for tests
 
     @property
+    def policy(self) -> Policy:
+        return self._policy
+
+    @property
     def clock(self) -> Callable[[], float]:
         return self._clock
+
+    def require_pinned(self) -> None:
+        """Raise :class:`MeasurementsNotPinned` unless the policy pins the measurements or
+        says ``insecure_any_measurement``: called before anything is sent."""
+        if not (self._policy.pins_measurements or self._policy.insecure_any_measurement):
+            raise MeasurementsNotPinned(unpinned_message(self._policy))
 
     def _cached(self, key: tuple[bytes, bytes]) -> VerifiedCertificate | None:
         with self._lock:
@@ -162,10 +178,10 @@ class Verifier:
                 evidence,
                 collateral=collateral,
                 peer_spki_der=spki_der,
-                policy=self.policy,
+                policy=self._policy,
                 nonce=nonce,
                 now=self._now,
-                root_ca_der=self._root_ca_der,
+                insecure_root_ca_der=self._root_ca_der,
             )
         except VerificationError as exc:
             logger.warning("evidence refused: %s", exc.reason)

@@ -11,8 +11,13 @@ The hierarchy::
     │                             chunk; also an ``httpx.RemoteProtocolError``
     ├── ResponseDecryptError      an OHTTP response did not decrypt or decode; also an
     │                             ``httpx.RemoteProtocolError``
-    └── GatewayRefused            the gateway refused the encapsulated request (outer status
-                                  other than 200); also an ``httpx.RemoteProtocolError``
+    ├── GatewayRefused            the gateway refused the encapsulated request (outer status
+    │                             other than 200); also an ``httpx.RemoteProtocolError``
+    └── MeasurementsNotPinned     a transport was given a verifier whose policy does not pin
+                                  the measurements (and does not say
+                                  ``insecure_any_measurement``); raised before anything is
+                                  sent; the message says how to get a policy; also a
+                                  ``ValueError``
 
 The client's own ``AttestationFailed.reason`` codes (next to ``attestation.checks.Reason``):
 
@@ -21,7 +26,12 @@ The client's own ``AttestationFailed.reason`` codes (next to ``attestation.check
 - ``report_certificate_mismatch``: the report's certificate is not the connection's;
 - ``ohttp_keys_mismatch``: the served key configurations do not hash to the ``ohttp-keys`` claim;
 - ``ohttp_keys_unusable``: no key configuration this client can encrypt to;
-- ``collateral_unavailable``: the collateral source failed.
+- ``collateral_unavailable``: the collateral source failed;
+- ``not_tls`` / ``not_verified``: an http:// URL, or a response that did not come over a
+  verified RA-TLS connection;
+- ``report_unavailable``: the report request was answered with a status other than 200;
+- ``report_too_large``: the report is larger than ``MAX_REPORT_BYTES`` (refused while it is
+  being read).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ __all__ = [
     "AttestationFailed",
     "ClientError",
     "GatewayRefused",
+    "MeasurementsNotPinned",
     "ResponseDecryptError",
     "ResponseTruncated",
 ]
@@ -44,11 +55,14 @@ class ClientError(Exception):
 class AttestationFailed(ClientError, httpx.ConnectError):  # noqa: N818 (the name the API uses)
     """The endpoint could not be verified; nothing was sent to it."""
 
-    def __init__(self, reason: str, detail: str = "") -> None:
+    def __init__(self, reason: str, detail: str = "", *, stage: str = "") -> None:
         message = f"attestation failed: {reason}" + (f" ({detail})" if detail else "")
         httpx.ConnectError.__init__(self, message)
         self.reason = reason
         self.detail = detail
+        #: Where it failed in ``verify_endpoint``: "certificate" (the TLS connection's RA-TLS
+        #: certificate), "report" (the attestation report), or "" (elsewhere).
+        self.stage = stage
 
 
 class ResponseTruncated(ClientError, httpx.RemoteProtocolError):  # noqa: N818
@@ -73,3 +87,7 @@ class GatewayRefused(ClientError, httpx.RemoteProtocolError):  # noqa: N818
     def __init__(self, status: int) -> None:
         httpx.RemoteProtocolError.__init__(self, f"the OHTTP gateway answered {status}")
         self.status = status
+
+
+class MeasurementsNotPinned(ClientError, ValueError):  # noqa: N818
+    """The policy does not pin the measurements; nothing may be sent under it."""

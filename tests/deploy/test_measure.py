@@ -231,3 +231,26 @@ def test_policy_fragment_from_an_attestation_report(
     fragment = tomllib.loads(out)
     assert fragment["rtmr2"] == [measurements.rtmrs[2].hex()]
     assert "rtmr3" not in fragment
+
+
+def test_policy_file_is_the_clients_format_and_pins_the_measurements(
+    measure: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """measure.py writes what `enclave verify --save-policy` writes: the same loader reads it,
+    it pins MRTD and RTMR0-2 (so the client sends under it), and it carries a note."""
+    from attestation.policy import load_policy, pinned_policy, policy_to_toml
+
+    _fw, quote, _log, measurements = _reference(tmp_path)
+    out = tmp_path / "policy.toml"
+    code = measure.main(["policy", "--quote", str(quote), "--mrconfigid", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    policy = load_policy(out)
+    assert policy.pins_measurements
+    assert "measure.py" in policy.note
+    expected = pinned_policy(
+        {"mrtd": measurements.mrtd, **{f"rtmr{i}": measurements.rtmrs[i] for i in range(3)},
+         "mrconfigid": measurements.mrconfigid},
+        note=policy.note,
+    )  # fmt: skip
+    assert policy == expected
+    assert out.read_text().endswith(policy_to_toml(expected))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ import pytest_asyncio
 import uvicorn
 
 from attestation.collateral import Collateral
-from attestation.policy import Policy
+from attestation.policy import Policy, pinned_policy
 from attestation.simulator import Simulator
 from enclave.client import Verifier
 from enclave.local import local_settings, serve_locally
@@ -51,11 +52,16 @@ class Running:
     def url(self) -> str:
         return f"https://127.0.0.1:{self.port}"
 
+    def policy(self, **changes: Any) -> Policy:
+        """The policy pinning this simulated TD's measurements, with ``changes`` applied."""
+        pinned = pinned_policy(self.simulator.measurements.registers())
+        return dataclasses.replace(pinned, **changes)
+
     def verifier(self, policy: Policy | None = None, **kwargs: Any) -> Verifier:
         return Verifier(
             StaticCollateral(self.simulator),
-            policy=policy or Policy(),
-            root_ca_der=self.simulator.root_ca_der,
+            policy=policy or self.policy(),
+            insecure_root_ca_der=self.simulator.root_ca_der,
             **kwargs,
         )
 

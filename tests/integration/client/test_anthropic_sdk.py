@@ -11,7 +11,6 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from attestation.policy import Policy
 from enclave.client import AsyncOhttpTransport
 from enclave.client._proxy import build_proxy_app
 from model_manager.devengine import expected_completion, prompt_tag
@@ -201,7 +200,7 @@ async def test_both_mode_serves_openai_and_anthropic(running: Running) -> None:
 
 
 async def test_wrong_mrtd_fails_closed_and_sends_nothing(running: Running) -> None:
-    wrong = Policy(mrtd=frozenset({b"\x11" * 48}))
+    wrong = running.policy(mrtd=frozenset({b"\x11" * 48}))
     transport = AsyncOhttpTransport(running.url, running.verifier(wrong))
     async with serve(build_proxy_app(transport, compat="anthropic")) as url:
         client = client_for(url)

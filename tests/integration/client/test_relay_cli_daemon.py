@@ -17,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from attestation.policy import Policy
+from attestation.policy import policy_to_toml
 from enclave.cli import main
 from enclave.client import AsyncOhttpTransport
 from enclave.client._proxy import build_proxy_app
@@ -80,7 +80,7 @@ async def test_wrong_policy_sends_nothing_through_the_relay(running: Running) ->
     async with serve(relay_app) as relay:
         transport = AsyncOhttpTransport(
             running.url,
-            running.verifier(Policy(mrtd=frozenset({b"\x11" * 48}))),
+            running.verifier(running.policy(mrtd=frozenset({b"\x11" * 48}))),
             relay_url=relay + RELAY_PATH,
         )
         async with serve(build_proxy_app(transport)) as proxy, httpx.AsyncClient() as client:
@@ -110,8 +110,11 @@ async def test_enclave_verify_prints_facts_or_the_reason(running: Running, tmp_p
     )
     code, out = await asyncio.to_thread(run_cli, "verify", running.url, *trust, "--json")
     assert code == 0, out
-    facts = json.loads(out)
-    assert facts["verified"] is True
+    document = json.loads(out)
+    assert document["verified"] is True
+    assert document["measurements_pinned"] is False  # no --policy: verified, not pinned
+    assert document["insecure"] == ["insecure_root_ca_der"]
+    facts = document["facts"]
     assert facts["tcb_status"] == "UpToDate"
     assert facts["model"]["name"] == "tiny"
 
@@ -159,17 +162,26 @@ async def test_daemon_start_twice_refuses_and_stop_stops(running: Running, tmp_p
         listen,
         "--collateral",
         str(bundle(running) / "collateral.json"),
+        "--root-ca",
+        str(bundle(running) / "root_ca.pem"),
+        "--insecure-simulated-root",
         *files,
         "--log-file",
         str(tmp_path / "proxy.log"),
     )
+    policy = tmp_path / "policy.toml"
+    policy.write_text(policy_to_toml(running.policy()))
 
     def scenario() -> None:
-        first = enclave(*start, env=env)
+        unpinned = enclave(*start, env=env)  # no policy: refused before anything starts
+        assert unpinned.returncode == 2
+        assert "--save-policy" in unpinned.stderr
+        assert not (tmp_path / "proxy.pid").exists()
+        first = enclave(*start, "--policy", str(policy), env=env)
         assert first.returncode == 0, first.stderr
         pid = int((tmp_path / "proxy.pid").read_text().split()[0])
         try:
-            second = enclave(*start, env=env)
+            second = enclave(*start, "--policy", str(policy), env=env)
             assert second.returncode == 1
             assert "already running" in second.stderr
             status = enclave("status", *files, env=env)

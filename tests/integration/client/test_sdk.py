@@ -9,7 +9,6 @@ import httpx
 import openai
 import pytest
 
-from attestation.policy import Policy
 from enclave.client import (
     AsyncOhttpTransport,
     AsyncRaTlsTransport,
@@ -110,7 +109,7 @@ async def test_sdk_through_the_proxy_carries_confidential_headers(running: Runni
 
 
 async def test_proxy_fails_closed_on_a_wrong_mrtd(running: Running) -> None:
-    wrong = Policy(mrtd=frozenset({b"\x11" * 48}))
+    wrong = running.policy(mrtd=frozenset({b"\x11" * 48}))
     transport = AsyncOhttpTransport(running.url, running.verifier(wrong))
     async with (
         serve(build_proxy_app(transport)) as proxy,

@@ -79,7 +79,7 @@ async def verified_certificate(running: Running) -> VerifiedEvidence:
         parsed.evidence,
         collateral=Collateral.from_json(running.simulator.collateral_json()),
         peer_spki_der=parsed.spki_der,
-        root_ca_der=running.simulator.root_ca_der,
+        insecure_root_ca_der=running.simulator.root_ca_der,
     )
 
 

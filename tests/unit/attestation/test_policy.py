@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import logging
 from pathlib import Path
 
 import pytest
 
 from attestation.errors import PolicyError
-from attestation.policy import DEFAULT_POLICY, Policy, load_policy, policy_from_mapping
+from attestation.policy import (
+    _PARSERS,
+    _WRITERS,
+    DEFAULT_POLICY,
+    MEASUREMENT_KEYS,
+    Policy,
+    load_policy,
+    pinned_policy,
+    policy_from_mapping,
+    policy_to_mapping,
+    policy_to_toml,
+    unpinned_message,
+)
 
 MRTD = "ab" * 48
 RTMR = "0x" + "cd" * 48
@@ -57,11 +69,66 @@ def test_json_policy(tmp_path: Path) -> None:
     assert not policy.require_enclave_claims
 
 
-def test_insecure_debug_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
-        policy = policy_from_mapping({"insecure_allow_debug": True})
-    assert policy.insecure_allow_debug
-    assert "INSECURE" in caplog.text
+def test_insecure_flags_are_named_not_warned_at_load() -> None:
+    """The warning comes on every verification (test_verify), not once at load."""
+    policy = policy_from_mapping({"insecure_allow_debug": True, "insecure_any_measurement": True})
+    assert policy.insecure_options == ("insecure_allow_debug", "insecure_any_measurement")
+    assert not policy.pins_measurements
+
+
+def test_pinning_needs_mrtd_and_rtmr0_to_2() -> None:
+    assert DEFAULT_POLICY.unpinned == ("mrtd", "rtmr0", "rtmr1", "rtmr2")
+    value = frozenset({bytes(48)})
+    partial = Policy(mrtd=value, rtmr1=value, rtmr2=value)
+    assert partial.unpinned == ("rtmr0",)
+    assert not partial.pins_measurements
+    assert Policy(mrtd=value, rtmr0=value, rtmr1=value, rtmr2=value).pins_measurements
+    assert "enclave verify URL --save-policy" in unpinned_message(partial)
+    assert "rtmr0" in unpinned_message(partial)
+
+
+def test_insecure_any_measurement_contradicts_allow_lists() -> None:
+    with pytest.raises(PolicyError, match="contradicts"):
+        Policy(mrtd=frozenset({bytes(48)}), insecure_any_measurement=True)
+
+
+def test_several_values_and_a_note_round_trip_through_toml(tmp_path: Path) -> None:
+    """A rolling upgrade: two images allowed side by side, and a note for humans."""
+    old, new = bytes.fromhex(MRTD), bytes.fromhex(RTMR[2:])
+    policy = pinned_policy(
+        {"mrtd": old, "rtmr0": old, "rtmr1": old, "rtmr2": old}, note='upgrade "A" -> B'
+    )
+    policy = dataclasses.replace(policy, rtmr2=frozenset({old, new}))
+    path = tmp_path / "policy.toml"
+    path.write_text(policy_to_toml(policy, header="written by a test\nsecond line"))
+    text = path.read_text()
+    assert text.startswith("# written by a test\n# second line\n")
+    assert load_policy(path) == policy
+    assert load_policy(path).rtmr2 == {old, new}
+    assert load_policy(path).note == 'upgrade "A" -> B'
+    json_path = tmp_path / "policy.json"
+    json_path.write_text(json.dumps(policy_to_mapping(policy)))
+    assert load_policy(json_path) == policy
+
+
+def test_every_policy_field_can_be_read_and_written() -> None:
+    """The extension rule of attestation.policy: a field, a parser and a writer."""
+    names = {item.name for item in dataclasses.fields(Policy)}
+    assert set(_PARSERS) == names
+    assert set(_WRITERS) == names
+    full = Policy(
+        allowed_tcb_statuses=frozenset({"UpToDate", "OutOfDate"}),
+        allowed_advisory_ids=frozenset({"INTEL-SA-1"}),
+        **{name: frozenset({bytes([i]) * 48}) for i, name in enumerate(MEASUREMENT_KEYS)},
+        allowed_model_digests=frozenset({b"\x01" * 32}),
+        require_model=True,
+        require_nonce=True,
+        require_enclave_claims=False,
+        insecure_allow_debug=True,
+        note="all of it",
+    )
+    assert set(policy_to_mapping(full)) == names - {"insecure_any_measurement"}
+    assert policy_from_mapping(policy_to_mapping(full)) == full
 
 
 @pytest.mark.parametrize(
@@ -78,6 +145,9 @@ def test_insecure_debug_warns(caplog: pytest.LogCaptureFixture) -> None:
         ({"allowed_tcb_statuses": ["uptodate"]}, "unknown"),
         ({"allowed_tcb_statuses": []}, "at least one"),
         ({"require_nonce": "yes"}, "true or false"),
+        ({"note": 3}, "note must be a string"),
+        ({"note": "x" * 5000}, "at most"),
+        ({"insecure_any_measurement": 1}, "true or false"),
         ({"allowed_model_digests": []}, "allowed_model_digests"),
         ({"allowed_model_digests": ["00" * 65]}, "allowed_model_digests"),
     ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from attestation.collateral import Collateral
 from attestation.errors import VerificationError
 from attestation.eventlog import Event, EventLog, replay_rtmrs
 from attestation.evidence import Evidence, ModelClaim, encode_claims
-from attestation.policy import Policy
+from attestation.policy import Policy, pinned_policy
 from attestation.quote import parse_quote
 from attestation.ratls import RaTlsIssuer, parse_certificate
 from attestation.simulator import SimulatedMeasurements, Simulator
@@ -225,7 +226,7 @@ def _verify(
         collateral=collateral,
         peer_spki_der=spki,
         now=sim.now,
-        root_ca_der=sim.root_ca_der,
+        insecure_root_ca_der=sim.root_ca_der,
         **kwargs,  # type: ignore[arg-type]
     )
 
@@ -394,7 +395,7 @@ def test_simulated_collateral_expired(sim: Simulator, sim_collateral: Collateral
             collateral=sim_collateral,
             peer_spki_der=spki,
             now=sim_collateral.next_update + 1,
-            root_ca_der=sim.root_ca_der,
+            insecure_root_ca_der=sim.root_ca_der,
         )
     )
     assert reason == "collateral_expired"
@@ -439,3 +440,47 @@ def test_every_reason_code_is_documented() -> None:
     assert not missing
     declared = {v for k, v in vars(Reason).items() if k.isupper() and isinstance(v, str)}
     assert declared == Reason.ALL
+
+
+# --- insecure options: named in the result, a warning on EVERY verification ------------
+
+
+def test_insecure_options_warn_on_every_verification_and_are_named(
+    sim: Simulator, sim_collateral: Collateral, caplog: pytest.LogCaptureFixture
+) -> None:
+    # (dcap-qvl itself refuses debug TDs, so insecure_allow_debug cannot make one pass; it
+    # still warns and is named on every verification it is set for.)
+    evidence, spki, _ = _issue(sim)
+    policy = Policy(insecure_allow_debug=True, insecure_any_measurement=True)
+    with caplog.at_level(logging.WARNING, logger="attestation.verify"):
+        for _ in range(3):
+            verified = _verify(sim, sim_collateral, evidence, spki, policy=policy)
+    assert verified.insecure == (
+        "insecure_root_ca_der",
+        "insecure_allow_debug",
+        "insecure_any_measurement",
+    )
+    assert not verified.measurements_pinned
+    for name in verified.insecure:
+        assert caplog.text.count(f"INSECURE: verifying with {name}") == 3
+
+
+def test_a_pinned_policy_is_reported_as_pinned(
+    sim: Simulator, sim_collateral: Collateral, caplog: pytest.LogCaptureFixture
+) -> None:
+    evidence, spki, _ = _issue(sim)
+    pinned = pinned_policy(sim.measurements.registers())
+    verified = _verify(sim, sim_collateral, evidence, spki, policy=pinned)
+    assert verified.measurements_pinned
+    assert verified.insecure == ("insecure_root_ca_der",)
+    unpinned = _verify(sim, sim_collateral, evidence, spki)
+    assert not unpinned.measurements_pinned
+    quote_only = verify_quote(
+        evidence.quote,
+        collateral=sim_collateral,
+        policy=pinned,
+        now=sim.now,
+        insecure_root_ca_der=sim.root_ca_der,
+    )
+    assert quote_only.measurements_pinned
+    assert quote_only.insecure == ("insecure_root_ca_der",)

@@ -72,7 +72,7 @@ async def test_report_evidence_verifies_with_the_nonce(sim: Simulator):
         peer_spki_der=manager.issuer.spki_der,
         nonce=NONCE,
         now=sim.now,
-        root_ca_der=sim.root_ca_der,
+        insecure_root_ca_der=sim.root_ca_der,
     )
     assert verified.claims.nonce == NONCE
     assert verified.model == ModelClaim("tiny", "dm-verity", b"\x07" * 32)
@@ -83,7 +83,7 @@ async def test_report_evidence_verifies_with_the_nonce(sim: Simulator):
             peer_spki_der=manager.issuer.spki_der,
             nonce=bytes(32),
             now=sim.now,
-            root_ca_der=sim.root_ca_der,
+            insecure_root_ca_der=sim.root_ca_der,
         )
     assert caught.value.reason == "nonce_mismatch"
 

@@ -72,7 +72,7 @@ async def test_handshake_evidence_verifies_and_reissue_keeps_open_connections(si
             collateral=collateral,
             peer_spki_der=parsed.spki_der,
             now=sim.now,
-            root_ca_der=sim.root_ca_der,
+            insecure_root_ca_der=sim.root_ca_der,
         )
         assert verified.status == "UpToDate"
         assert verified.model is None
@@ -88,7 +88,7 @@ async def test_handshake_evidence_verifies_and_reissue_keeps_open_connections(si
             collateral=collateral,
             peer_spki_der=parsed2.spki_der,
             now=sim.now,
-            root_ca_der=sim.root_ca_der,
+            insecure_root_ca_der=sim.root_ca_der,
         )
         assert verified2.model == MODEL
 

@@ -4,12 +4,13 @@ caches a verified certificate by its quote digest."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import httpx
 import pytest
 
 from attestation.collateral import Collateral
-from attestation.policy import Policy
+from attestation.policy import Policy, pinned_policy
 from attestation.ratls import RaTlsIssuer
 from attestation.simulator import Simulator
 from enclave.cli._models import render_progress
@@ -23,6 +24,10 @@ class Source:
 
     async def get_collateral(self, quote: bytes) -> Collateral:
         return self.collateral
+
+
+def pinned(sim: Simulator) -> Policy:
+    return pinned_policy(sim.measurements.registers())
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +59,8 @@ async def tls_server(sim: Simulator, received: list[bytes]) -> tuple[asyncio.Ser
 async def test_failing_evidence_is_refused_before_any_request_byte(sim: Simulator) -> None:
     received: list[bytes] = []
     server, port = await tls_server(sim, received)
-    verifier = Verifier(
-        Source(sim), policy=Policy(mrtd=frozenset({b"\x11" * 48})), root_ca_der=sim.root_ca_der
-    )
+    wrong = dataclasses.replace(pinned(sim), mrtd=frozenset({b"\x11" * 48}))
+    verifier = Verifier(Source(sim), policy=wrong, insecure_root_ca_der=sim.root_ca_der)
     try:
         async with httpx.AsyncClient(transport=AsyncRaTlsTransport(verifier)) as client:
             with pytest.raises(AttestationFailed) as caught:
@@ -71,7 +75,7 @@ async def test_failing_evidence_is_refused_before_any_request_byte(sim: Simulato
 async def test_verified_certificate_is_cached_by_quote_digest(sim: Simulator) -> None:
     received: list[bytes] = []
     server, port = await tls_server(sim, received)
-    verifier = Verifier(Source(sim), policy=Policy(), root_ca_der=sim.root_ca_der)
+    verifier = Verifier(Source(sim), policy=pinned(sim), insecure_root_ca_der=sim.root_ca_der)
     try:
         for _ in range(2):  # a fresh client, so a fresh connection, each time
             transport = AsyncRaTlsTransport(verifier)
@@ -85,7 +89,7 @@ async def test_verified_certificate_is_cached_by_quote_digest(sim: Simulator) ->
 
 
 async def test_plain_http_is_refused() -> None:
-    verifier = Verifier(Source(Simulator.create()), policy=Policy())
+    verifier = Verifier(Source(Simulator.create()), policy=Policy(insecure_any_measurement=True))
     async with httpx.AsyncClient(transport=AsyncRaTlsTransport(verifier)) as client:
         with pytest.raises(AttestationFailed) as caught:
             await client.get("http://127.0.0.1:9/")
