@@ -59,10 +59,14 @@ def error_code(exc: ModelManagerError) -> str:
 
 
 def describe(exc: ModelManagerError) -> tuple[str, str]:
-    """``(code, message)`` for a client; the message is fixed per code, plus an exit code."""
+    """``(code, message)`` for a client; the message is fixed per code, plus an exit code and
+    the engine's own failure reason (chosen under the rule of :mod:`model_manager._reason`)."""
     code = error_code(exc)
     message = MESSAGES.get(code, MESSAGES["model_manager_error"])
     returncode = getattr(exc, "returncode", None)
     if isinstance(returncode, int):
         message = f"{message} (exit code {returncode})"
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        message = f"{message}: {reason}"
     return code, message

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -195,6 +196,7 @@ class ModelManager:
             return TransitionOutcome(False, self.status())
         self._crash_times.clear()
         self._restarts = 0
+        self._generation += 1
         self._set("loading", model=name, digest=None, progress=0.0, message="load accepted")
         self._begin(lambda gen: self._run_load(gen, name, restart_delay=None))
         return TransitionOutcome(True, self.status())
@@ -211,6 +213,7 @@ class ModelManager:
             raise ModelNotLoadedError(f"model {name!r} is not the loaded model")
         if self._state == "unloading":
             return TransitionOutcome(True, self.status())
+        self._generation += 1
         self._set("unloading", message="stopping the engine")
         self._begin(self._run_unload)
         return TransitionOutcome(True, self.status())
@@ -224,10 +227,26 @@ class ModelManager:
                     return self.status()
                 await changed.wait()
 
+    async def settled(self, timeout: float) -> ModelStatus:
+        """Wait until no transition is running and every hook call queued so far has returned
+        (TimeoutError after ``timeout``); then the status. Needs :meth:`start` (the hook
+        dispatcher). For tests and tools that must observe a finished transition."""
+        async with asyncio.timeout(timeout):
+            while True:
+                task = self._task
+                if task is not None and not task.done():
+                    await asyncio.wait({task})
+                    continue
+                await self._hook_queue.join()
+                if self._task is task:
+                    return self.status()
+
     # -- transitions ---------------------------------------------------------------------------
 
     def _begin(self, work: _Work) -> None:
-        self._generation += 1
+        """Run ``work`` as the transition of the current generation (the caller has already
+        incremented it, before entering the new state, so that hooks and the status document
+        of that state carry the new generation)."""
         previous, self._task = self._task, None
         if previous is not None:
             previous.cancel()
@@ -248,10 +267,10 @@ class ModelManager:
             await self._failed(gen, StatusError("internal_error", "internal error"))
 
     async def _run_load(self, gen: int, name: str, restart_delay: float | None) -> None:
+        await self._stop_engine()
         if restart_delay is not None:
             await asyncio.sleep(restart_delay)
             self._set("loading", model=name, digest=None, progress=0.0, message="restarting")
-        await self._stop_engine()
         spec = self._catalog.resolve(name)
         self._update(gen, message="verifying the model digest")
         digest = await self._digester.digest(
@@ -273,6 +292,10 @@ class ModelManager:
         self._statefile.save(name, digest)
         self._watch = asyncio.create_task(self._watch_engine(gen, engine, name))
 
+    async def _run_stop(self, gen: int) -> None:
+        """Stop what is left of a failed engine; the state stays ``error``."""
+        await self._stop_engine()
+
     async def _run_unload(self, gen: int) -> None:
         await self._stop_engine()
         if gen != self._generation:
@@ -286,10 +309,12 @@ class ModelManager:
         code = await engine.wait_exit()
         if gen != self._generation:
             return
-        logger.warning("engine for model %s exited unexpectedly with code %d", name, code)
-        await self._stop_engine()
-        if gen == self._generation:
-            self._schedule_restart(name, StatusError("engine_crashed", f"engine exited ({code})"))
+        # Nobody asked it to stop: a crash, whatever the exit code (vLLM's API server exits
+        # with 0 when its EngineCore dies). The state leaves `ready` now; the restart
+        # transition stops what is left of the process tree before it waits out the backoff.
+        crash = StatusError("engine_crashed", f"the engine stopped unexpectedly ({_exit(code)})")
+        logger.warning("engine for model %s crashed: %s", name, _exit(code))
+        self._schedule_restart(name, crash)
 
     async def _failed(self, gen: int, error: StatusError) -> None:
         await self._stop_engine()
@@ -311,7 +336,9 @@ class ModelManager:
         attempts = len(self._crash_times)
         if attempts > self._settings.restart_limit:
             limit = StatusError("restart_limit_reached", f"{error.message}; restart limit reached")
+            self._generation += 1
             self._set("error", model=name, progress=0.0, message="engine failed", error=limit)
+            self._begin(self._run_stop)
             return
         settings = self._settings
         delay = min(
@@ -320,6 +347,7 @@ class ModelManager:
         )
         self._restarts += 1
         message = f"restart {attempts} of {settings.restart_limit} in {delay:g} s"
+        self._generation += 1
         self._set("error", model=name, progress=0.0, message=message, error=error)
         self._begin(lambda gen: self._run_load(gen, name, restart_delay=delay))
 
@@ -394,6 +422,16 @@ class ModelManager:
 
     def _default_engine(self, spec: ModelSpec, on_progress: Callable[[float], None]) -> Engine:
         return EngineProcess(self._settings, spec, on_progress=on_progress)
+
+
+def _exit(code: int) -> str:
+    """``exit code 0`` / ``killed by SIGKILL`` (asyncio reports a signal as ``-signum``)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
 
 
 def _status_error(exc: ModelManagerError) -> StatusError:

@@ -3,9 +3,12 @@
 - spawned from an argv list (never a shell) in its own session and process group, with a clean
   environment (:func:`model_manager.engine.engine_environment`);
 - stdout and stderr are read as lines (``\\n`` or ``\\r``); progress is parsed from them and a
-  bounded tail is kept in memory for diagnostics. Lines are never logged: they may echo input;
+  bounded tail is kept in memory for diagnostics. Lines are never logged as such: they may echo
+  input. Only the engine's own failure reason, picked from the lines printed before it first
+  answered ``/health`` under the rule of :mod:`model_manager._reason`, is shown;
 - ``/health`` is polled with exponential backoff until it answers 200; an exit while loading
-  fails fast (EngineError with the exit code); the whole start is bounded by the load timeout;
+  fails fast (EngineExitedError with the exit code and the engine's reason); the whole start is
+  bounded by the load timeout;
 - stop: SIGTERM to the process group and every session member, the grace period, SIGKILL, then
   wait until no live process of the session remains and reap the zombies that are ours.
 
@@ -33,6 +36,7 @@ from model_manager._proctree import (
     signal_session,
 )
 from model_manager._progress import ProgressParser
+from model_manager._reason import failure_reason
 from model_manager.catalog import ModelSpec
 from model_manager.engine import engine_argv, engine_endpoint, engine_environment
 from model_manager.errors import EngineError
@@ -53,16 +57,21 @@ MAX_UDS_PATH_BYTES = 107
 #: How often the process table is re-read while waiting for the tree to exit, in seconds.
 _POLL_SECONDS = 0.05
 _READ_CHUNK = 1 << 16
+#: How long a failed start waits for the engine's last output before reporting, in seconds.
+_DRAIN_SECONDS = 2.0
 
 
 class EngineExitedError(EngineError):
-    """The engine process exited while it was loading."""
+    """The engine process exited while it was loading; ``reason``: what it said, if anything
+    (see :mod:`model_manager._reason`)."""
 
     code = "engine_exited"
 
-    def __init__(self, returncode: int) -> None:
-        super().__init__(f"engine exited with code {returncode} while loading")
+    def __init__(self, returncode: int, reason: str | None = None) -> None:
+        detail = f": {reason}" if reason else ""
+        super().__init__(f"engine exited with code {returncode} while loading{detail}")
         self.returncode = returncode
+        self.reason = reason
 
 
 class EngineTimeoutError(EngineError):
@@ -89,6 +98,9 @@ class EngineProcess:
         self._endpoint = engine_endpoint(settings)
         self._progress = ProgressParser()
         self._tail: deque[str] = deque(maxlen=settings.log_tail_lines)
+        #: Lines printed before the first healthy /health: the only ones a reason may come from.
+        self._startup: deque[str] = deque(maxlen=settings.log_tail_lines)
+        self._healthy = False
         self._proc: asyncio.subprocess.Process | None = None
         self._exit: asyncio.Task[int] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -110,6 +122,11 @@ class EngineProcess:
         """The last engine output lines (diagnostics only; may contain user input)."""
         return list(self._tail)
 
+    def failure_reason(self) -> str | None:
+        """The engine's own reason for failing to start, if it gave one: only from output
+        printed before it was first healthy (the rule of :mod:`model_manager._reason`)."""
+        return failure_reason(self._startup)
+
     async def start(self) -> None:
         """Spawn the engine and return once ``/health`` answers 200; EngineError otherwise.
 
@@ -127,6 +144,8 @@ class EngineProcess:
         except BaseException:
             await asyncio.shield(self.stop())
             raise
+        self._healthy = True
+        self._startup.clear()
         self._progress.complete()
         self._report()
 
@@ -195,11 +214,18 @@ class EngineProcess:
         async with self._endpoint.client(timeout=settings.health_request_timeout_seconds) as http:
             while True:
                 if self._exit.done():
-                    raise EngineExitedError(self._exit.result())
+                    await self._drain_output()
+                    raise EngineExitedError(self._exit.result(), self.failure_reason())
                 if await _healthy(http):
                     return
                 await asyncio.wait({self._exit}, timeout=delay)
                 delay = min(delay * 2, settings.health_poll_max_seconds)
+
+    async def _drain_output(self) -> None:
+        """Let the reader take what the exited engine printed last (bounded in time: a
+        surviving child may hold the pipe open)."""
+        if self._reader is not None:
+            await asyncio.wait({self._reader}, timeout=_DRAIN_SECONDS)
 
     async def _read_output(self, stream: asyncio.StreamReader) -> None:
         pending = ""
@@ -219,6 +245,8 @@ class EngineProcess:
         if not line.strip():
             return
         self._tail.append(line)
+        if not self._healthy:
+            self._startup.append(line)
         before = self._progress.value
         if self._progress.feed(line) != before:
             self._report()

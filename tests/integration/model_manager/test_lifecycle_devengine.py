@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -95,6 +96,7 @@ async def test_load_ready_serve_unload(harness: Any) -> None:
     assert idle["loaded_model"] is None
     assert live(pid) == []
     assert not (h.settings.run_dir / "engine.sock").exists()
+    await h.manager.settled(WAIT)  # every hook call of those transitions has returned
     assert h.states == ["loading", "ready", "unloading", "idle"]
 
 
@@ -135,9 +137,11 @@ async def test_crash_while_ready_goes_to_error_then_restarts(harness: Any) -> No
     ):
         with pytest.raises(httpx.TransportError):
             await read_events(response)
-    async with asyncio.timeout(WAIT):
-        while h.manager.status().restarts < 1 or h.manager.status().proxy_status != "ready":
-            await asyncio.sleep(0.02)
+    crashed = await h.manager.wait_status("error", timeout=WAIT)
+    assert crashed.error is not None
+    assert crashed.error.message == "the engine stopped unexpectedly (exit code 1)"
+    await h.manager.wait_status("ready", timeout=WAIT)
+    await h.manager.settled(WAIT)
     status = await h.status()
     assert status["restarts"] == 1
     assert status["error"] is None  # cleared once ready again; the hooks saw why
@@ -167,13 +171,18 @@ async def test_hung_health_times_out_and_the_engine_is_killed(harness: Any) -> N
     assert h.orphans() == []
 
 
-async def test_start_failure_fails_fast(harness: Any) -> None:
+async def test_start_failure_fails_fast_and_says_why(
+    harness: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     # The load timeout is longer than the wait: an error here is the fail-fast path.
     h: Harness = await harness("--dev-fail-at-start", load_timeout_seconds=WAIT * 10)
     await h.post(LOAD_PATH, "tiny")
-    failed, _ = await poll_until(h, "error", "ready")
+    with caplog.at_level(logging.WARNING, logger="model_manager.lifecycle"):
+        failed, _ = await poll_until(h, "error", "ready")
+    reason = "RuntimeError: development engine: start failure requested by --dev-fail-at-start"
     assert failed["error"]["code"] == "engine_exited"
-    assert failed["error"]["message"].endswith("(exit code 1)")
+    assert failed["error"]["message"] == f"the engine exited while loading (exit code 1): {reason}"
+    assert reason in caplog.text  # the operator sees it in the service log too
     assert h.orphans() == []
     assert any("EngineCore failed to start" in line for line in h.manager.engine_log_tail())
 

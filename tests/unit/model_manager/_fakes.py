@@ -18,6 +18,8 @@ class FakeEngine:
         on_progress: Callable[[float], None],
         gate: asyncio.Event | None,
         fail: ModelManagerError | None,
+        waiting: asyncio.Event | None = None,
+        progress_seen: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self.pid: int | None = None
@@ -25,12 +27,18 @@ class FakeEngine:
         self._on_progress = on_progress
         self._gate = gate
         self._fail = fail
+        self._waiting = waiting
+        self._progress_seen = progress_seen
         self._exit: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
     async def start(self) -> None:
         for value in (0.25, 0.5, 0.75):
             self._on_progress(value)
+            if self._progress_seen is not None:
+                self._progress_seen()
             await asyncio.sleep(0)
+        if self._waiting is not None:
+            self._waiting.set()
         if self._gate is not None:
             await self._gate.wait()
         if self._fail is not None:
@@ -59,8 +67,12 @@ class FakeEngines:
         self.made: list[FakeEngine] = []
         self.gate: asyncio.Event | None = None
         self.fail: ModelManagerError | None = None
+        #: Set once an engine has reported its progress and waits on the gate (or goes on).
+        self.waiting = asyncio.Event()
+        #: Called after each progress report of an engine.
+        self.on_progress: Callable[[], None] | None = None
 
     def __call__(self, spec: ModelSpec, on_progress: Callable[[float], None]) -> FakeEngine:
-        engine = FakeEngine(spec, on_progress, self.gate, self.fail)
+        engine = FakeEngine(spec, on_progress, self.gate, self.fail, self.waiting, self.on_progress)
         self.made.append(engine)
         return engine
