@@ -7,6 +7,11 @@ SDK place it: the extension's OCTET STRING holds the tagged CBOR item and nothin
 Optionally a second non-critical extension 1.3.6.1.4.1.65230.3.5.5 carries the raw model
 digest bytes, for clients that pin a model without decoding CBOR (off by default).
 
+With a GPU provider, every issue first collects each GPU's evidence for the GPU nonce of the
+claims (``attestation.gpu.evidence.gpu_nonce``) and adds their digests as the ``gpus`` claim;
+the evidence itself stays with the issued certificate (served over the connection, not
+embedded: docs/attestation.md section 7.4).
+
 The private key is generated in memory when the issuer is created and is never serialised.
 """
 
@@ -17,7 +22,7 @@ import datetime
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal, Protocol, runtime_checkable
 
 from cryptography import x509
@@ -37,6 +42,8 @@ from attestation.evidence import (
     ohttp_keys_digest,
     report_data_for,
 )
+from attestation.gpu.evidence import GpuEvidence, gpu_nonce
+from attestation.gpu.providers import GpuProvider
 
 __all__ = [
     "EVIDENCE_OID",
@@ -75,6 +82,7 @@ class IssuedCertificate:
     claims: Claims
     not_before: datetime.datetime
     not_after: datetime.datetime
+    gpu_evidence: tuple[GpuEvidence, ...] = ()
 
 
 def _utc_now() -> datetime.datetime:
@@ -92,6 +100,7 @@ class RaTlsIssuer:
         common_name: str = "enclave RA-TLS",
         include_model_digest_extension: bool = False,
         clock: Callable[[], datetime.datetime] = _utc_now,
+        gpu_provider: GpuProvider | None = None,
     ) -> None:
         if lifetime <= datetime.timedelta(0):
             raise ValueError("certificate lifetime must be positive")
@@ -106,6 +115,11 @@ class RaTlsIssuer:
         self._name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         self._model_extension = include_model_digest_extension
         self._clock = clock
+        self._gpus = gpu_provider
+
+    @property
+    def gpu_provider(self) -> GpuProvider | None:
+        return self._gpus
 
     @property
     def private_key(self) -> ec.EllipticCurvePrivateKey:
@@ -135,6 +149,15 @@ class RaTlsIssuer:
             service_version=service_version,
         )
 
+    async def bind_gpus(self, claims: Claims) -> tuple[Claims, tuple[GpuEvidence, ...]]:
+        """With a GPU provider: collect every GPU's evidence for these claims' GPU nonce and
+        return the claims with their ``gpus`` digests; without one, the claims unchanged."""
+        if self._gpus is None:
+            return claims, ()
+        nonce = gpu_nonce(claims.pubkey_hash, claims.ohttp_keys, claims.nonce)
+        collected = await self._gpus.collect(nonce)
+        return replace(claims, gpus=tuple(item.digest for item in collected)), collected
+
     async def evidence(self, claims: Claims) -> Evidence:
         """Fresh evidence: a quote whose report_data binds the encoded claims."""
         claims_buffer = encode_claims(claims)
@@ -154,10 +177,13 @@ class RaTlsIssuer:
         claims = self.claims(
             ohttp_keys_body=ohttp_keys_body, model=model, service_version=service_version
         )
+        claims, gpus = await self.bind_gpus(claims)
         evidence = await self.evidence(claims)
-        return self._sign(evidence, claims)
+        return self._sign(evidence, claims, gpus)
 
-    def _sign(self, evidence: Evidence, claims: Claims) -> IssuedCertificate:
+    def _sign(
+        self, evidence: Evidence, claims: Claims, gpus: tuple[GpuEvidence, ...] = ()
+    ) -> IssuedCertificate:
         now = self._clock()
         not_before, not_after = now - CLOCK_SKEW, now + self._lifetime
         public_key = self._key.public_key()
@@ -188,6 +214,7 @@ class RaTlsIssuer:
             claims=claims,
             not_before=not_before,
             not_after=not_after,
+            gpu_evidence=gpus,
         )
 
 

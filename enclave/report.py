@@ -2,14 +2,19 @@
 
 A fresh quote over claims that include the caller's nonce (32 to 64 bytes, hex), bound to the
 same TLS key as the certificate, plus the current certificate, the OHTTP key configurations
-(exact bytes), the event log when the platform has one, and the model status. Rate-limited:
+(exact bytes), the event log when the platform has one, the model status, and with GPUs each
+GPU's evidence collected for the GPU nonce of these claims. Rate-limited:
 one bucket per client address and one global bucket (requests through the OHTTP gateway have no
 client address and share the global one). The JSON schema is in docs/attestation-report.md.
+
+``GET /v1/attestation/gpus``: the GPU evidence of the current RA-TLS certificate (whose
+claims carry only the digests), for clients that verified that certificate in the handshake.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import re
 import threading
@@ -24,13 +29,14 @@ from starlette.routing import Route
 
 from attestation.errors import AttestationError
 from attestation.evidence import Evidence, encode_claims, report_data_for
+from attestation.gpu.evidence import GpuEvidence
 from attestation.providers import QuoteProvider
-from enclave.protocol.api import REPORT_PATH
+from enclave.protocol.api import GPUS_PATH, REPORT_PATH
 from enclave.routes._errors import error_response
 from enclave.tls import CertificateManager, model_claim
 from model_manager.status import ModelStatus
 
-__all__ = ["REPORT_VERSION", "RateLimiter", "ReportSource", "report_routes"]
+__all__ = ["REPORT_VERSION", "RateLimiter", "ReportSource", "gpu_evidence_json", "report_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +102,11 @@ def _nonce(request: Request) -> bytes | None:
     return bytes.fromhex(text)
 
 
+def gpu_evidence_json(items: tuple[GpuEvidence, ...]) -> list[str]:
+    """Each GPU's evidence (deterministic CBOR, docs/attestation.md 7.4), base64."""
+    return [base64.b64encode(item.encode()).decode("ascii") for item in items]
+
+
 def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
     async def report(request: Request) -> Response:
         nonce = _nonce(request)
@@ -115,6 +126,11 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
             model=model_claim(status),
             service_version=source.service_version,
         )
+        try:
+            claims, gpus = await source.certificates.issuer.bind_gpus(claims)
+        except AttestationError as exc:
+            logger.error("attestation report: GPU evidence failed: %s", type(exc).__name__)
+            return error_response("gpu_evidence_unavailable")
         claims_buffer = encode_claims(claims)
         started = time.perf_counter()
         try:
@@ -137,7 +153,22 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
             else {"format": log.format, "raw": base64.b64encode(log.raw).decode("ascii")},
             "model": status.to_document(),
             "claims": claims.to_json_dict(),
+            "gpu_evidence": gpu_evidence_json(gpus),
         }
         return JSONResponse(document, headers={"Cache-Control": "no-store"})
 
-    return [Route(REPORT_PATH, report, methods=["GET"])]
+    async def gpus(request: Request) -> Response:
+        certificate = source.certificates.current
+        if certificate is None:
+            return error_response("not_attested", headers={"Retry-After": "1"})
+        document = {
+            "version": REPORT_VERSION,
+            "certificate_sha256": hashlib.sha256(certificate.certificate_der).hexdigest(),
+            "gpu_evidence": gpu_evidence_json(certificate.gpu_evidence),
+        }
+        return JSONResponse(document, headers={"Cache-Control": "no-store"})
+
+    return [
+        Route(REPORT_PATH, report, methods=["GET"]),
+        Route(GPUS_PATH, gpus, methods=["GET"]),
+    ]

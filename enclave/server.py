@@ -26,6 +26,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from attestation.evidence import ModelClaim
+from attestation.gpu.providers import GpuProvider, SimulatedGpuProvider, make_gpu_provider
 from attestation.providers import QuoteProvider, detect_provider
 from attestation.ratls import RaTlsIssuer
 from attestation.simulator import Simulator
@@ -101,6 +102,7 @@ class EnclaveServer:
         *,
         provider: QuoteProvider | None = None,
         simulator: Simulator | None = None,
+        gpu_provider: GpuProvider | None = None,
     ) -> None:
         self.settings = settings
         service_settings = settings.service
@@ -118,6 +120,13 @@ class EnclaveServer:
                 self.simulated = SimulatedTee(simulator, self._write_simulated_bundle(simulator))
             provider = detect_provider(service_settings.tee, simulator=simulator)
         self.provider = provider
+        if gpu_provider is None:
+            gpu_provider = make_gpu_provider(
+                service_settings.gpu, simulated_count=service_settings.simulated_gpu_count
+            )
+        self.gpu_provider = gpu_provider
+        if isinstance(gpu_provider, SimulatedGpuProvider):
+            self._write_simulated_gpu_root(gpu_provider)
 
         async def quote(report_data: bytes) -> bytes:
             return (await self.provider.get_quote(report_data)).quote
@@ -127,6 +136,7 @@ class EnclaveServer:
                 quote,
                 lifetime=datetime.timedelta(seconds=service_settings.certificate_lifetime_seconds),
                 include_model_digest_extension=service_settings.emit_model_digest_extension,
+                gpu_provider=gpu_provider,
             ),
             ohttp_keys=self.key_store.ohttp_keys,
             model=lambda: model_claim(self.service.manager.status()),
@@ -178,6 +188,16 @@ class EnclaveServer:
             return None
         logger.warning("SIMULATED TEE: its root CA and collateral are in %s", directory)
         return directory
+
+    def _write_simulated_gpu_root(self, provider: SimulatedGpuProvider) -> None:
+        path = self.settings.model_manager.run_dir / "simulated-gpu" / "root_ca.pem"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(provider.simulator.root_pem)
+        except OSError as exc:
+            logger.warning("could not write the simulated GPU's root: %s", exc)
+            return
+        logger.warning("SIMULATED GPU: its root CA is in %s", path)
 
     async def _on_transition(self, status: ModelStatus) -> None:
         claim = model_claim(status)

@@ -38,6 +38,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TeeChoice = Literal["auto", "configfs-tsm", "dstack", "coco", "simulated"]
+GpuChoice = Literal["none", "nvml", "simulated"]
 #: The gateway's defaults are its own (one definition); the settings take them from there.
 _GATEWAY = GatewayLimits()
 _SIMULATED_REFUSAL = (
@@ -88,6 +89,12 @@ class ServiceSettings(BaseSettings):
     engine_write_timeout_seconds: float = Field(default=60.0, gt=0)
     engine_pool_timeout_seconds: float = Field(default=10.0, gt=0)
 
+    # GPU evidence (docs/attestation.md section 7): none, NVML (real GPUs in CC mode), or the
+    # simulated GPU, which needs insecure_allow_simulated_gpu like the simulated TEE.
+    gpu: GpuChoice = "none"
+    insecure_allow_simulated_gpu: bool = False
+    simulated_gpu_count: int = Field(default=1, ge=1, le=16)
+
     # Logging.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -96,6 +103,11 @@ class ServiceSettings(BaseSettings):
     def _checks(self) -> ServiceSettings:
         if self.tee == "simulated" and not self.insecure_allow_simulated_tee:
             raise ValueError(_SIMULATED_REFUSAL)
+        if self.gpu == "simulated" and not self.insecure_allow_simulated_gpu:
+            raise ValueError(
+                "gpu=simulated signs GPU reports with a simulated NVIDIA-like root that no "
+                "verifier trusts by default; set insecure_allow_simulated_gpu to use it anyway"
+            )
         if self.ohttp_key_overlap_seconds >= self.ohttp_key_rotation_seconds:
             raise ValueError("ohttp_key_overlap_seconds must be below ohttp_key_rotation_seconds")
         if self.max_chunk_size > self.body_limit_bytes:
@@ -156,6 +168,11 @@ def insecure_warnings(settings: EnclaveSettings) -> list[str]:
         warnings.append(
             "INSECURE: the simulated TEE is in use; its quotes are signed by a simulated root "
             "and prove nothing about this machine"
+        )
+    if settings.service.insecure_allow_simulated_gpu and settings.service.gpu == "simulated":
+        warnings.append(
+            "INSECURE: the simulated GPU is in use; its reports are signed by a simulated root "
+            "and prove nothing about this machine's GPUs"
         )
     if settings.model_manager.insecure_dev_mode:
         warnings.append("INSECURE: development mode is on (lifecycle API may be open)")

@@ -12,6 +12,7 @@ import shlex
 import sys
 from typing import Any
 
+from attestation.errors import AttestationError
 from enclave._logging import configure_logging
 from enclave.settings import SettingsError, insecure_warnings, load_settings
 
@@ -78,6 +79,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="INSECURE: allow --tee simulated (quotes signed by a simulated root)",
     )
     parser.add_argument(
+        "--gpu",
+        choices=["none", "nvml", "simulated"],
+        default=None,
+        help="GPU evidence provider (default none; nvml needs the 'gpu' extra)",
+    )
+    parser.add_argument(
+        "--insecure-allow-simulated-gpu",
+        action="store_true",
+        default=None,
+        help="INSECURE: allow --gpu simulated (GPU reports signed by a simulated root)",
+    )
+    parser.add_argument(
         "--insecure-dev-mode",
         action="store_true",
         default=None,
@@ -98,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
     }
     overrides["tee"] = args.tee
     overrides["insecure_allow_simulated_tee"] = args.insecure_allow_simulated_tee
+    overrides["gpu"] = args.gpu
+    overrides["insecure_allow_simulated_gpu"] = args.insecure_allow_simulated_gpu
     overrides["insecure_dev_mode"] = args.insecure_dev_mode
     overrides["restore_on_boot"] = args.restore_on_boot
     if args.engine_command is not None:
@@ -123,5 +138,9 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:  # provider unavailable, unwritable dirs, ...
         print(f"enclave serve: cannot start: {exc}", file=sys.stderr)
         return 1
-    asyncio.run(server.serve())
+    try:
+        asyncio.run(server.serve())
+    except AttestationError as exc:  # e.g. the first certificate: GPUs not in CC mode
+        print(f"enclave serve: cannot start: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final, Protocol
 
-from enclave.protocol.api import REPORT_PATH
+from enclave.protocol.api import GPUS_PATH, REPORT_PATH
 from enclave.protocol.chunked import DEFAULT_MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 
 __all__ = [
@@ -27,6 +27,7 @@ DEFAULT_ALLOWED_ROUTES: Final = frozenset(
         ("POST", "/v1/models/load"),
         ("POST", "/v1/models/unload"),
         ("GET", REPORT_PATH),
+        ("GET", GPUS_PATH),
         ("GET", "/health"),
         ("GET", "/ready"),
     }

@@ -26,6 +26,7 @@ from typing import Final
 __all__ = [
     "ERRORS",
     "GATEWAY_PATH",
+    "GPUS_PATH",
     "KEYS_PATH",
     "REPORT_PATH",
     "ErrorCode",
@@ -41,6 +42,8 @@ KEYS_PATH: Final = "/.well-known/ohttp-keys"
 GATEWAY_PATH: Final = "/.well-known/ohttp-gateway"
 #: ``GET ?nonce=<hex>``: the challenge-mode attestation report.
 REPORT_PATH: Final = "/v1/attestation/report"
+#: ``GET``: the GPU evidence whose digests the current RA-TLS certificate's claims carry.
+GPUS_PATH: Final = "/v1/attestation/gpus"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +97,7 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     # Attestation report.
     "not_attested": _e(503, "no certificate has been issued yet"),
     "quote_unavailable": _e(503, "the platform could not produce a quote"),
+    "gpu_evidence_unavailable": _e(503, "the GPUs could not produce attestation evidence"),
     # The engine.
     "engine_rejected": _e(400, "the engine refused the request"),
     "engine_error": _e(502, "the engine failed to answer"),
