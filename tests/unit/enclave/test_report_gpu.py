@@ -81,7 +81,7 @@ async def test_report_gpu_evidence_is_bound_to_the_challenge(sim: Simulator, gpu
         peer_spki_der=manager.issuer.spki_der,
         nonce=NONCE,
         now=sim.now,
-        root_ca_der=sim.root_ca_der,
+        insecure_root_ca_der=sim.root_ca_der,
     )
     assert verified.claims is not None
     assert verified.claims.gpus is not None
