@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import datetime
 import hmac
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -76,6 +77,8 @@ __all__ = [
     "verify_gpu_report",
     "verify_gpus",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class GpuReason:
@@ -163,18 +166,21 @@ def verify_gpu_report(
     cc_mode: CcMode | None = None,
     ready: bool | None = None,
     now: datetime.datetime | None = None,
-    root_der: bytes | None = None,
+    insecure_root_der: bytes | None = None,
     passed: list[int] | None = None,
 ) -> VerifiedGpu:
     """Steps 1-11 for one GPU. ``architecture=None`` takes it from the leaf's extension.
 
     Without ``cc_mode`` (a bare report, as ``enclave attest verify-gpu`` reads it) step 9
-    cannot run: the SPDM report does not carry the CC state. ``root_der`` replaces the pinned
-    NVIDIA root (the simulated GPU's root in tests; never by default). ``passed``, when given,
-    receives the number of each step as it passes (for step-by-step output).
+    cannot run: the SPDM report does not carry the CC state. ``insecure_root_der`` replaces the
+    pinned NVIDIA root (the simulated GPU's, in tests and demos) and warns on every call.
+    ``passed``, when given, receives the number of each step as it passes (for step-by-step
+    output).
     """
     at = now if now is not None else datetime.datetime.now(datetime.UTC)
     done = passed if passed is not None else []
+    if insecure_root_der is not None:
+        logger.warning("INSECURE: GPU evidence checked against a replaced root, not NVIDIA's")
     # 1. The report.
     try:
         parsed = parse_gpu_report(report)
@@ -186,7 +192,7 @@ def verify_gpu_report(
         certs = _chain(cert_chain)
         done.append(2)
         # 3. To the pinned root.
-        check_root(certs, root_der=root_der)
+        check_root(certs, root_der=insecure_root_der)
         done.append(3)
         # 4. Signatures, CA constraints, validity.
         check_links(certs, now=at)
@@ -247,7 +253,7 @@ def verify_gpu(
     nonce: bytes,
     policy: GpuPolicy = DEFAULT_GPU_POLICY,
     now: datetime.datetime | None = None,
-    root_der: bytes | None = None,
+    insecure_root_der: bytes | None = None,
 ) -> VerifiedGpu:
     """Steps 1-11 for one GPU's evidence, including its NVML CC state."""
     return verify_gpu_report(
@@ -259,7 +265,7 @@ def verify_gpu(
         cc_mode=evidence.cc_mode,
         ready=evidence.ready,
         now=now,
-        root_der=root_der,
+        insecure_root_der=insecure_root_der,
     )
 
 
@@ -269,7 +275,7 @@ def verify_gpus(
     *,
     policy: GpuPolicy = DEFAULT_GPU_POLICY,
     now: datetime.datetime | None = None,
-    root_der: bytes | None = None,
+    insecure_root_der: bytes | None = None,
 ) -> tuple[VerifiedGpu, ...]:
     """Steps B2-B3 against verified TDX ``claims``, then 1-11 for every GPU."""
     items = tuple(evidence or ())
@@ -291,7 +297,9 @@ def verify_gpus(
         )
     expected = gpu_nonce(claims.pubkey_hash, claims.ohttp_keys, claims.nonce)
     return tuple(
-        verify_gpu(item, nonce=expected, policy=policy, now=now, root_der=root_der)
+        verify_gpu(
+            item, nonce=expected, policy=policy, now=now, insecure_root_der=insecure_root_der
+        )
         for item in items
     )
 

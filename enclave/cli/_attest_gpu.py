@@ -142,7 +142,7 @@ def _verify_gpu(args: argparse.Namespace) -> int:
             cc_mode=cast(CcMode | None, args.cc_mode),
             ready=args.ready if args.cc_mode is not None else None,
             now=now,
-            root_der=root,
+            insecure_root_der=root,
             passed=passed,
         )
     except VerificationError as exc:

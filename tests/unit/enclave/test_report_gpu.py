@@ -88,7 +88,7 @@ async def test_report_gpu_evidence_is_bound_to_the_challenge(sim: Simulator, gpu
     assert len(verified.claims.gpus) == 2
     served = items(document)
     checked = verify_gpus(
-        verified.claims, served, policy=GpuPolicy(required_count=2), root_der=gpus.root_der
+        verified.claims, served, policy=GpuPolicy(required_count=2), insecure_root_der=gpus.root_der
     )
     assert [g.architecture for g in checked] == ["hopper", "hopper"]
     claims = verified.claims
@@ -102,7 +102,9 @@ async def test_certificate_gpu_evidence_is_served_and_bound(sim: Simulator, gpus
     found = parse_certificate(issued.certificate_der)
     served = items(document)
     assert served == issued.gpu_evidence
-    verify_gpus(found.claims, served, policy=GpuPolicy(required_count=2), root_der=gpus.root_der)
+    verify_gpus(
+        found.claims, served, policy=GpuPolicy(required_count=2), insecure_root_der=gpus.root_der
+    )
 
 
 async def test_missing_altered_or_reordered_gpu_evidence_is_unbound(
@@ -117,7 +119,7 @@ async def test_missing_altered_or_reordered_gpu_evidence_is_unbound(
     )
     for wrong in ((), served[:1], served[::-1], (altered, served[1]), (*served, served[0])):
         with pytest.raises(VerificationError) as info:
-            verify_gpus(claims, wrong, root_der=gpus.root_der)
+            verify_gpus(claims, wrong, insecure_root_der=gpus.root_der)
         assert info.value.reason == GpuReason.EVIDENCE_UNBOUND
 
 
@@ -130,7 +132,7 @@ async def test_gpu_evidence_swapped_between_two_services_is_refused(sim: Simulat
     a, b = await first.reissue("start"), await second.reissue("start")
     claims_a = parse_certificate(a.certificate_der).claims
     with pytest.raises(VerificationError) as info:
-        verify_gpus(claims_a, b.gpu_evidence, root_der=gpus.root_der)
+        verify_gpus(claims_a, b.gpu_evidence, insecure_root_der=gpus.root_der)
     assert info.value.reason == GpuReason.EVIDENCE_UNBOUND
     # Even when the digests are made to match, B's reports answer B's GPU nonce.
     forged = claims_a.__class__(
@@ -140,7 +142,7 @@ async def test_gpu_evidence_swapped_between_two_services_is_refused(sim: Simulat
         gpus=tuple(item.digest for item in b.gpu_evidence),
     )
     with pytest.raises(VerificationError) as info:
-        verify_gpus(forged, b.gpu_evidence, root_der=gpus.root_der)
+        verify_gpus(forged, b.gpu_evidence, insecure_root_der=gpus.root_der)
     assert info.value.reason == GpuReason.NONCE_MISMATCH
 
 

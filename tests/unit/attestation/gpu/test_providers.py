@@ -37,7 +37,7 @@ async def test_simulated_provider_warns_and_verifies_only_against_its_root(
     assert len(evidence) == 2
     root = provider.simulator.root_der
     for item in evidence:
-        verified = verify_gpu(item, nonce=NONCE, root_der=root)
+        verified = verify_gpu(item, nonce=NONCE, insecure_root_der=root)
         assert verified.architecture == "hopper"
         assert len(verified.measurements) == 64
         with pytest.raises(VerificationError) as info:
@@ -51,7 +51,9 @@ def test_no_provider_is_the_default() -> None:
 
 def test_simulated_blackwell_fwid_is_read_from_dice_tcb_info() -> None:
     simulator = GpuSimulator(architecture="blackwell")
-    verified = verify_gpu(simulator.evidence(NONCE)[0], nonce=NONCE, root_der=simulator.root_der)
+    verified = verify_gpu(
+        simulator.evidence(NONCE)[0], nonce=NONCE, insecure_root_der=simulator.root_der
+    )
     assert verified.architecture == "blackwell"
 
 
@@ -105,7 +107,7 @@ async def test_nvml_provider_collects_verifiable_evidence() -> None:
     evidence = await NvmlGpuProvider(nvml=library.module()).collect(NONCE)
     assert [item.cc_mode for item in evidence] == ["on", "on"]
     for item in evidence:
-        assert verify_gpu(item, nonce=NONCE, root_der=simulator.root_der).fwid
+        assert verify_gpu(item, nonce=NONCE, insecure_root_der=simulator.root_der).fwid
     assert library.shutdowns == 1
 
 
@@ -137,7 +139,7 @@ async def test_nvml_devtools_is_collected_as_such_and_refused_by_verifiers() -> 
     (item,) = await NvmlGpuProvider(nvml=library.module()).collect(NONCE)
     assert item.cc_mode == "devtools"
     with pytest.raises(VerificationError) as info:
-        verify_gpu(item, nonce=NONCE, root_der=simulator.root_der)
+        verify_gpu(item, nonce=NONCE, insecure_root_der=simulator.root_der)
     assert info.value.reason == GpuReason.DEVTOOLS
 
 
