@@ -148,7 +148,12 @@ def start_service(name: str, tree: Path, tmp: Path, models: Path) -> Service:
         "--run-dir", str(home / "run"), "--roothash-dir", str(home / "rh"),
         "--engine-command", engine, "--max-concurrent-streams", "1024",
     ]  # fmt: skip
-    env = {**os.environ, "LOAD_TOKEN": TOKEN, "PYTHONPATH": str(tree)}
+    env = {
+        **os.environ,
+        "LOAD_TOKEN": TOKEN,
+        "PYTHONPATH": str(tree),
+        "ENCLAVE_INSECURE_DEV_ENGINE": "1",  # older trees ignore it
+    }
     log = (tmp / f"svc-{name}.log").open("wb")
     process = subprocess.Popen(command, env=env, cwd=tree, stdout=log, stderr=log)
     return Service(name, tree, port, process, home / "run")

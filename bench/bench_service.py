@@ -200,7 +200,7 @@ def main() -> None:
             "--run-dir", str(tmp / "run"), "--roothash-dir", str(tmp / "rh"),
             "--engine-command", engine, "--service-log-level", "WARNING",
         ]  # fmt: skip
-        env = {**os.environ, "LOAD_TOKEN": TOKEN}
+        env = {**os.environ, "LOAD_TOKEN": TOKEN, "ENCLAVE_INSECURE_DEV_ENGINE": "1"}
         server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
         try:
             with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=False) as client:

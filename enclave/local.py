@@ -47,6 +47,7 @@ def local_settings(
             "state_dir": str(root / "state"),
             "run_dir": str(root / "run"),
             "engine_command": (*DEV_ENGINE, *engine_flags),
+            "insecure_dev_engine": True,
             "load_token": load_token,
             "shutdown_grace_seconds": 10,
             **overrides,

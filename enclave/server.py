@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
@@ -29,7 +30,6 @@ from attestation.evidence import ModelClaim
 from attestation.gpu.providers import GpuProvider, SimulatedGpuProvider, make_gpu_provider
 from attestation.providers import QuoteProvider, detect_provider
 from attestation.ratls import RaTlsIssuer
-from attestation.simulator import Simulator
 from enclave import __version__
 from enclave.app import build_app
 from enclave.gateway import OhttpGateway, gateway_routes
@@ -43,6 +43,9 @@ from enclave.tls import CertificateManager, model_claim
 from model_manager import ModelStatus, StatusPusher
 
 __all__ = ["EnclaveServer", "GatewayMetrics", "SimulatedTee"]
+
+if TYPE_CHECKING:  # the simulator is not in production builds; imported only when chosen
+    from attestation.simulator import Simulator
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +119,10 @@ class EnclaveServer:
         self.simulated: SimulatedTee | None = None
         if provider is None:
             if service_settings.tee == "simulated":
-                simulator = simulator or Simulator.create()
+                if simulator is None:
+                    from attestation.simulator import Simulator
+
+                    simulator = Simulator.create()
                 self.simulated = SimulatedTee(simulator, self._write_simulated_bundle(simulator))
             provider = detect_provider(service_settings.tee, simulator=simulator)
         self.provider = provider

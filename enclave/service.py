@@ -15,7 +15,7 @@ from collections.abc import Callable
 import httpx
 
 from enclave.metrics import ServiceMetrics
-from enclave.settings import EnclaveSettings, insecure_warnings
+from enclave.settings import EnclaveSettings, insecure_settings, insecure_warnings
 from model_manager import EngineEndpoint, ModelManager, ModelStatus
 
 __all__ = ["EngineClientFactory", "ReadinessCheck", "Service", "StreamSlots"]
@@ -71,7 +71,8 @@ class Service:
         engine_client_factory: EngineClientFactory | None = None,
     ) -> None:
         self.settings = settings
-        self.manager = manager or ModelManager(settings.model_manager)
+        self.insecure = insecure_settings(settings)
+        self.manager = manager or ModelManager(settings.model_manager, insecure=self.insecure)
         self.metrics = metrics or ServiceMetrics()
         self.streams = StreamSlots(settings.service.max_concurrent_streams)
         self.readiness_checks: list[ReadinessCheck] = []

@@ -14,6 +14,7 @@ a token).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ __all__ = [
     "ServiceSettings",
     "SettingsError",
     "TeeChoice",
+    "insecure_settings",
     "insecure_warnings",
     "load_settings",
 ]
@@ -45,6 +47,12 @@ _SIMULATED_REFUSAL = (
     "tee=simulated signs quotes with a simulated Intel-like root that no verifier trusts by "
     "default: the evidence would prove nothing about this machine. It is for tests and demos "
     "only; set insecure_allow_simulated_tee (--insecure-allow-simulated-tee) to use it anyway"
+)
+
+
+_SIMULATOR_MISSING = (
+    "tee=simulated: the attestation simulator is not part of this installation (production "
+    "builds leave it out); install from a source checkout with: pip install -e '.[dev]'"
 )
 
 
@@ -108,6 +116,8 @@ class ServiceSettings(BaseSettings):
                 "gpu=simulated signs GPU reports with a simulated NVIDIA-like root that no "
                 "verifier trusts by default; set insecure_allow_simulated_gpu to use it anyway"
             )
+        if self.tee == "simulated" and importlib.util.find_spec("attestation.simulator") is None:
+            raise ValueError(_SIMULATOR_MISSING)
         if self.ohttp_key_overlap_seconds >= self.ohttp_key_rotation_seconds:
             raise ValueError("ohttp_key_overlap_seconds must be below ohttp_key_rotation_seconds")
         if self.max_chunk_size > self.body_limit_bytes:
@@ -161,6 +171,18 @@ def load_settings(cli_overrides: Mapping[str, object] | None = None) -> EnclaveS
     return EnclaveSettings(service=service, model_manager=manager)
 
 
+def insecure_settings(settings: EnclaveSettings) -> tuple[str, ...]:
+    """The names of the ``insecure_*`` settings in effect, sorted. The service declares them in
+    ``/v1/models``, the status document and its attestation claims (``insecure``), so a client
+    policy can refuse such a service (it does by default)."""
+    names = set(settings.model_manager.insecure_names())
+    if settings.service.insecure_allow_simulated_tee and settings.service.tee == "simulated":
+        names.add("insecure_allow_simulated_tee")
+    if settings.service.insecure_allow_simulated_gpu and settings.service.gpu == "simulated":
+        names.add("insecure_allow_simulated_gpu")
+    return tuple(sorted(names))
+
+
 def insecure_warnings(settings: EnclaveSettings) -> list[str]:
     """One line per security-weakening setting in use; the service logs each at start."""
     warnings = []
@@ -176,6 +198,12 @@ def insecure_warnings(settings: EnclaveSettings) -> list[str]:
         )
     if settings.model_manager.insecure_dev_mode:
         warnings.append("INSECURE: development mode is on (lifecycle API may be open)")
+    if settings.model_manager.insecure_dev_engine:
+        warnings.append(
+            "INSECURE: the development engine is in use; it is NOT a language model (its "
+            "answers are generated text patterns), and the service says so in /v1/models, "
+            "its status and its attestation claims"
+        )
     return warnings
 
 

@@ -94,8 +94,12 @@ class ModelManager:
         digester: Digester | None = None,
         engine_factory: EngineFactory | None = None,
         clock: Callable[[], float] = time.time,
+        insecure: tuple[str, ...] | None = None,
     ) -> None:
+        """``insecure``: the service's ``insecure_*`` settings in effect, for the status
+        document (default: this package's own)."""
         self._settings = settings
+        self._insecure = settings.insecure_names() if insecure is None else insecure
         self._catalog = catalog or Catalog(settings.models_dir)
         self._digester = digester or Digester(settings)
         self._engine_factory = engine_factory or self._default_engine
@@ -132,6 +136,7 @@ class ModelManager:
             since=self._since,
             generation=self._generation,
             restarts=self._restarts,
+            insecure=self._insecure,
             error=self._error,
         )
 

@@ -7,6 +7,7 @@ module of this package reads the environment by itself.
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,7 +15,12 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, HttpUrl, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["DEFAULT_ENGINE_ENV_ALLOWLIST", "ModelManagerSettings"]
+__all__ = [
+    "DEFAULT_ENGINE_ENV_ALLOWLIST",
+    "DEV_ENGINE_MODULE",
+    "ModelManagerSettings",
+    "runs_dev_engine",
+]
 
 #: Environment variables passed from the service to the engine besides PATH, HOME and LANG.
 #: A trailing ``*`` is a prefix match.
@@ -32,6 +38,26 @@ DEFAULT_ENGINE_ENV_ALLOWLIST: tuple[str, ...] = (
 )
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
+
+#: The development engine's module (``python -m model_manager.devengine``).
+DEV_ENGINE_MODULE = "model_manager.devengine"
+_DEV_ENGINE_REFUSAL = (
+    "engine_command runs the development engine, which is not a language model; set "
+    "insecure_dev_engine (--insecure-dev-engine) to use it anyway (tests and demos only)"
+)
+_DEV_ENGINE_MISSING = (
+    "engine_command runs the development engine, which is not part of this installation "
+    "(production builds leave it out); install from a source checkout with: "
+    "pip install -e '.[dev]'"
+)
+
+
+def runs_dev_engine(command: tuple[str, ...]) -> bool:
+    """Whether ``command`` starts the development engine (as a module or by its path)."""
+    path_form = DEV_ENGINE_MODULE.replace(".", "/")
+    return any(
+        word == DEV_ENGINE_MODULE or path_form in word.replace("\\", "/") for word in command
+    )
 
 
 class ModelManagerSettings(BaseSettings):
@@ -57,6 +83,9 @@ class ModelManagerSettings(BaseSettings):
 
     # Engine.
     engine_command: Annotated[tuple[str, ...], NoDecode] = ("vllm",)
+    # The development engine (model_manager.devengine, not a language model) only with this;
+    # it is then named in /v1/models, the status document and the attestation claims.
+    insecure_dev_engine: bool = False
     engine_transport: Literal["uds", "tcp"] = "uds"
     engine_socket: Path | None = None
     vllm_port: int = Field(default=8001, ge=1, le=65535)
@@ -120,6 +149,15 @@ class ModelManagerSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _dev_engine_declared(self) -> ModelManagerSettings:
+        if runs_dev_engine(self.engine_command):
+            if not self.insecure_dev_engine:
+                raise ValueError(_DEV_ENGINE_REFUSAL)
+            if importlib.util.find_spec(DEV_ENGINE_MODULE) is None:
+                raise ValueError(_DEV_ENGINE_MISSING)
+        return self
+
+    @model_validator(mode="after")
     def _push_url_protected(self) -> ModelManagerSettings:
         """The push carries a bearer token: plain http only to loopback or in dev mode."""
         url = self.push_url
@@ -131,6 +169,12 @@ class ModelManagerSettings(BaseSettings):
         ):
             raise ValueError("push_url must use https (http only to loopback, or in dev mode)")
         return self
+
+    def insecure_names(self) -> tuple[str, ...]:
+        """The ``insecure_*`` settings of this package that are on."""
+        return tuple(
+            name for name in ("insecure_dev_engine", "insecure_dev_mode") if getattr(self, name)
+        )
 
     def engine_socket_path(self) -> Path:
         """The engine's Unix socket: ``engine_socket``, else ``<run_dir>/engine.sock``."""

@@ -13,6 +13,9 @@ Document (JSON object)::
     error                {"code", "message"} | null   why the last load or the engine failed
     restarts             integer         automatic restarts since the last explicit load
     generation           integer         increases with every accepted transition
+    insecure             [string]        the service's insecure_* settings in effect (e.g.
+                                         "insecure_dev_engine": the engine is the development
+                                         engine, not a language model); empty in production
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ class ModelStatus:
     generation: int
     restarts: int = 0
     error: StatusError | None = None
+    insecure: tuple[str, ...] = ()
 
     @property
     def digest_kind(self) -> DigestKind | None:
@@ -74,4 +78,5 @@ class ModelStatus:
             else {"code": self.error.code, "message": self.error.message},
             "restarts": self.restarts,
             "generation": self.generation,
+            "insecure": list(self.insecure),
         }

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import sys
 
 __all__ = ["register"]
+
+#: Development-only packages (not in the production wheel) the demo runs on.
+_DEV_PARTS = ("attestation.simulator", "model_manager.devengine")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,6 +30,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    missing = [name for name in _DEV_PARTS if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"enclave demo needs {' and '.join(missing)}, which production builds leave out; "
+            "install from a source checkout with: pip install -e '.[dev]'",
+            file=sys.stderr,
+        )
+        return 2
     from enclave.demo import run_demo
 
     # The service's own warnings (simulated TEE) are part of the story; keep the rest quiet.

@@ -91,6 +91,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="INSECURE: allow --gpu simulated (GPU reports signed by a simulated root)",
     )
     parser.add_argument(
+        "--insecure-dev-engine",
+        action="store_true",
+        default=None,
+        help=(
+            "INSECURE: allow an --engine-command that runs the development engine (not a "
+            "language model; named in /v1/models, the status and the attestation claims)"
+        ),
+    )
+    parser.add_argument(
         "--insecure-dev-mode",
         action="store_true",
         default=None,
@@ -114,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
     overrides["gpu"] = args.gpu
     overrides["insecure_allow_simulated_gpu"] = args.insecure_allow_simulated_gpu
     overrides["insecure_dev_mode"] = args.insecure_dev_mode
+    overrides["insecure_dev_engine"] = args.insecure_dev_engine
     overrides["restore_on_boot"] = args.restore_on_boot
     if args.engine_command is not None:
         overrides["engine_command"] = tuple(shlex.split(args.engine_command))

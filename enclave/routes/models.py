@@ -1,8 +1,10 @@
 """``GET /v1/models``: OpenAI's model list, holding the ready model (or nothing).
 
 Each entry adds ``digest`` (lowercase hex), ``digest_kind`` (``dm-verity`` or
-``manifest-sha256``) and ``confidential: true`` to OpenAI's ``id``, ``object``, ``created``
-and ``owned_by``. ``created`` is when the model became ready.
+``manifest-sha256``), ``insecure`` (the service's ``insecure_*`` settings in effect, e.g.
+``insecure_dev_engine``: the model is served by the development engine, which is not a language
+model) and ``confidential`` (true only when ``insecure`` is empty) to OpenAI's ``id``,
+``object``, ``created`` and ``owned_by``. ``created`` is when the model became ready.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def model_list_routes(service: Service) -> list[BaseRoute]:
                     "owned_by": OWNED_BY,
                     "digest": None if status.digest is None else status.digest.hex,
                     "digest_kind": status.digest_kind,
-                    "confidential": True,
+                    "insecure": list(service.insecure),
+                    "confidential": not service.insecure,
                 }
             )
         return JSONResponse({"object": "list", "data": data}, headers={"Cache-Control": "no-store"})

@@ -116,6 +116,7 @@ async def harness(
             "state_dir": tmp_path / "state",
             "run_dir": run_dir,
             "engine_command": (*DEV_ENGINE, "--dev-load-seconds", "0.4", *engine_flags),
+            "insecure_dev_engine": True,
             "load_token": TOKEN,
             "load_timeout_seconds": WAIT,
             "stop_grace_seconds": 5.0,

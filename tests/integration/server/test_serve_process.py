@@ -34,6 +34,7 @@ def serve_command(tmp: Path, port: int, *extra: str) -> list[str]:
         "--models-dir", str(tmp / "models"), "--roothash-dir", str(tmp / "roothash"),
         "--state-dir", str(tmp / "state"), "--run-dir", str(tmp / "run"),
         "--engine-command", " ".join([*DEV_ENGINE, "--dev-load-seconds", "0.2"]),
+        "--insecure-dev-engine",
         "--shutdown-grace", "20",
         *extra,
     ]  # fmt: skip

@@ -93,6 +93,7 @@ async def running(tmp_path: Path, short_dir: Path) -> AsyncIterator[Running]:
             "--disable-log-stats",
             "--disable-uvicorn-access-log",
         ),
+        insecure_dev_engine=True,
         insecure_dev_mode=True,
         load_timeout_seconds=WAIT_SECONDS,
         stop_grace_seconds=2.0,

@@ -67,7 +67,11 @@ async def test_chat_completions_and_embeddings_match_the_engine(running: Running
 
         models = (await client.get("/v1/models")).json()["data"]
         assert [model["id"] for model in models] == [MODEL]
-        assert models[0]["confidential"] is True
+        # The development engine serves it: said in the list, so not "confidential".
+        assert "insecure_dev_engine" in models[0]["insecure"]
+        assert models[0]["confidential"] is False
+        status = (await client.get("/v1/models/status")).json()
+        assert "insecure_dev_engine" in status["insecure"]
         assert (await client.get("/ready")).status_code == 200
 
 

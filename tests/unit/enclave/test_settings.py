@@ -9,6 +9,7 @@ from enclave.protocol.chunked import MIN_CHUNK_SIZE
 from enclave.settings import (
     ServiceSettings,
     SettingsError,
+    insecure_settings,
     insecure_warnings,
     load_settings,
 )
@@ -124,3 +125,20 @@ def test_service_settings_are_frozen_and_forbid_extras() -> None:
         setattr(service, "port", 1)  # noqa: B010 - assignment must be refused at run time
     with pytest.raises(ValueError, match="Extra inputs"):
         ServiceSettings.model_validate({"bogus": 1})
+
+
+def test_the_development_engine_is_declared_and_warned_about() -> None:
+    command = "python3 -m model_manager.devengine --dev-load-seconds 1"
+    with pytest.raises(SettingsError, match="insecure_dev_engine"):
+        load_settings({"engine_command": command})
+    settings = load_settings(
+        {
+            "engine_command": command,
+            "insecure_dev_engine": True,
+            "tee": "simulated",
+            "insecure_allow_simulated_tee": True,
+        }
+    )
+    assert insecure_settings(settings) == ("insecure_allow_simulated_tee", "insecure_dev_engine")
+    assert any("development engine" in line for line in insecure_warnings(settings))
+    assert insecure_settings(load_settings({})) == ()

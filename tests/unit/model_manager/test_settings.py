@@ -31,6 +31,7 @@ def test_load_token_from_either_variable(monkeypatch: pytest.MonkeyPatch, variab
 
 def test_env_prefix_and_shlex_split(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENCLAVE_ENGINE_COMMAND", "python3 -m 'model_manager.devengine'")
+    monkeypatch.setenv("ENCLAVE_INSECURE_DEV_ENGINE", "true")
     monkeypatch.setenv("ENCLAVE_PUSH_INTERVAL_SECONDS", "5")
     settings = ModelManagerSettings()
     assert settings.engine_command == ("python3", "-m", "model_manager.devengine")
@@ -65,3 +66,22 @@ def test_invalid_settings_are_refused(values: dict[str, object]) -> None:
 def test_push_url_https_or_loopback_or_dev(url: str, dev: bool) -> None:
     settings = ModelManagerSettings.model_validate({"push_url": url, "insecure_dev_mode": dev})
     assert settings.push_url is not None
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("python3", "-m", "model_manager.devengine"),
+        ("/usr/bin/python3", "/src/model_manager/devengine/__main__.py", "--dev-load-seconds", "1"),
+    ],
+)
+def test_the_development_engine_needs_insecure_dev_engine(command: tuple[str, ...]) -> None:
+    with pytest.raises(ValidationError, match="insecure_dev_engine"):
+        ModelManagerSettings(engine_command=command)
+    assert ModelManagerSettings(
+        engine_command=command, insecure_dev_engine=True
+    ).insecure_dev_engine
+
+
+def test_a_real_engine_needs_no_insecure_setting() -> None:
+    assert not ModelManagerSettings(engine_command=("vllm",)).insecure_dev_engine

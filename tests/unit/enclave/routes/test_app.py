@@ -56,7 +56,8 @@ async def test_models_lists_the_ready_model_with_its_digest(make_harness: MakeHa
             "owned_by": "enclave",
             "digest": status.digest.hex,
             "digest_kind": "manifest-sha256",
-            "confidential": True,
+            "insecure": list(harness.service.insecure),
+            "confidential": not harness.service.insecure,
         }
     ]
     await harness.unload()

@@ -30,6 +30,7 @@ def test_help_says_plainly_it_is_not_a_language_model() -> None:
 def test_accepts_every_flag_the_supervisor_passes(tmp_path: Path) -> None:
     settings = ModelManagerSettings(
         engine_command=("python3", "-m", "model_manager.devengine", "--dev-load-seconds", "0.1"),
+        insecure_dev_engine=True,
         run_dir=tmp_path,
     )
     spec = ModelSpec(
