@@ -19,6 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from enclave._stream_metrics import RouteStreamStats, StreamStats
 from enclave.gateway import FAILURE_REASONS
 from model_manager.push import PUSH_OUTCOMES
 from model_manager.status import PROXY_STATUSES
@@ -47,6 +48,7 @@ STREAM_OUTCOMES: tuple[str, ...] = (
     "completed",
     "client_disconnected",
     "engine_failed",
+    "engine_stalled",
     "model_unloaded",
 )
 
@@ -88,13 +90,8 @@ class ServiceMetrics:
             buckets=_TTFT_BUCKETS,
             registry=reg,
         )
-        self._chunks = Counter(
-            "enclave_streamed_chunks",
-            "Server-sent events relayed from the engine, by route.",
-            ("route",),
-            registry=reg,
-        )
-        self._chunk_children: dict[str, Counter] = {}
+        self.streams = StreamStats()
+        reg.register(self.streams)
         self._active = Gauge(
             "enclave_active_streams", "Inference requests in flight.", registry=reg
         )
@@ -168,13 +165,12 @@ class ServiceMetrics:
     def observe_time_to_first_token(self, route: str, seconds: float) -> None:
         self._ttft.labels(route=self.route_label(route)).observe(seconds)
 
-    def chunk_streamed(self, route: str) -> None:
-        """Once per relayed event: the labeled child is looked up once per route, not per call."""
-        child = self._chunk_children.get(route)
-        if child is None:
-            child = self._chunks.labels(route=self.route_label(route))
-            self._chunk_children[route] = child
-        child.inc()
+    def stream_stats(self, route: str) -> RouteStreamStats:
+        """The streaming numbers of ``route``: the relay takes it once per stream."""
+        return self.streams.route(self.route_label(route))
+
+    def ohttp_chunk_sealed(self) -> None:
+        self.streams.sealed_chunks += 1
 
     def stream_started(self) -> None:
         self._active.inc()

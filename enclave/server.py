@@ -34,7 +34,6 @@ from enclave import __version__
 from enclave.app import build_app
 from enclave.gateway import OhttpGateway, gateway_routes
 from enclave.metrics import ServiceMetrics
-from enclave.protocol.api import GATEWAY_PATH
 from enclave.protocol.ohttp import KeyStore, generate_default_key_configs
 from enclave.report import RateLimiter, ReportSource, report_routes
 from enclave.service import Service
@@ -64,7 +63,7 @@ class GatewayMetrics:
             self._metrics.replay_refused()
 
     def chunk_sealed(self) -> None:
-        self._metrics.chunk_streamed(GATEWAY_PATH)
+        self._metrics.ohttp_chunk_sealed()
 
     def request_served(self, chunked: bool) -> None:
         return None

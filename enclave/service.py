@@ -12,8 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-import httpx
-
+from enclave.engine import EngineClient, EngineClientProtocol, EngineTimeouts
 from enclave.metrics import ServiceMetrics
 from enclave.settings import EnclaveSettings, insecure_settings, insecure_warnings
 from model_manager import EngineEndpoint, ModelManager, ModelStatus
@@ -25,7 +24,7 @@ logger = logging.getLogger(__name__)
 #: Returns ``None`` when its part is ready, else a stable reason code for ``/ready``.
 ReadinessCheck = Callable[[], str | None]
 #: Makes the pooled engine client for an endpoint (a seam for tests).
-EngineClientFactory = Callable[[EngineEndpoint], httpx.AsyncClient]
+EngineClientFactory = Callable[[EngineEndpoint], EngineClientProtocol]
 #: Idle keep-alive connections kept to the engine at most.
 _MAX_KEEPALIVE = 64
 
@@ -78,8 +77,8 @@ class Service:
         self.readiness_checks: list[ReadinessCheck] = []
         self._client_factory = engine_client_factory or self._new_client
         self._endpoint: EngineEndpoint | None = None
-        self._client: httpx.AsyncClient | None = None
-        self._retired: list[httpx.AsyncClient] = []
+        self._client: EngineClientProtocol | None = None
+        self._retired: list[EngineClientProtocol] = []
         self._epochs: dict[int, asyncio.Event] = {}
         self._started = False
         self.manager.add_hook(self._on_transition)
@@ -111,7 +110,7 @@ class Service:
 
     # -- the engine ----------------------------------------------------------------------------
 
-    def engine_client(self) -> httpx.AsyncClient:
+    def engine_client(self) -> EngineClientProtocol:
         """The pooled client for the engine's current endpoint (created on first use)."""
         endpoint = self.manager.engine_endpoint()
         if self._client is None or endpoint != self._endpoint:
@@ -122,23 +121,22 @@ class Service:
             self._endpoint = endpoint
         return self._client
 
-    def _new_client(self, endpoint: EngineEndpoint) -> httpx.AsyncClient:
+    def _new_client(self, endpoint: EngineEndpoint) -> EngineClient:
         service = self.settings.service
         limit = service.max_concurrent_streams
-        limits = httpx.Limits(
-            max_connections=limit, max_keepalive_connections=min(limit, _MAX_KEEPALIVE)
-        )
-        transport = httpx.AsyncHTTPTransport(
-            uds=None if endpoint.uds is None else str(endpoint.uds), limits=limits
-        )
-        timeout = httpx.Timeout(
+        timeouts = EngineTimeouts(
             connect=service.engine_connect_timeout_seconds,
             read=service.engine_read_timeout_seconds,
             write=service.engine_write_timeout_seconds,
             pool=service.engine_pool_timeout_seconds,
         )
-        return httpx.AsyncClient(
-            transport=transport, base_url=endpoint.base_url, timeout=timeout, trust_env=False
+        return EngineClient(
+            uds=endpoint.uds,
+            host=endpoint.host,
+            port=endpoint.port,
+            timeouts=timeouts,
+            max_connections=limit,
+            max_idle=min(limit, _MAX_KEEPALIVE),
         )
 
     # -- the served model ----------------------------------------------------------------------

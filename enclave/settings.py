@@ -96,6 +96,10 @@ class ServiceSettings(BaseSettings):
     engine_read_timeout_seconds: float = Field(default=600.0, gt=0)
     engine_write_timeout_seconds: float = Field(default=60.0, gt=0)
     engine_pool_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A streamed response with no event for this long is stalled and ended with an error
+    # event; before its first event (prefill of a long prompt, a queue) it may wait longer.
+    engine_stall_timeout_seconds: float = Field(default=60.0, gt=0)
+    engine_first_token_timeout_seconds: float = Field(default=300.0, gt=0)
 
     # GPU evidence (docs/attestation.md section 7): none, NVML (real GPUs in CC mode), or the
     # simulated GPU, which needs insecure_allow_simulated_gpu like the simulated TEE.

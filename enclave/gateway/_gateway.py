@@ -335,7 +335,8 @@ class OhttpGateway:
         seal, observer = encoder.seal_chunk, self._observer
 
         async def emit(sealed: bytes, more: bool = True) -> None:
-            observer.chunk_sealed()
+            if sealed:  # an empty send (the truncating end) carries no chunk
+                observer.chunk_sealed()
             await send({"type": "http.response.body", "body": sealed, "more_body": more})
 
         try:

@@ -104,6 +104,7 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "engine_unavailable": _e(502, "the engine could not be reached"),
     "engine_timeout": _e(504, "the engine did not answer in time"),
     "engine_stream_failed": _e(500, "the engine failed while streaming"),
+    "engine_stalled": _e(504, "the engine stopped producing output"),
     # Anything else: a bug, logged by type name only.
     "internal_error": _e(500, "internal error"),
     # The local proxy (enclave proxy), in front of the service.

@@ -1,12 +1,20 @@
-"""Relaying an engine response to the client: event by event, with backpressure.
+"""Relaying an engine response to the client: as soon as it arrives, with backpressure.
 
-- Server-sent events are cut at each blank line and every complete event goes out as one ASGI
-  body message (one flush; the OHTTP gateway seals one chunk per message), byte for byte as
-  the engine wrote it. Nothing more is read from the engine until the client's transport has
-  taken the previous event (ASGI ``send`` waits while the transport is paused).
-- A client that disconnects cancels the relay and closes the upstream response: the engine
-  sees its connection drop and aborts the request.
-- An engine failure mid-stream (connection error, timeout, or the stream ending without
+- Server-sent events are relayed whole, byte for byte as the engine wrote them: every engine
+  read is cut after its last complete event and those events go out as one ASGI body message
+  (one flush; the OHTTP gateway seals one chunk per message); the partial event after them
+  waits for its end. So an event is never delayed: what has arrived goes out at once, and
+  events that arrived together (or while the client side was busy taking the previous
+  message) go out together instead of one message each.
+- Backpressure: nothing more is read from the engine until the client's transport has taken
+  the previous message (ASGI ``send`` waits while the transport is paused), and the engine
+  connection stops reading once its buffer is full, so a slow client slows the engine.
+- A stalled engine stream is ended: no event for ``stall_timeout`` seconds while the stream is
+  open (``first_token_timeout`` before the first event, so prefill of a long prompt is not a
+  stall) ends it with the error event ``engine_stalled`` and ``data: [DONE]``.
+- A client that disconnects cancels the relay and closes the engine connection: the engine
+  sees it drop and aborts the request.
+- An engine failure mid-stream (connection error, or the stream ending without
   ``data: [DONE]``) becomes an error event ``data: {"error": {...}}`` then ``data: [DONE]``,
   as vLLM itself reports in-stream errors. The model being unloaded ends open streams the
   same way with the code ``model_unloaded``.
@@ -21,53 +29,38 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import httpx
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.metrics import ServiceMetrics
 from enclave.routes._errors import sse_error_event
 
-__all__ = ["DONE_EVENT", "MAX_EVENT_BYTES", "Relay", "RelayContext", "split_events"]
+__all__ = ["DONE_EVENT", "MAX_EVENT_BYTES", "Relay", "RelayContext", "complete_events_end"]
 
 logger = logging.getLogger(__name__)
 
 DONE_EVENT = b"data: [DONE]\n\n"
 #: An event larger than this is relayed in pieces rather than buffered further.
 MAX_EVENT_BYTES = 4 * 1024 * 1024
-_TERMINATORS = (b"\n\n", b"\r\n\r\n")
 _ERROR_PREFIX = b'data: {"error"'
+_DONE_PREFIX = b"data: [DONE]"
 
 
-def _next_boundary(buffer: bytes | bytearray, start: int) -> int:
-    """The end (exclusive) of the first complete event at or after ``start``, or -1."""
-    best = -1
-    for terminator in _TERMINATORS:
-        index = buffer.find(terminator, start)
-        if index >= 0 and (best < 0 or index + len(terminator) < best):
-            best = index + len(terminator)
-    return best
+def complete_events_end(buffer: bytes) -> int:
+    """The end (exclusive) of the last complete event in ``buffer``, or -1 if none is."""
+    lf = buffer.rfind(b"\n\n")
+    crlf = buffer.rfind(b"\r\n\r\n")
+    return max(lf + 2 if lf >= 0 else -1, crlf + 4 if crlf >= 0 else -1)
 
 
-async def split_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """Re-cut a byte stream into whole SSE events (the bytes are unchanged). A trailing
-    partial event is yielded at the end; one over ``MAX_EVENT_BYTES`` goes out in pieces."""
-    buffer = bytearray()
-    async for chunk in chunks:
-        buffer += chunk
-        start = 0
-        while (end := _next_boundary(buffer, start)) >= 0:
-            yield bytes(buffer[start:end])
-            start = end
-        del buffer[:start]
-        if len(buffer) > MAX_EVENT_BYTES:
-            yield bytes(buffer)
-            buffer.clear()
-    if buffer:
-        yield bytes(buffer)
+def _starts_an_event(piece: bytes, prefix: bytes) -> bool:
+    """Whether an event of ``piece`` (whole events) begins with ``prefix``. A raw newline is
+    never inside an event's JSON, so ``\\n`` + prefix can only be an event's start."""
+    return piece.startswith(prefix) or (b"\n" + prefix) in piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,29 +73,34 @@ class RelayContext:
     started: float
     model_gone: asyncio.Event
     on_end: Callable[[], None]
+    #: Seconds without an event before the stream counts as stalled, and before the first.
+    stall_timeout: float = 60.0
+    first_token_timeout: float = 300.0
 
 
 class Relay(Response):
     """An ASGI response relaying ``upstream`` (already open, status 200) to the client."""
 
-    def __init__(self, upstream: httpx.Response, context: RelayContext) -> None:
+    def __init__(self, upstream: EngineResponseProtocol, context: RelayContext) -> None:
         super().__init__(status_code=200)
         self._upstream = upstream
         self._ctx = context
-        content_type = upstream.headers.get("content-type", "application/json")
+        content_type = upstream.header("content-type") or "application/json"
         self._sse = content_type.split(";")[0].strip().lower() == "text/event-stream"
         headers = [
             (b"content-type", content_type.encode("latin-1")),
             (b"cache-control", b"no-store"),
             (b"x-request-id", context.request_id.encode("ascii")),
         ]
-        length = upstream.headers.get("content-length")
+        length = upstream.header("content-length")
         if self._sse:
             headers.append((b"x-accel-buffering", b"no"))
         elif length is not None and length.isdigit():
             headers.append((b"content-length", length.encode("ascii")))
         self._start_headers = headers
         self._events = 0
+        self._last_event = 0.0
+        self._stats = context.metrics.stream_stats(context.route)
         self._error_seen = False
         self._done_seen = False
 
@@ -146,12 +144,12 @@ class Relay(Response):
         return "model_unloaded"
 
     async def _pump(self, send: Send) -> str:
-        chunks = self._upstream.aiter_raw()
-        source = split_events(chunks) if self._sse else chunks
         try:
-            async for piece in source:
-                await self._forward(send, piece)
-        except httpx.HTTPError as exc:
+            if self._sse:
+                return await self._pump_events(send)
+            while data := await self._upstream.read():
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        except EngineError as exc:
             logger.warning(
                 "request %s: engine failed mid-response (%s)",
                 self._ctx.request_id,
@@ -161,24 +159,66 @@ class Relay(Response):
                 return "engine_failed"  # leave the body incomplete: the client sees it cut
             await self._end_with_error(send, "engine_stream_failed")
             return "engine_failed"
-        if self._sse and not self._done_seen:
-            logger.warning("request %s: engine stream ended without [DONE]", self._ctx.request_id)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return "completed"
+
+    async def _pump_events(self, send: Send) -> str:
+        read, ctx = self._upstream.read, self._ctx
+        pending = b""
+        timeout = ctx.first_token_timeout
+        while True:
+            try:
+                data = await read(timeout)
+            except EngineTimeoutError:
+                logger.warning(
+                    "request %s: engine stream stalled (no event for %.0f s after %d events)",
+                    ctx.request_id,
+                    timeout,
+                    self._events,
+                )
+                await self._end_with_error(send, "engine_stalled")
+                return "engine_stalled"
+            if not data:
+                break
+            pending = pending + data if pending else data
+            end = complete_events_end(pending)
+            if end < 0:
+                if len(pending) > MAX_EVENT_BYTES:
+                    await self._forward(send, pending, 0)
+                    pending = b""
+                continue
+            if end == len(pending):
+                piece, pending = pending, b""
+            else:
+                piece, pending = pending[:end], pending[end:]
+            await self._forward(send, piece, piece.count(b"\n\n") + piece.count(b"\r\n\r\n"))
+            timeout = ctx.stall_timeout
+        if pending:
+            await self._forward(send, pending, 1)
+        if not self._done_seen:
+            logger.warning("request %s: engine stream ended without [DONE]", ctx.request_id)
             await self._end_with_error(send, "engine_stream_failed")
             return "engine_failed"
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return "engine_failed" if self._error_seen else "completed"
 
-    async def _forward(self, send: Send, piece: bytes) -> None:
-        if self._sse:
+    async def _forward(self, send: Send, piece: bytes, events: int) -> None:
+        """Send whole events (``events`` of them) in one message."""
+        if events:
+            now = time.monotonic()
+            done = _starts_an_event(piece, _DONE_PREFIX)
             if self._events == 0:
-                elapsed = time.monotonic() - self._ctx.started
-                self._ctx.metrics.observe_time_to_first_token(self._ctx.route, elapsed)
-            self._events += 1
-            self._ctx.metrics.chunk_streamed(self._ctx.route)
-            if piece.startswith(_ERROR_PREFIX):
+                self._ctx.metrics.observe_time_to_first_token(
+                    self._ctx.route, now - self._ctx.started
+                )
+                self._stats.relayed(events, events - done, None, now)
+            else:
+                self._stats.relayed(events, events - done, now - self._last_event, now)
+            self._events += events
+            self._last_event = now
+            self._done_seen = self._done_seen or done
+            if _starts_an_event(piece, _ERROR_PREFIX):
                 self._error_seen = True
-            elif piece.rstrip(b"\r\n") == DONE_EVENT.rstrip(b"\n"):
-                self._done_seen = True
         await send({"type": "http.response.body", "body": piece, "more_body": True})
 
     async def _end_with_error(self, send: Send, code: str) -> None:
@@ -189,7 +229,7 @@ class Relay(Response):
 
     async def _close_upstream(self) -> None:
         # Shielded: a cancelled request must still drop its engine connection.
-        with contextlib.suppress(httpx.HTTPError, OSError):
+        with contextlib.suppress(EngineError, OSError):
             await asyncio.shield(self._upstream.aclose())
 
 

@@ -22,11 +22,11 @@ import secrets
 import time
 from collections.abc import Callable
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.gateway import through_gateway
 from enclave.metrics import OHTTP_INNER_ROUTE
 from enclave.routes._errors import ApiError, error_response
@@ -93,24 +93,23 @@ async def _pass_through(
     gone = service.model_gone(status.generation)
     request_id = secrets.token_hex(12)
     client = service.engine_client()
-    headers = {
-        "content-type": "application/json",
-        "accept": request.headers.get("accept", "*/*"),
-        "accept-encoding": "identity",
-        "x-request-id": request_id,
-    }
-    upstream_request = client.build_request("POST", path, content=body, headers=headers)
+    headers = (
+        ("content-type", "application/json"),
+        ("accept", _accept(request)),
+        ("accept-encoding", "identity"),
+        ("x-request-id", request_id),
+    )
     try:
-        upstream = await client.send(upstream_request, stream=True)
-    except httpx.TimeoutException as exc:
+        upstream = await client.post(path, body, headers)
+    except EngineTimeoutError as exc:
         logger.warning("request %s on %s: engine timeout", request_id, path)
         raise ApiError("engine_timeout") from exc
-    except httpx.HTTPError as exc:
+    except EngineError as exc:
         logger.warning(
             "request %s on %s: engine unreachable (%s)", request_id, path, type(exc).__name__
         )
         raise ApiError("engine_unavailable") from exc
-    if upstream.status_code != 200:
+    if upstream.status != 200:
         return await _engine_refusal(upstream, request_id, path)
     logger.info("request %s on %s: relaying (%d bytes in)", request_id, path, len(body))
     context = RelayContext(
@@ -120,8 +119,16 @@ async def _pass_through(
         started=started,
         model_gone=gone,
         on_end=end,
+        stall_timeout=service.settings.service.engine_stall_timeout_seconds,
+        first_token_timeout=service.settings.service.engine_first_token_timeout_seconds,
     )
     return Relay(upstream, context)
+
+
+def _accept(request: Request) -> str:
+    """The client's ``accept``, unless it could not be a header line (CR, LF, NUL)."""
+    value = request.headers.get("accept", "*/*")
+    return "*/*" if any(c in value for c in "\r\n\x00") else value
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -156,16 +163,16 @@ def _requested_model(body: bytes) -> str:
     return model
 
 
-async def _engine_refusal(upstream: httpx.Response, request_id: str, path: str) -> Response:
+async def _engine_refusal(upstream: EngineResponseProtocol, request_id: str, path: str) -> Response:
     """An engine's non-200 answer: 4xx keeps the engine's message, 5xx gets ours."""
-    code = upstream.status_code
+    code = upstream.status
     raw = bytearray()
     try:
-        async for chunk in upstream.aiter_raw():
+        while chunk := await upstream.read():
             raw += chunk
             if len(raw) > MAX_ENGINE_ERROR_BYTES:
                 break
-    except httpx.HTTPError:
+    except EngineError:
         raw.clear()
     finally:
         await upstream.aclose()

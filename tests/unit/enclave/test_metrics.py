@@ -35,7 +35,7 @@ def test_unregistered_routes_and_odd_statuses_collapse() -> None:
     metrics.observe_request(f"/{CANARY}", 999, 0.1)
     metrics.observe_request("/v1/models", 200, 0.1)
     metrics.observe_time_to_first_token(CANARY, 0.1)
-    metrics.chunk_streamed(CANARY)
+    metrics.stream_stats(CANARY).relayed(3, 2, 0.01, 0.0)
     text = metrics.render().decode()
     assert f'route="{UNMATCHED_ROUTE}",status="other"' in text
     assert 'route="/v1/models",status="200"' in text

@@ -1,11 +1,14 @@
 """Fixtures for the route tests: a real Service and ModelManager whose engine process is
-replaced by a no-op, and whose engine HTTP client talks to a scripted fake engine
-(``httpx.MockTransport``) that can stream, stall and fail on command."""
+replaced by a no-op, and whose engine client is a scripted fake engine (handlers answer
+``httpx.Request`` with ``httpx.Response``, stream, stall and fail on command; httpx errors
+become the engine hop's errors, as the real client raises them). The real client is tested
+against real sockets in tests/unit/enclave/engine and end to end in tests/integration."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ import pytest
 from starlette.applications import Starlette
 
 from enclave.app import build_app
+from enclave.engine import EngineError, EngineTimeoutError
 from enclave.service import Service
 from enclave.settings import EnclaveSettings, ServiceSettings
 from model_manager import EngineEndpoint, ModelManager, ModelManagerSettings, ModelSpec
@@ -70,10 +74,59 @@ class FakeEngine:
             )
         return response
 
-    def client(self, endpoint: EngineEndpoint) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            transport=httpx.MockTransport(self.handle), base_url=endpoint.base_url
-        )
+    def client(self, endpoint: EngineEndpoint) -> FakeEngineClient:
+        return FakeEngineClient(self, endpoint.base_url)
+
+
+class FakeEngineClient:
+    """The engine hop's client interface over :class:`FakeEngine`."""
+
+    def __init__(self, engine: FakeEngine, base_url: str) -> None:
+        self._engine = engine
+        self._base_url = base_url
+
+    async def post(
+        self, path: str, body: bytes, headers: Iterable[tuple[str, str]]
+    ) -> FakeEngineResponse:
+        request = httpx.Request("POST", self._base_url + path, headers=list(headers), content=body)
+        with _engine_errors():
+            return FakeEngineResponse(await self._engine.handle(request))
+
+    async def aclose(self) -> None:
+        return None
+
+
+class FakeEngineResponse:
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._chunks = response.aiter_raw()
+        self.status = response.status_code
+
+    def header(self, name: str) -> str | None:
+        return self._response.headers.get(name)
+
+    async def read(self, timeout: float | None = None) -> bytes:
+        with _engine_errors():
+            try:
+                async with asyncio.timeout(timeout):
+                    return await anext(self._chunks)
+            except StopAsyncIteration:
+                return b""
+            except TimeoutError as exc:
+                raise EngineTimeoutError("the engine sent nothing in time") from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+@contextlib.contextmanager
+def _engine_errors() -> Iterator[None]:
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise EngineTimeoutError("timeout") from exc
+    except httpx.HTTPError as exc:
+        raise EngineError("failed") from exc
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:
