@@ -54,7 +54,7 @@ from cryptography.x509.oid import NameOID
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TOKEN = "bench-relay-load-token"
+TOKEN = "bench-relay-load-token-7e2c9a0f4b1d"
 NGINX = "/usr/sbin/nginx"
 TICKS = os.sysconf("SC_CLK_TCK")
 

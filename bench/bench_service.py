@@ -38,7 +38,7 @@ from enclave.protocol import bhttp
 from enclave.protocol.chunked import ChunkedRequestEncoder
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs
 
-TOKEN = "bench-token"
+TOKEN = "bench-token-3c8e1f0a9d7b2e5c4a6f"
 
 
 def free_port() -> int:

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from enclave._ratelimit import TokenBuckets
 from enclave.metrics import CONTENT_TYPE
 from enclave.routes import (
     ApiError,
@@ -30,6 +31,7 @@ from enclave.routes import (
     model_list_routes,
 )
 from enclave.routes._middleware import ObservedApp
+from enclave.routes._token_guard import guard_lifecycle_routes
 from enclave.service import Service
 from model_manager import model_routes
 
@@ -63,7 +65,12 @@ def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> St
         *health_routes(service),
         Route(METRICS_PATH, metrics, methods=["GET"]),
         *model_list_routes(service),
-        *model_routes(service.manager, service.settings.model_manager, error_response),
+        *guard_lifecycle_routes(
+            model_routes(service.manager, service.settings.model_manager, error_response),
+            per_peer=service.settings.service.load_token_failures_per_peer_per_minute,
+            global_=service.settings.service.load_token_failures_global_per_minute,
+            buckets=TokenBuckets(),
+        ),
         *inference_routes(service),
         *extra_routes,
     ]

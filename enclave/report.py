@@ -3,9 +3,10 @@
 A fresh quote over claims that include the caller's nonce (32 to 64 bytes, hex), bound to the
 same TLS key as the certificate, plus the current certificate, the OHTTP key configurations
 (exact bytes), the event log when the platform has one, the model status, and with GPUs each
-GPU's evidence collected for the GPU nonce of these claims. Rate-limited:
-one bucket per client address and one global bucket (requests through the OHTTP gateway have no
-client address and share the global one). The JSON schema is in docs/attestation-report.md.
+GPU's evidence collected for the GPU nonce of these claims. Rate-limited (:class:`RateLimiter`):
+direct clients and requests through the OHTTP gateway have separate budgets, so a flood through
+the gateway cannot deny a directly connected client its report. The JSON schema and the limits
+are in docs/attestation-report.md.
 
 ``GET /v1/attestation/gpus``: the GPU evidence of the current RA-TLS certificate (whose
 claims carry only the digests), for clients that verified that certificate in the handshake.
@@ -17,9 +18,7 @@ import base64
 import hashlib
 import logging
 import re
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +30,7 @@ from attestation.errors import AttestationError
 from attestation.evidence import Evidence, encode_claims, report_data_for
 from attestation.gpu.evidence import GpuEvidence
 from attestation.providers import QuoteProvider
+from enclave._ratelimit import TokenBuckets, request_origin
 from enclave.protocol.api import GPUS_PATH, REPORT_PATH
 from enclave.routes._errors import error_response
 from enclave.tls import CertificateManager, model_claim
@@ -42,39 +42,44 @@ logger = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
 MIN_NONCE_BYTES, MAX_NONCE_BYTES = 32, 64
-_MAX_CLIENT_BUCKETS = 10_000
 _HEX_NONCE = re.compile(f"(?:[0-9a-fA-F]{{2}}){{{MIN_NONCE_BYTES},{MAX_NONCE_BYTES}}}")
 
 
 class RateLimiter:
-    """Token buckets: ``per_client`` and ``global_`` requests per minute, refilled smoothly."""
+    """The report's rate limits: token buckets refilled over a minute.
+
+    A direct request (its own connection) is charged to a bucket of its client address
+    (``per_client``) and to one shared by every direct request (``global_``). A request that
+    came through the OHTTP gateway has no client address; it is charged to a bucket of its outer
+    peer's pseudonym (``relayed_per_peer``: the relay, or a client talking to the gateway
+    itself) and to one shared by every relayed request (``relayed_global``). The shared buckets
+    are separate, so anonymous traffic through the gateway can never spend the budget of
+    clients that connect directly, which is how a client verifies an endpoint.
+    """
 
     def __init__(
-        self, per_client: int, global_: int, clock: Callable[[], float] = time.monotonic
+        self,
+        per_client: int,
+        global_: int,
+        relayed_per_peer: int = 30,
+        relayed_global: int = 60,
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if per_client < 1 or global_ < 1:
+        if min(per_client, global_, relayed_per_peer, relayed_global) < 1:
             raise ValueError("rate limits must be at least one request per minute")
-        self._per_client, self._global = per_client, global_
-        self._clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._rates = {
+            "direct": (per_client, global_),
+            "relayed": (relayed_per_peer, relayed_global),
+        }
+        self._buckets = TokenBuckets(clock)
 
-    def _take(self, key: str, capacity: int, now: float) -> bool:
-        tokens, stamp = self._buckets.get(key, (float(capacity), now))
-        tokens = min(float(capacity), tokens + (now - stamp) * capacity / 60.0)
-        allowed = tokens >= 1.0
-        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
-        self._buckets.move_to_end(key)
-        while len(self._buckets) > _MAX_CLIENT_BUCKETS:
-            self._buckets.popitem(last=False)
-        return allowed
-
-    def allow(self, client: str | None) -> bool:
-        now = self._clock()
-        with self._lock:
-            if client is not None and not self._take("client:" + client, self._per_client, now):
-                return False
-            return self._take("global", self._global, now)
+    def wait(self, origin: str) -> float:
+        """0.0 when a report may be made for ``origin`` (:func:`request_origin`) now, and the
+        request is charged; else the seconds to wait."""
+        kind = "relayed" if origin.startswith("relayed:") else "direct"
+        per_origin, shared = self._rates[kind]
+        return self._buckets.take((origin, per_origin), (f"{kind}:*", shared))
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,8 @@ class ReportSource:
     status: Callable[[], ModelStatus]
     service_version: str
     observe_quote_seconds: Callable[[float], None] = lambda seconds: None
+    #: Called with ``"direct"`` or ``"relayed"`` for every report refused by the rate limit.
+    on_rate_limited: Callable[[str], None] = lambda kind: None
 
 
 def _nonce(request: Request) -> bytes | None:
@@ -112,9 +119,11 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
         nonce = _nonce(request)
         if nonce is None:
             return error_response("invalid_nonce", param="nonce")
-        client = request.client.host if request.client is not None else None
-        if not limiter.allow(client):
-            return error_response("rate_limited", headers={"Retry-After": "6"})
+        origin = request_origin(request.scope)
+        wait = limiter.wait(origin)
+        if wait:
+            source.on_rate_limited(origin.split(":", 1)[0])
+            return error_response("rate_limited", headers={"Retry-After": str(int(wait))})
         certificate = source.certificates.current
         if certificate is None:
             return error_response("not_attested", headers={"Retry-After": "1"})

@@ -159,6 +159,8 @@ class EnclaveServer:
         limiter = RateLimiter(
             service_settings.report_rate_per_client_per_minute,
             service_settings.report_rate_global_per_minute,
+            service_settings.report_rate_relayed_per_peer_per_minute,
+            service_settings.report_rate_relayed_global_per_minute,
         )
         self.app: Starlette = build_app(
             self.service,

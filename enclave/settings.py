@@ -75,8 +75,18 @@ class ServiceSettings(BaseSettings):
     insecure_allow_simulated_tee: bool = False
     certificate_lifetime_seconds: float = Field(default=24 * 3600.0, ge=60)
     emit_model_digest_extension: bool = False
+    # Attestation reports: direct clients (per address, all together) and requests through
+    # the OHTTP gateway (per outer peer, all together) have separate budgets
+    # (docs/attestation-report.md).
     report_rate_per_client_per_minute: int = Field(default=10, ge=1)
     report_rate_global_per_minute: int = Field(default=60, ge=1)
+    report_rate_relayed_per_peer_per_minute: int = Field(default=30, ge=1)
+    report_rate_relayed_global_per_minute: int = Field(default=60, ge=1)
+
+    # Failed load-token attempts on the lifecycle API (per peer address, or per relay through
+    # the OHTTP gateway; and all together), before 429 too_many_token_failures.
+    load_token_failures_per_peer_per_minute: int = Field(default=10, ge=1)
+    load_token_failures_global_per_minute: int = Field(default=30, ge=1)
 
     # OHTTP keys and the gateway.
     ohttp_key_rotation_seconds: float = Field(default=7 * 24 * 3600.0, ge=60)

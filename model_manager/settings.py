@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 __all__ = [
     "DEFAULT_ENGINE_ENV_ALLOWLIST",
     "DEV_ENGINE_MODULE",
+    "MIN_LOAD_TOKEN_CHARS",
+    "MIN_LOAD_TOKEN_DISTINCT_CHARS",
     "ModelManagerSettings",
     "runs_dev_engine",
 ]
@@ -38,6 +40,11 @@ DEFAULT_ENGINE_ENV_ALLOWLIST: tuple[str, ...] = (
 )
 
 _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
+
+#: A load token shorter than this, or made of fewer different characters, is refused at start:
+#: it would not be a secret (``openssl rand -hex 32`` makes a good one).
+MIN_LOAD_TOKEN_CHARS = 32
+MIN_LOAD_TOKEN_DISTINCT_CHARS = 8
 
 #: The development engine's module (``python -m model_manager.devengine``).
 DEV_ENGINE_MODULE = "model_manager.devengine"
@@ -146,6 +153,25 @@ class ModelManagerSettings(BaseSettings):
     def _token_not_blank(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
             raise ValueError("a token may not be empty")
+        return value
+
+    @field_validator("load_token")
+    @classmethod
+    def _load_token_is_a_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """Refuse a guessable token. The message never shows the value."""
+        if value is None:
+            return value
+        token = value.get_secret_value()
+        if len(token) < MIN_LOAD_TOKEN_CHARS:
+            raise ValueError(
+                f"the load token is too short to be a secret: use at least "
+                f"{MIN_LOAD_TOKEN_CHARS} random characters (e.g. openssl rand -hex 32)"
+            )
+        if len(set(token)) < MIN_LOAD_TOKEN_DISTINCT_CHARS:
+            raise ValueError(
+                f"the load token has too little entropy: fewer than "
+                f"{MIN_LOAD_TOKEN_DISTINCT_CHARS} different characters (e.g. openssl rand -hex 32)"
+            )
         return value
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from enclave.gateway._dispatch import through_gateway
+from enclave.gateway._dispatch import SCOPE_EXTENSION, through_gateway
 from enclave.gateway._gateway import OhttpGateway
 from enclave.gateway._replay import ReplayCache, ReplayCacheFullError
 from enclave.gateway._types import (
@@ -24,6 +24,7 @@ from enclave.protocol.api import GATEWAY_PATH, KEYS_PATH
 __all__ = [
     "DEFAULT_ALLOWED_ROUTES",
     "FAILURE_REASONS",
+    "SCOPE_EXTENSION",
     "GatewayLimits",
     "GatewayObserver",
     "NullObserver",

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,12 +26,14 @@ __all__ = [
     "InnerExchange",
     "InnerResponseStart",
     "inner_scope",
+    "outer_pseudonym",
     "through_gateway",
 ]
 
 #: Marks the inner request's scope; routes may read it (for example, to count encrypted traffic).
 SCOPE_EXTENSION = "enclave.ohttp"
 _FINISH_GRACE_SECONDS = 5.0
+_PSEUDONYM_KEY = secrets.token_bytes(32)
 
 
 def through_gateway(scope: Mapping[str, Any]) -> bool:
@@ -48,9 +53,19 @@ class InnerResponseStart:
         return None
 
 
+def outer_pseudonym(outer_scope: Mapping[str, Any]) -> str:
+    """A keyed hash (per process) of the outer peer's address: rate limits can keep one bucket
+    per relay (or per client talking to the gateway directly) without the inner request
+    learning the address."""
+    client = outer_scope.get("client")
+    address = client[0] if client else ""
+    return hmac.new(_PSEUDONYM_KEY, str(address).encode(), hashlib.sha256).hexdigest()[:24]
+
+
 def inner_scope(request: BhttpRequest, outer_scope: Mapping[str, Any]) -> dict[str, Any]:
     """The ASGI HTTP scope of the inner request. The client address is never the outer peer's:
-    the relay hides it, and the inner request must not learn it here either."""
+    the relay hides it, and the inner request must not learn it here either (the extension
+    carries :func:`outer_pseudonym` instead, under ``origin``)."""
     target = request.path or b"/"
     raw_path, _, query = target.partition(b"?")
     headers = [(name.lower(), value) for name, value in request.headers]
@@ -70,7 +85,7 @@ def inner_scope(request: BhttpRequest, outer_scope: Mapping[str, Any]) -> dict[s
         "client": None,
         "server": outer_scope.get("server"),
         "state": dict(outer_scope.get("state") or {}),
-        "extensions": {SCOPE_EXTENSION: {}},
+        "extensions": {SCOPE_EXTENSION: {"origin": outer_pseudonym(outer_scope)}},
         **({"app": outer_scope["app"]} if "app" in outer_scope else {}),
     }
 

@@ -94,6 +94,9 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     # Capacity.
     "too_many_streams": _e(429, "too many concurrent requests; retry later"),
     "rate_limited": _e(429, "too many attestation reports; retry after Retry-After seconds"),
+    "too_many_token_failures": _e(
+        429, "too many failed token attempts; retry after Retry-After seconds"
+    ),
     # Attestation report.
     "not_attested": _e(503, "no certificate has been issued yet"),
     "quote_unavailable": _e(503, "the platform could not produce a quote"),

@@ -27,7 +27,7 @@ from enclave.local import local_settings, serve_locally
 from enclave.server import EnclaveServer
 from enclave.settings import EnclaveSettings
 
-TOKEN = "client-integration-token"
+TOKEN = "client-integration-token-6b0e3d9f"
 CANARY = "canary-client-3f1d7a9c"
 
 

@@ -22,7 +22,7 @@ from model_manager.settings import ModelManagerSettings
 from model_manager.status import ModelStatus
 from model_manager.supervisor import EngineProcess
 
-TOKEN = "integration-load-token-5e1d"
+TOKEN = "integration-load-token-5e1d-0c8a7f2b"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: Generous deadlines for a loaded 2-core machine; tests wait on polls, never on sleeps.
 WAIT = 60.0

@@ -29,7 +29,7 @@ from enclave.protocol.chunked import ChunkedRequestEncoder, ChunkedResponseDecod
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs
 from enclave.server import EnclaveServer
 
-TOKEN = "integration-load-token"
+TOKEN = "integration-load-token-2a7c9e1f05b3"
 CANARY = "canary-5b9f2e71-never-logged"
 MODELS_TOML = """
 [models.crashy]

@@ -70,7 +70,7 @@ def test_sigterm_drains_the_open_stream_stops_the_engine_and_exits_zero(tmp_path
     (tmp_path / "models" / "tiny").mkdir(parents=True)
     (tmp_path / "models" / "tiny" / "config.json").write_text("{}")
     port = free_port()
-    env = {**os.environ, "LOAD_TOKEN": "process-token"}
+    env = {**os.environ, "LOAD_TOKEN": "process-token-5f0c9a7e31d2b48c6e90"}
     process = subprocess.Popen(
         serve_command(tmp_path, port, "--tee", "simulated", "--insecure-allow-simulated-tee"),
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -91,7 +91,7 @@ def test_sigterm_drains_the_open_stream_stops_the_engine_and_exits_zero(tmp_path
             client.post(
                 "/v1/models/load",
                 json={"model": "tiny"},
-                headers={"Authorization": "Bearer process-token"},
+                headers={"Authorization": "Bearer process-token-5f0c9a7e31d2b48c6e90"},
             ).raise_for_status()
             while client.get("/v1/models/status").json()["proxy_status"] != "ready":
                 assert time.monotonic() < deadline + 30

@@ -24,7 +24,7 @@ from tests.integration.server.test_serve_process import free_port, serve_command
 pytestmark = pytest.mark.slow
 
 RECEIVER = Path(__file__).with_name("push_receiver.py")
-LOAD_TOKEN = "push-test-load-token"
+LOAD_TOKEN = "push-test-load-token-8d1e4b7a0c93f2"
 PUSH_TOKEN = "push-test-push-token"
 WAIT = 60.0
 

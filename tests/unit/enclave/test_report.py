@@ -125,7 +125,7 @@ async def test_rate_limited_per_client(sim: Simulator):
     responses = [await get(app, f"?nonce={NONCE.hex()}") for _ in range(3)]
     assert [response.status_code for response in responses] == [200, 200, 429]
     refused = responses[-1]
-    assert refused.headers["retry-after"] == "6"
+    assert refused.headers["retry-after"] == "30"  # one token of two per minute
     assert refused.json()["error"]["type"] == "rate_limit_error"
     assert refused.json()["error"]["code"] == "rate_limited"
 
@@ -141,9 +141,27 @@ async def test_before_the_first_certificate_it_is_503(sim: Simulator):
 def test_rate_limiter_refills_over_a_minute():
     now = [0.0]
     limiter = RateLimiter(per_client=2, global_=100, clock=lambda: now[0])
-    assert [limiter.allow("a") for _ in range(3)] == [True, True, False]
-    assert limiter.allow("b")
+    assert [limiter.wait("direct:a") for _ in range(3)] == [0.0, 0.0, 30.0]
+    assert limiter.wait("direct:b") == 0.0
     now[0] += 30.0  # half a minute: one token back
-    assert limiter.allow("a")
-    assert not limiter.allow("a")
-    assert limiter.allow(None)
+    assert limiter.wait("direct:a") == 0.0
+    assert limiter.wait("direct:a") > 0.0
+    assert limiter.wait("relayed:r") == 0.0
+
+
+def test_a_flood_through_the_gateway_never_spends_the_direct_budget():
+    """Issue 12 point 4: relayed requests have no client address and used to fall on the one
+    global bucket, so one anonymous client made every report 429."""
+    now = [0.0]
+    limiter = RateLimiter(10, 60, 30, 60, clock=lambda: now[0])
+    relayed = [limiter.wait(f"relayed:{index % 7}") for index in range(500)]
+    assert relayed.count(0.0) == 60  # the relayed budget: one minute's worth, then refusals
+    assert all(wait >= 1 for wait in relayed[60:])
+    assert [limiter.wait(f"direct:198.51.100.{n}") for n in range(60)] == [0.0] * 60
+    assert limiter.wait("direct:198.51.100.99") > 0.0  # the direct budget is its own
+
+
+def test_one_relay_cannot_spend_the_whole_relayed_budget():
+    limiter = RateLimiter(10, 60, 30, 60, clock=lambda: 0.0)
+    assert [limiter.wait("relayed:flooder") for _ in range(40)].count(0.0) == 30
+    assert limiter.wait("relayed:other-relay") == 0.0

@@ -14,7 +14,7 @@ from enclave.settings import (
     load_settings,
 )
 
-TOKEN = "load-token-6c0ffee-secret"
+TOKEN = "load-token-6c0ffee-secret-91b7d2e4a"
 
 
 @pytest.fixture(autouse=True)

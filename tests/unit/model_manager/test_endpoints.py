@@ -20,7 +20,7 @@ from model_manager.settings import ModelManagerSettings
 from ._fakes import FakeEngines
 from .conftest import SettingsFactory
 
-TOKEN = "tok-3f9d1c0a7b"
+TOKEN = "tok-3f9d1c0a7b-e5826b4f9c0d17a3e8"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WAIT = 10.0
 

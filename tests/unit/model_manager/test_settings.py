@@ -21,12 +21,12 @@ def test_defaults_name_every_limit(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("variable", ["LOAD_TOKEN", "ENCLAVE_LOAD_TOKEN"])
 def test_load_token_from_either_variable(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
-    monkeypatch.setenv(variable, "s3cret-token")
+    monkeypatch.setenv(variable, "s3cret-token-4e9a0b7c2d5f8e1a3b6c")
     settings = ModelManagerSettings()
     assert settings.load_token is not None
-    assert settings.load_token.get_secret_value() == "s3cret-token"
-    assert "s3cret-token" not in repr(settings)
-    assert "s3cret-token" not in str(settings.model_dump())
+    assert settings.load_token.get_secret_value() == "s3cret-token-4e9a0b7c2d5f8e1a3b6c"
+    assert "s3cret-token-4e9a0b7c2d5f8e1a3b6c" not in repr(settings)
+    assert "s3cret-token-4e9a0b7c2d5f8e1a3b6c" not in str(settings.model_dump())
 
 
 def test_env_prefix_and_shlex_split(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -85,3 +85,25 @@ def test_the_development_engine_needs_insecure_dev_engine(command: tuple[str, ..
 
 def test_a_real_engine_needs_no_insecure_setting() -> None:
     assert not ModelManagerSettings(engine_command=("vllm",)).insecure_dev_engine
+
+
+@pytest.mark.parametrize(
+    ("token", "problem"),
+    [
+        ("tok-3f9d1c0a7b", "too short to be a secret"),  # 14 characters
+        ("x" * 31, "too short to be a secret"),
+        ("ab" * 32, "too little entropy"),  # long, but two different characters
+    ],
+)
+def test_a_load_token_that_is_not_a_secret_is_refused(token: str, problem: str) -> None:
+    """Issue 12 point 10: any non-blank token used to be accepted."""
+    with pytest.raises(ValidationError, match=problem) as caught:
+        ModelManagerSettings.model_validate({"load_token": token})
+    assert token not in str(caught.value.errors(include_input=False))
+
+
+def test_a_random_hex_token_is_accepted() -> None:
+    settings = ModelManagerSettings.model_validate(
+        {"load_token": "3f9d1c0a7be5826b4f9c0d17a3e8b2c4"}
+    )
+    assert settings.load_token is not None

@@ -1,0 +1,186 @@
+"""Hostile clients against the real service (uvicorn, RA-TLS, loopback), issue 12 points 4 and
+10: a flood of attestation reports through the OHTTP gateway leaves a directly connected client
+its fresh report; load-token guessing is limited per peer (also anonymously through the
+gateway) and overall; a load token too short to be a secret is refused at start. Each test
+runs its own service with small limits so that it stays short."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from attestation.collateral import Collateral
+from attestation.ratls import parse_certificate
+from attestation.simulator import Simulator
+from attestation.verify import verify_evidence
+from enclave.local import local_settings, serve_locally
+from enclave.protocol import bhttp
+from tests.integration.server.conftest import (
+    Running,
+    encapsulate,
+    handshake_certificate,
+    key_configs,
+    post_ohttp,
+)
+from tests.integration.server.test_serve_process import free_port, serve_command
+
+TOKEN = "hostile-suite-load-token-3b8e0d4f6a1c9e27"
+NONCE_BYTES = 32
+
+Serve = Callable[..., AbstractAsyncContextManager[Running]]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Serve:
+    @asynccontextmanager
+    async def factory(**overrides: Any) -> AsyncIterator[Running]:
+        (tmp_path / "models" / "tiny").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "models" / "tiny" / "config.json").write_text("{}")
+        settings = local_settings(tmp_path, load_token=TOKEN, **overrides)
+        simulator = Simulator.create()
+        async with serve_locally(settings, simulator=simulator) as server:
+            assert server.bound_port is not None
+            yield Running(server, simulator, server.bound_port, tmp_path)
+
+    return factory
+
+
+def inner(method: bytes, target: str, body: bytes = b"", **headers: str) -> bhttp.Request:
+    fields = [(b"date", formatdate(time.time(), usegmt=True).encode())]
+    fields += [(name.replace("_", "-").encode(), value.encode()) for name, value in headers.items()]
+    return bhttp.Request(method, b"https", b"enclave", target.encode(), tuple(fields), body)
+
+
+async def through_gateway(running: Running, request: bhttp.Request) -> bhttp.Response:
+    config = (await key_configs(running))[0]
+    body, decoder = encapsulate(config, request)
+    async with running.client() as client:
+        result = await post_ohttp(client, body, decoder)
+    assert result.status == 200
+    assert result.complete
+    return bhttp.decode_response(result.plaintext)
+
+
+def direct(running: Running, source: str = "127.0.0.1") -> httpx.AsyncClient:
+    """A client on its own connection from ``source`` (any 127/8 address is this machine)."""
+    transport = httpx.AsyncHTTPTransport(verify=False, local_address=source)
+    return httpx.AsyncClient(base_url=running.url, transport=transport, timeout=30.0)
+
+
+async def test_a_report_flood_through_the_gateway_leaves_direct_clients_a_fresh_report(
+    serve: Serve,
+) -> None:
+    """Point 4: 70 reports through OHTTP in under a second made every other client's report
+    429. Now the relayed requests spend their own budget (4 per outer peer here), the refusals
+    say when to retry, and a direct client still gets a report over its own nonce."""
+    async with serve(
+        report_rate_relayed_per_peer_per_minute=4, report_rate_relayed_global_per_minute=8
+    ) as running:
+        statuses = []
+        for _ in range(12):
+            nonce = os.urandom(NONCE_BYTES).hex()
+            response = await through_gateway(
+                running, inner(b"GET", f"/v1/attestation/report?nonce={nonce}")
+            )
+            statuses.append(response.status)
+            if response.status == 429:
+                retry_after = dict(response.headers)[b"retry-after"]
+                assert 1 <= int(retry_after) <= 60
+                assert json.loads(response.content)["error"]["code"] == "rate_limited"
+        assert statuses[:4] == [200] * 4
+        assert statuses[4:] == [429] * 8
+
+        nonce = os.urandom(NONCE_BYTES)
+        async with direct(running) as client:
+            report = await client.get("/v1/attestation/report", params={"nonce": nonce.hex()})
+        assert report.status_code == 200, report.text
+        spki = parse_certificate(await handshake_certificate(running.port)).spki_der
+        verified = verify_evidence(
+            bytes.fromhex(report.json()["evidence"]),
+            collateral=Collateral.from_json(running.simulator.collateral_json()),
+            peer_spki_der=spki,
+            nonce=nonce,
+            root_ca_der=running.simulator.root_ca_der,
+        )
+        assert verified.claims is not None
+        assert verified.claims.nonce == nonce
+
+
+async def _unload(client: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await client.post(
+        "/v1/models/unload", json={"model": "tiny"}, headers={"Authorization": f"Bearer {token}"}
+    )
+
+
+async def test_load_token_guessing_is_limited_per_peer_and_overall(serve: Serve) -> None:
+    """Point 10, direct clients: three failures per peer, five overall, then 429 with
+    Retry-After before the token is even compared (the right one is refused too)."""
+    async with serve(
+        load_token_failures_per_peer_per_minute=3, load_token_failures_global_per_minute=5
+    ) as running:
+        async with direct(running, "127.0.0.1") as first:
+            codes = [(await _unload(first, f"guess-{n}")).status_code for n in range(3)]
+            assert codes == [401] * 3
+            refused = await _unload(first, "guess-3")
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "too_many_token_failures"
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+            assert (await _unload(first, TOKEN)).status_code == 429
+        async with direct(running, "127.0.0.2") as second:
+            assert (await _unload(second, TOKEN)).status_code != 401  # successes do not count
+            assert [(await _unload(second, f"g{n}")).status_code for n in range(3)] == [
+                401,
+                401,
+                429,  # the fifth failure overall was the last one allowed
+            ]
+        async with direct(running, "127.0.0.3") as third:
+            assert (await _unload(third, "never-tried-here")).status_code == 429
+
+
+async def test_load_token_guessing_through_the_gateway_is_limited(serve: Serve) -> None:
+    """Point 10, anonymously: requests through OHTTP have no client address; they are limited
+    per outer peer (here, this test's one connection source) and count towards the total."""
+    async with serve(
+        load_token_failures_per_peer_per_minute=3, load_token_failures_global_per_minute=100
+    ) as running:
+        statuses = []
+        for n in range(5):
+            request = inner(
+                b"POST",
+                "/v1/models/unload",
+                json.dumps({"model": "tiny"}).encode(),
+                content_type="application/json",
+                authorization=f"Bearer guess-{n}",
+            )
+            statuses.append((await through_gateway(running, request)).status)
+        assert statuses == [401, 401, 401, 429, 429]
+        async with direct(running) as client:  # a direct peer has its own bucket
+            assert (await _unload(client, "direct-guess")).status_code == 401
+
+
+def test_a_load_token_too_short_to_be_a_secret_is_refused_at_start(tmp_path: Path) -> None:
+    weak = "hunter2-weak-token"
+    result = subprocess.run(
+        serve_command(
+            tmp_path, free_port(), "--tee", "simulated", "--insecure-allow-simulated-tee"
+        ),
+        env={**os.environ, "LOAD_TOKEN": weak},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "load token is too short to be a secret" in result.stderr
+    assert weak not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
