@@ -110,7 +110,7 @@ async def test_a_report_flood_through_the_gateway_leaves_direct_clients_a_fresh_
             collateral=Collateral.from_json(running.simulator.collateral_json()),
             peer_spki_der=spki,
             nonce=nonce,
-            root_ca_der=running.simulator.root_ca_der,
+            insecure_root_ca_der=running.simulator.root_ca_der,
         )
         assert verified.claims is not None
         assert verified.claims.nonce == nonce
