@@ -16,6 +16,10 @@ and unknown keys are an error::
     insecure_any_measurement = false             # accept ANY measurements: development only
     insecure_allow_debug = false                 # accept debug TDs: NEVER in production
 
+    [gpu]                                        # GPU expectations (attestation.gpu.policy)
+    required_count = 8
+    ...
+
 Hex may carry a ``0x`` prefix. An allow-list that is present must not be empty (omit the key
 to allow any value), so a typo cannot silently mean "allow nothing" or "allow everything".
 Each allow-list may hold several values (a rolling upgrade lists the old and the new image).
@@ -42,6 +46,12 @@ from pathlib import Path
 from typing import Final
 
 from attestation.errors import PolicyError
+from attestation.gpu.policy import (
+    DEFAULT_GPU_POLICY,
+    GpuPolicy,
+    gpu_policy_from_mapping,
+    gpu_policy_to_mapping,
+)
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -97,6 +107,7 @@ class Policy:
     insecure_allow_debug: bool = False
     insecure_any_measurement: bool = False
     note: str = ""
+    gpu: GpuPolicy = DEFAULT_GPU_POLICY
 
     def __post_init__(self) -> None:
         unknown = self.allowed_tcb_statuses - TCB_STATUSES
@@ -143,7 +154,10 @@ class Policy:
     def insecure_options(self) -> tuple[str, ...]:
         """The ``insecure_*`` options this policy turns on (named in every result)."""
         names = ("insecure_allow_debug", INSECURE_ANY_MEASUREMENT)
-        return tuple(name for name in names if getattr(self, name))
+        found = tuple(name for name in names if getattr(self, name))
+        return (
+            (*found, "gpu.insecure_allow_devtools") if self.gpu.insecure_allow_devtools else found
+        )
 
 
 DEFAULT_POLICY: Final = Policy()
@@ -225,8 +239,21 @@ def policy_to_toml(policy: Policy, *, header: str = "") -> str:
             lines.append(f"{key} = {_toml_value(value)}")
     for name, table in tables:
         lines += ["", f"[{name}]"]
-        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+        lines += [
+            f"{key} = {_toml_value(value)}"
+            for key, value in table.items()
+            if not isinstance(value, Mapping)
+        ]
+        for key, value in table.items():  # one level of sub-tables: [gpu.measurements]
+            if isinstance(value, Mapping):
+                lines += ["", f"[{name}.{key}]"]
+                lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()]
     return "\n".join(lines) + "\n"
+
+
+def _toml_key(key: object) -> str:
+    text = str(key)
+    return text if re.fullmatch(r"[A-Za-z0-9_-]+", text) else json.dumps(text)
 
 
 def _toml_value(value: object) -> str:
@@ -271,6 +298,16 @@ def _bool(value: object, key: str) -> bool:
     return value
 
 
+def _gpu(value: object, key: str) -> GpuPolicy:
+    if not isinstance(value, Mapping):
+        raise PolicyError(f"{key} must be a table")
+    return gpu_policy_from_mapping(value)
+
+
+def _write_gpu(value: object) -> object:
+    return gpu_policy_to_mapping(value) if isinstance(value, GpuPolicy) else value
+
+
 def _note(value: object, key: str) -> str:
     if not isinstance(value, str):
         raise PolicyError(f"{key} must be a string")
@@ -310,11 +347,14 @@ _PARSERS: Final[dict[str, _Parser]] = {
         _bool,
     ),
 }
+_PARSERS["gpu"] = _gpu
 _WRITERS: Final[dict[str, _Writer]] = {
     key: _write_hex
     if parser is _hex_set
     else _write_strings
     if parser is _string_set
+    else _write_gpu
+    if parser is _gpu
     else _write_plain
     for key, parser in _PARSERS.items()
 }

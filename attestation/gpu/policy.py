@@ -35,6 +35,7 @@ __all__ = [
     "GpuPolicy",
     "driver_version_key",
     "gpu_policy_from_mapping",
+    "gpu_policy_to_mapping",
     "vbios_version_key",
 ]
 
@@ -138,6 +139,27 @@ def gpu_policy_from_mapping(data: Mapping[str, object]) -> GpuPolicy:
     if "measurements" in data:
         kwargs["measurements"] = _measurements(data["measurements"])
     return GpuPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def gpu_policy_to_mapping(policy: GpuPolicy) -> dict[str, object]:
+    """The file form of ``policy``; keys at their default are left out (round-trips)."""
+    out: dict[str, object] = {}
+    if policy.required_count:
+        out["required_count"] = policy.required_count
+    if policy.architectures is not None:
+        out["architectures"] = sorted(policy.architectures)
+    if policy.min_driver_version is not None:
+        out["min_driver_version"] = policy.min_driver_version
+    if policy.min_vbios_version is not None:
+        out["min_vbios_version"] = policy.min_vbios_version
+    if policy.insecure_allow_devtools:
+        out["insecure_allow_devtools"] = True
+    if policy.measurements:
+        out["measurements"] = {
+            str(index): sorted(value.hex() for value in values)
+            for index, values in sorted(policy.measurements.items())
+        }
+    return out
 
 
 def _strings(value: object, key: str) -> list[str]:

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 
 from attestation.collateral import CollateralSource, OfflineCollateral, PccsCollateral
 from attestation.errors import AttestationError
+from attestation.gpu import GpuPolicy
 from attestation.policy import (
     DEFAULT_POLICY,
     MEASUREMENT_KEYS,
@@ -88,6 +89,13 @@ def add_verifier_arguments(parser: argparse.ArgumentParser) -> None:
         help="trust this root CA instead of Intel's (needs --insecure-simulated-root)",
     )
     parser.add_argument(
+        "--gpu-root-ca",
+        type=Path,
+        metavar="FILE",
+        help="trust this root instead of NVIDIA's device identity root for GPU evidence "
+        "(needs --insecure-simulated-root), e.g. <run_dir>/simulated-gpu/root_ca.pem",
+    )
+    parser.add_argument(
         "--insecure-simulated-root",
         action="store_true",
         help="allow --root-ca, e.g. the simulated TEE's root: INSECURE, for tests and demos",
@@ -130,6 +138,11 @@ def verifier_from_args(args: argparse.Namespace, *, sending: bool = True) -> Ver
         if not args.insecure_simulated_root:
             raise InputError("--root-ca replaces Intel's root; add --insecure-simulated-root")
         root_ca_der = _root_ca(args.root_ca)
+    gpu_root_der = None
+    if args.gpu_root_ca is not None:
+        if not args.insecure_simulated_root:
+            raise InputError("--gpu-root-ca replaces NVIDIA's root; add --insecure-simulated-root")
+        gpu_root_der = _root_ca(args.gpu_root_ca)
     source: CollateralSource
     if args.collateral is not None:
         source = OfflineCollateral(args.collateral)
@@ -138,7 +151,12 @@ def verifier_from_args(args: argparse.Namespace, *, sending: bool = True) -> Ver
             source = PccsCollateral(args.pccs or INTEL_PCS_URL)
         except AttestationError as exc:
             raise InputError(str(exc)) from exc
-    return Verifier(source, policy=policy, insecure_root_ca_der=root_ca_der)
+    return Verifier(
+        source,
+        policy=policy,
+        insecure_root_ca_der=root_ca_der,
+        insecure_gpu_root_der=gpu_root_der,
+    )
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -186,7 +204,21 @@ def saved_policy(endpoint: VerifiedEndpoint, when: float) -> tuple[Policy, str]:
         "A rolling upgrade lists old and new values side by side; rtmr3 and mrconfigid\n"
         "may be dropped where they vary per instance (see docs/client.md)."
     )
-    return pinned_policy(measured, note=note), header
+    policy = pinned_policy(measured, note=note)
+    if endpoint.gpus:  # pin the GPUs seen too: their count, architectures and measurements
+        pinned: dict[int, set[bytes]] = {}
+        for gpu in endpoint.gpus:
+            for index, value in gpu.measurements.items():
+                pinned.setdefault(index, set()).add(value)
+        policy = dataclasses.replace(
+            policy,
+            gpu=GpuPolicy(
+                required_count=len(endpoint.gpus),
+                architectures=frozenset(gpu.architecture for gpu in endpoint.gpus),
+                measurements={index: frozenset(v) for index, v in pinned.items()},
+            ),
+        )
+    return policy, header
 
 
 def _save_policy(path: Path, endpoint: VerifiedEndpoint) -> None:
@@ -243,6 +275,13 @@ def _facts_text(endpoint: VerifiedEndpoint) -> str:
         f"model_digest: {'-' if model is None else model.digest_kind + ':' + model.digest.hex()}",
         f"service_version: {endpoint.service_version or '-'}",
         f"quote_provider: {endpoint.quote_provider}",
+        f"gpus: {len(endpoint.gpus) or 'none'}",
+    ]
+    lines += [
+        f"  gpu {index}: {gpu.architecture}, driver {gpu.driver_version}, VBIOS "
+        f"{gpu.vbios_version}, FWID {gpu.fwid.hex()}, {len(gpu.measurements)} measurements, "
+        f"CC mode {gpu.cc_mode}"
+        for index, gpu in enumerate(endpoint.gpus)
     ]
     return "\n".join(lines) + "\n"
 

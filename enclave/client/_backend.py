@@ -5,15 +5,22 @@ only after that returns does it write the request. Our ``start_tls`` completes t
 takes the peer's certificate, and verifies its evidence before returning, so a connection
 whose evidence fails is closed with ``AttestationFailed`` before any request byte exists on
 the wire. As a second fence, a stream refuses ``write`` until it holds a verified result.
+
+When the certificate's claims bind GPU evidence (or the policy requires GPUs), ``start_tls``
+also fetches ``GET /v1/attestation/gpus`` on that connection and verifies it against the
+certificate's claims before returning (``enclave.client._gpus``); the connection is then
+reused for the caller's requests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
 import typing
 
 import httpcore
 
+from enclave.client._gpus import GpusResponse, gpus_request, needs_gpu_check
 from enclave.client._verifier import VerifiedCertificate, Verifier
 from enclave.client.errors import AttestationFailed
 
@@ -45,6 +52,19 @@ def _peer_certificate(stream: httpcore.NetworkStream | httpcore.AsyncNetworkStre
     return der
 
 
+def _gpu_check_needed(verifier: Verifier, verified: VerifiedCertificate) -> bool:
+    claims = verified.evidence.claims
+    claimed = None if claims is None else claims.gpus
+    return needs_gpu_check(claimed, verifier.policy.gpu.required_count) and not verified.gpus
+
+
+def _with_gpus(
+    verifier: Verifier, verified: VerifiedCertificate, answer: GpusResponse
+) -> VerifiedCertificate:
+    gpus = verifier.verify_gpus(verified.evidence.claims, answer.items(verified.certificate_der))
+    return dataclasses.replace(verified, gpus=gpus)
+
+
 class _Stream(httpcore.NetworkStream):
     def __init__(
         self,
@@ -74,6 +94,12 @@ class _Stream(httpcore.NetworkStream):
         tls = self._inner.start_tls(ssl_context, server_hostname, timeout)
         try:
             verified = self._verifier.verify_certificate_sync(_peer_certificate(tls))
+            if _gpu_check_needed(self._verifier, verified):
+                tls.write(gpus_request(server_hostname), timeout)
+                answer = GpusResponse()
+                while not answer.done:
+                    answer.feed(tls.read(65536, timeout))
+                verified = _with_gpus(self._verifier, verified, answer)
         except BaseException:
             tls.close()
             raise
@@ -114,6 +140,12 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
         tls = await self._inner.start_tls(ssl_context, server_hostname, timeout)
         try:
             verified = await self._verifier.verify_certificate(_peer_certificate(tls))
+            if _gpu_check_needed(self._verifier, verified):
+                await tls.write(gpus_request(server_hostname), timeout)
+                answer = GpusResponse()
+                while not answer.done:
+                    answer.feed(await tls.read(65536, timeout))
+                verified = _with_gpus(self._verifier, verified, answer)
         except BaseException:
             await tls.aclose()
             raise

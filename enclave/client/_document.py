@@ -13,6 +13,7 @@ import hashlib
 from dataclasses import dataclass
 
 from attestation.checks import Reason
+from attestation.gpu import GpuReason
 from attestation.policy import Policy
 from enclave.client._endpoint import MAX_REPORT_BYTES, REPORT_PATH, VerifiedEndpoint
 from enclave.client.errors import AttestationFailed
@@ -61,6 +62,11 @@ _STEP_OF_REASON: dict[str, str] = {
     Reason.MODEL_NOT_ALLOWED: "4.11",
     "ohttp_keys_mismatch": "5",
     "ohttp_keys_unusable": "6",
+    **{
+        str(code): "7"
+        for name, code in vars(GpuReason).items()
+        if name.isupper() and isinstance(code, str)
+    },
 }
 
 
@@ -331,8 +337,42 @@ def _steps(
             "KEMs this client implements (X-Wing preferred)",
             OK,
         ),
+        Step(
+            "7",
+            "GPUs",
+            "the report's GPU evidence: bound by the gpus claim, GPU nonce of the claims, "
+            "NVIDIA device chain, FWID, SPDM signature, CC mode, versions, measurements"
+            + ("" if e is None else f": {_gpus(e)}"),
+            _gpu_policy(policy),
+            OK,
+        ),
     ]
     return tuple(steps)
+
+
+def _gpus(endpoint: VerifiedEndpoint) -> str:
+    if not endpoint.gpus:
+        return "none"
+    return "; ".join(
+        f"GPU {index} {gpu.architecture} driver {gpu.driver_version} VBIOS {gpu.vbios_version} "
+        f"FWID {gpu.fwid.hex()[:16]}... {len(gpu.measurements)} measurements"
+        for index, gpu in enumerate(endpoint.gpus)
+    )
+
+
+def _gpu_policy(policy: Policy) -> str:
+    gpu = policy.gpu
+    parts = [f"at least {gpu.required_count} GPU(s)"]
+    if gpu.architectures is not None:
+        parts.append("architectures " + ", ".join(sorted(gpu.architectures)))
+    if gpu.min_driver_version is not None:
+        parts.append(f"driver >= {gpu.min_driver_version}")
+    if gpu.min_vbios_version is not None:
+        parts.append(f"VBIOS >= {gpu.min_vbios_version}")
+    parts.append(f"{len(gpu.measurements)} pinned measurement index(es)")
+    if gpu.insecure_allow_devtools:
+        parts.append("INSECURE: DEVTOOLS accepted")
+    return "; ".join(parts)
 
 
 def _measurement_steps(policy: Policy, endpoint: VerifiedEndpoint | None) -> list[Step]:

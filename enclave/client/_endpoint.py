@@ -12,7 +12,11 @@ Steps (each failure raises ``AttestationFailed`` with a stable ``reason``):
 4. the report's evidence verifies with our nonce, bound to the connection's key;
 5. the served ``application/ohttp-keys`` bytes hash to the ``ohttp-keys`` claim
    (``ohttp_keys_mismatch``);
-6. at least one key configuration is one this client can encrypt to (``ohttp_keys_unusable``).
+6. at least one key configuration is one this client can encrypt to (``ohttp_keys_unusable``);
+7. the report's GPU evidence is exactly what the evidence's ``gpus`` claim binds, requested
+   with the GPU nonce of those claims, and each GPU passes the GPU steps and the policy's
+   ``[gpu]`` table (``gpu_*`` codes, docs/attestation.md section 7); a policy that requires
+   GPUs refuses a report without them.
 
 Verifying needs no pinned policy (``enclave verify`` shows unpinned measurements so they can be
 saved), but the result says whether they were pinned; the transports, which send requests,
@@ -35,6 +39,7 @@ import httpx
 from attestation.collateral import CollateralSource
 from attestation.errors import AttestationError
 from attestation.evidence import Claims, ModelClaim
+from attestation.gpu import VerifiedGpu
 from attestation.policy import Policy
 from attestation.ratls import parse_certificate
 from attestation.verify import Measurements
@@ -86,6 +91,8 @@ class VerifiedEndpoint:
     insecure: tuple[str, ...] = ()
     nonce: bytes = field(default=b"", repr=False)
     report_data: bytes = field(default=b"", repr=False)
+    #: Every GPU's verified evidence (step 7), in NVML index order; empty without GPUs.
+    gpus: tuple[VerifiedGpu, ...] = ()
 
     @property
     def model_digest_hex(self) -> str | None:
@@ -120,6 +127,17 @@ class VerifiedEndpoint:
                 {"key_id": c.key_id, "kem_id": int(c.kem_id)} for c in self.key_configs
             ],
             "quote_provider": self.quote_provider,
+            "gpus": [
+                {
+                    "architecture": gpu.architecture,
+                    "fwid": gpu.fwid.hex(),
+                    "driver_version": gpu.driver_version,
+                    "vbios_version": gpu.vbios_version,
+                    "measurements": len(gpu.measurements),
+                    "cc_mode": gpu.cc_mode,
+                }
+                for gpu in self.gpus
+            ],
         }
 
 
@@ -263,6 +281,8 @@ async def _attest(
     check_ohttp_keys(claims, ohttp_keys)
     # 6. Something to encrypt to.
     configs = usable_key_configs(ohttp_keys)
+    # 7. The GPUs: bound to these claims and allowed by the policy.
+    gpus = verifier.verify_gpus(claims, document.get("gpu_evidence"))
     return VerifiedEndpoint(
         url=base,
         tcb_status=verified.status,
@@ -280,6 +300,7 @@ async def _attest(
         insecure=verified.insecure,
         nonce=nonce,
         report_data=verified.report_data,
+        gpus=gpus,
     )
 
 

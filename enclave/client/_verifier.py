@@ -9,7 +9,10 @@ has a new quote, so it is verified anew; a failure is never cached.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import concurrent.futures
+import datetime
 import hashlib
 import logging
 import threading
@@ -21,7 +24,8 @@ from typing import TypeVar
 
 from attestation.collateral import Collateral, CollateralSource
 from attestation.errors import AttestationError, CollateralError, VerificationError
-from attestation.evidence import Evidence, decode_evidence
+from attestation.evidence import Claims, Evidence, decode_evidence
+from attestation.gpu import VerifiedGpu, decode_gpu_evidence, verify_gpus
 from attestation.policy import Policy, unpinned_message
 from attestation.ratls import parse_certificate
 from attestation.verify import VerifiedEvidence, verify_evidence
@@ -57,6 +61,8 @@ class VerifiedCertificate:
     quote_sha256: bytes
     evidence: VerifiedEvidence
     valid_until: float
+    #: The GPUs this connection's evidence binds, verified in the TLS layer (empty: none).
+    gpus: tuple[VerifiedGpu, ...] = ()
 
 
 class Verifier:
@@ -67,7 +73,8 @@ class Verifier:
     policy says ``insecure_any_measurement``; ``verify_endpoint`` alone accepts it and reports
     the measurements as not pinned. ``insecure_root_ca_der`` replaces Intel's root (only for
     the simulator's, in tests and demos) and warns on every verification; ``now`` fixes the
-    verification time (Unix seconds) instead of the clock.
+    verification time (Unix seconds) instead of the clock. ``insecure_gpu_root_der`` replaces
+    NVIDIA's device identity root likewise (the simulated GPU's).
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class Verifier:
         now: int | None = None,
         cache_seconds: float = DEFAULT_CACHE_SECONDS,
         clock: Callable[[], float] = time.time,
+        insecure_gpu_root_der: bytes | None = None,
     ) -> None:
         if cache_seconds < 0:
             raise ValueError("cache_seconds must not be negative")
@@ -87,6 +95,7 @@ class Verifier:
         self._policy = policy
         self._collateral = collateral
         self._root_ca_der = insecure_root_ca_der
+        self._gpu_root_der = insecure_gpu_root_der
         self._now = now
         self._cache_seconds = cache_seconds
         self._clock = clock
@@ -168,6 +177,34 @@ class Verifier:
             raise AttestationFailed("evidence_malformed", str(exc)) from exc
         collateral = await self.collateral_for(parsed.quote)
         return self._check(parsed, collateral, spki_der, nonce)
+
+    def verify_gpus(self, claims: Claims | None, served: object) -> tuple[VerifiedGpu, ...]:
+        """The GPU evidence served with verified ``claims`` (a list of base64 items): bound to
+        the claims' ``gpus`` digests and nonce, and allowed by the policy's ``[gpu]`` table."""
+        if claims is None:
+            raise AttestationFailed("gpu_evidence_unbound", "no claims to bind GPU evidence to")
+        if served is None:
+            served = []
+        try:
+            if not isinstance(served, list) or not all(isinstance(i, str) for i in served):
+                raise ValueError("gpu_evidence must be a list of base64 strings")
+            items = tuple(
+                decode_gpu_evidence(base64.b64decode(item, validate=True)) for item in served
+            )
+        except (ValueError, binascii.Error, AttestationError) as exc:
+            raise AttestationFailed("gpu_evidence_malformed", str(exc)) from exc
+        at = None if self._now is None else datetime.datetime.fromtimestamp(self._now, datetime.UTC)
+        try:
+            return verify_gpus(
+                claims,
+                items,
+                policy=self._policy.gpu,
+                now=at,
+                insecure_root_der=self._gpu_root_der,
+            )
+        except VerificationError as exc:
+            logger.warning("GPU evidence refused: %s", exc.reason)
+            raise AttestationFailed(exc.reason, exc.detail) from exc
 
     def _check(
         self, evidence: Evidence, collateral: Collateral, spki_der: bytes, nonce: bytes | None

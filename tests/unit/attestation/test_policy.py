@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from attestation.errors import PolicyError
+from attestation.gpu import GpuPolicy
 from attestation.policy import (
     _PARSERS,
     _WRITERS,
@@ -126,6 +127,14 @@ def test_every_policy_field_can_be_read_and_written() -> None:
         require_enclave_claims=False,
         insecure_allow_debug=True,
         note="all of it",
+        gpu=GpuPolicy(
+            required_count=2,
+            architectures=frozenset({"hopper"}),
+            min_driver_version="550.90.07",
+            min_vbios_version="96.00.9f.00.01",
+            measurements={2: frozenset({b"\x02" * 48})},
+            insecure_allow_devtools=True,
+        ),
     )
     assert set(policy_to_mapping(full)) == names - {"insecure_any_measurement"}
     assert policy_from_mapping(policy_to_mapping(full)) == full

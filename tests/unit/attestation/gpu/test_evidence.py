@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 import cbor2
 import pytest
@@ -13,6 +14,7 @@ from attestation.errors import EvidenceError, PolicyError
 from attestation.evidence import Claims, PubkeyHash, decode_claims, encode_claims
 from attestation.gpu import (
     GpuEvidence,
+    GpuPolicy,
     decode_gpu_evidence,
     decode_gpu_evidence_list,
     encode_gpu_evidence_list,
@@ -147,3 +149,29 @@ def test_gpu_policy_table() -> None:
 def test_bad_gpu_policy_tables_are_refused(table: dict[str, object]) -> None:
     with pytest.raises(PolicyError):
         gpu_policy_from_mapping(table)
+
+
+def test_policy_file_gpu_table_round_trips_through_toml(tmp_path: Path) -> None:
+    from attestation.policy import Policy, load_policy, policy_to_toml
+
+    policy = Policy(
+        gpu=GpuPolicy(
+            required_count=8,
+            architectures=frozenset({"hopper", "blackwell"}),
+            min_vbios_version="96.00.9f.00.01",
+            measurements={2: frozenset({b"\x01" * 48, b"\x02" * 48}), 12: frozenset({bytes(48)})},
+        )
+    )
+    path = tmp_path / "policy.toml"
+    path.write_text(policy_to_toml(policy))
+    assert "[gpu.measurements]" in path.read_text()
+    assert load_policy(path) == policy
+
+
+def test_policy_file_with_a_bad_gpu_table_is_refused(tmp_path: Path) -> None:
+    from attestation.policy import load_policy
+
+    path = tmp_path / "policy.toml"
+    path.write_text('[gpu]\nrequired_count = 1\narchitecture = ["hopper"]\n')
+    with pytest.raises(PolicyError, match="architecture"):
+        load_policy(path)
