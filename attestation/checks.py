@@ -16,6 +16,7 @@ from attestation.quote import TEE_TYPE_TDX, Quote, TdReport
 
 __all__ = [
     "Reason",
+    "check_enclave_claims",
     "check_model",
     "check_nonce",
     "check_not_debug",
@@ -124,6 +125,15 @@ def check_nonce(claims: Claims, expected: bytes | None, *, required: bool) -> No
         raise VerificationError(Reason.NONCE_MISSING, "a nonce was sent; the claims carry none")
     if not hmac.compare_digest(claims.nonce, expected):
         raise VerificationError(Reason.NONCE_MISMATCH, "the claims carry a different nonce")
+
+
+def check_enclave_claims(claims: Claims, *, required: bool) -> None:
+    """Our claims (``ohttp-keys``, ``service``) must be present unless the policy waives them:
+    without ``ohttp-keys`` the served key configurations are bound to nothing."""
+    if required and (claims.ohttp_keys is None or claims.service_version is None):
+        raise VerificationError(
+            Reason.CLAIMS_INCOMPLETE, "evidence lacks the ohttp-keys or service claim"
+        )
 
 
 def check_model(

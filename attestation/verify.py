@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from attestation import _dcap
 from attestation.checks import (
     Reason,
+    check_enclave_claims,
     check_model,
     check_nonce,
     check_not_debug,
@@ -152,12 +153,7 @@ def verify_evidence(
     # 10. Measurement policy.
     check_measurements(report, policy)
     # 11. Our claims, and model policy.
-    if policy.require_enclave_claims and (
-        claims.ohttp_keys is None or claims.service_version is None
-    ):
-        raise VerificationError(
-            Reason.CLAIMS_INCOMPLETE, "evidence lacks the ohttp-keys or service claim"
-        )
+    check_enclave_claims(claims, required=policy.require_enclave_claims)
     check_model(claims.model, policy.allowed_model_digests, required=policy.require_model)
     return VerifiedEvidence(
         status=status,

@@ -1,0 +1,113 @@
+"""Every binding check of the client, proven by the attack it stops: an attacker TD on the
+genuine platform, or a man in the middle, presents the mismatching thing, and the client
+answers with the check's reason code and sends nothing. The attacks are in ``attacks.py``;
+``test_check_mutations.py`` disables each check and shows its attack then succeeds."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from attestation.checks import Reason
+from enclave.client import AttestationFailed, averify_endpoint, verify_endpoint
+from enclave.client._document import _STEP_OF_REASON
+from enclave.client._endpoint import MAX_REPORT_BYTES
+from tests.integration.client import attacks
+from tests.integration.client.attacker import STARTED
+from tests.integration.client.attacks import ATTACKS, BEHAVIOURS, CANARY, pinned
+from tests.integration.client.conftest import Running, StaticCollateral
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+#: The client's own reason codes (enclave/client/errors.py), besides attestation's.
+CLIENT_REASONS = frozenset(
+    {
+        "endpoint_unreachable",
+        "not_verified",
+        "report_unavailable",
+        "report_too_large",
+        "report_malformed",
+        "report_certificate_mismatch",
+        "ohttp_keys_mismatch",
+        "ohttp_keys_unusable",
+        "collateral_unavailable",
+    }
+)
+
+
+@pytest.mark.parametrize("name", sorted(ATTACKS))
+async def test_each_attack_gets_its_reason_code(running: Running, name: str) -> None:
+    attack = ATTACKS[name]
+    with pytest.raises(AttestationFailed) as refused:
+        await attack.run(running)
+    assert refused.value.reason == attack.reason, refused.value
+
+
+async def test_an_attacker_td_with_another_measurement_gets_no_token_and_no_prompt(
+    running: Running,
+) -> None:
+    """The headline of issue 13: the load token (RA-TLS) and the prompt (OHTTP) never reach a
+    TD whose MRTD or RTMR2 differs, although its quotes are genuine: not one request byte."""
+    for run, reason in (
+        (attacks.other_mrtd_gets_the_token, "mrtd_not_allowed"),
+        (attacks.other_kernel_gets_the_prompt, "rtmr_not_allowed"),
+    ):
+        with pytest.raises(AttestationFailed) as refused:
+            await run(running)
+        assert refused.value.reason == reason
+        # refused in the TLS layer: by the RA-TLS transport itself, or by the OHTTP
+        # transport's endpoint verification (stage "certificate"), before any request
+        assert refused.value.stage in ("", "certificate")
+        attacker = STARTED[-1]
+        assert attacker.received == b""  # the TLS handshake, then not one request byte
+        assert CANARY.encode() not in attacker.received
+
+
+async def test_an_endless_report_is_refused_while_it_streams(running: Running) -> None:
+    with pytest.raises(AttestationFailed) as refused:
+        await attacks.endless_report(running)
+    assert refused.value.reason == "report_too_large"
+    # The attacker would send 64 MiB; the client stopped at its 4 MiB cap (the attacker's
+    # count also holds what sat in its socket buffers when the client closed: a few MiB).
+    assert MAX_REPORT_BYTES < STARTED[-1].sent_bytes < attacks.ENDLESS_LIMIT // 4
+
+
+@pytest.mark.parametrize("name", sorted(BEHAVIOURS))
+async def test_the_transport_follows_the_service(running: Running, name: str) -> None:
+    attack, expected = BEHAVIOURS[name]
+    outcome = await attack(running)
+    assert outcome.accepted == expected
+
+
+async def test_verify_endpoint_and_averify_endpoint(running: Running) -> None:
+    """The documented entry points, sync (from a thread, as a script would) and async: the
+    genuine service verifies under the pinned policy; another MRTD allow-list refuses it."""
+    source = StaticCollateral(running.simulator)
+    root = running.simulator.root_ca_der
+    endpoint = await asyncio.to_thread(
+        verify_endpoint, running.url, pinned(running), source, insecure_root_ca_der=root
+    )
+    assert endpoint.measurements_pinned
+    assert endpoint.insecure == ("insecure_root_ca_der",)
+    assert endpoint.model is not None
+    assert endpoint.model.name == "tiny"
+    assert endpoint.measurements.mrtd == running.simulator.measurements.mrtd
+    again = await averify_endpoint(running.url, pinned(running), source, insecure_root_ca_der=root)
+    assert again.spki_sha256 == endpoint.spki_sha256
+    assert again.nonce != endpoint.nonce  # a fresh nonce each time
+    wrong = pinned(running, mrtd=frozenset({b"\x13" * 48}))
+    with pytest.raises(AttestationFailed) as refused:
+        await averify_endpoint(running.url, wrong, source, insecure_root_ca_der=root)
+    assert refused.value.reason == "mrtd_not_allowed"
+    assert refused.value.stage == "certificate"
+    with pytest.raises(AttestationFailed) as refused:
+        await asyncio.to_thread(verify_endpoint, running.url, wrong, source)  # Intel's root
+    assert refused.value.reason == "cert_chain_invalid"
+
+
+async def test_every_client_reason_code_has_an_attack() -> None:
+    produced = {attack.reason for attack in ATTACKS.values()}
+    assert produced >= CLIENT_REASONS, CLIENT_REASONS - produced
+    # The verification document places every code at a step.
+    assert (CLIENT_REASONS | Reason.ALL) - {"not_tls"} <= set(_STEP_OF_REASON)
