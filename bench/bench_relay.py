@@ -148,6 +148,8 @@ def start_service(name: str, tree: Path, tmp: Path, models: Path) -> Service:
         "--run-dir", str(home / "run"), "--roothash-dir", str(home / "rh"),
         "--engine-command", engine, "--max-concurrent-streams", "1024",
     ]  # fmt: skip
+    if "--insecure-dev-engine" in (tree / "enclave" / "cli" / "_serve.py").read_text():
+        command.append("--insecure-dev-engine")  # trees from before it was required lack it
     env = {
         **os.environ,
         "LOAD_TOKEN": TOKEN,

@@ -198,7 +198,7 @@ def main() -> None:
             "--insecure-allow-simulated-tee", "--host", "127.0.0.1", "--port", str(port),
             "--models-dir", str(tmp / "models"), "--state-dir", str(tmp / "state"),
             "--run-dir", str(tmp / "run"), "--roothash-dir", str(tmp / "rh"),
-            "--engine-command", engine, "--service-log-level", "WARNING",
+            "--engine-command", engine, "--service-log-level", "WARNING", "--insecure-dev-engine",
         ]  # fmt: skip
         env = {**os.environ, "LOAD_TOKEN": TOKEN, "ENCLAVE_INSECURE_DEV_ENGINE": "1"}
         server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
