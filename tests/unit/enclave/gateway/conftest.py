@@ -196,9 +196,11 @@ async def call(
     pieces: int = 1,
     disconnect_after_bodies: int | None = None,
     send_gate: asyncio.Event | None = None,
+    gate_after_bodies: int = 0,
 ) -> Outer:
     """Drive the ASGI app as a server would; optionally disconnect after N body messages, or
-    hold every send until ``send_gate`` is set."""
+    hold every send after the first ``gate_after_bodies`` body messages until ``send_gate``
+    is set (as a client that stops reading makes the server's ``send`` wait)."""
     step = max(1, -(-len(body) // pieces))
     parts = [body[at : at + step] for at in range(0, len(body), step)] or [b""]
     incoming = [
@@ -215,7 +217,8 @@ async def call(
         return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
-        if send_gate is not None:
+        gated = message["type"] == "http.response.body" and len(out.bodies) >= gate_after_bodies
+        if send_gate is not None and gated:
             await send_gate.wait()
         if message["type"] == "http.response.start":
             out.status = message["status"]

@@ -163,6 +163,9 @@ async def test_failure_mid_plain_body_ends_without_the_final_chunk(setup: Setup)
     assert b"part one;" in b"".join(decoder.feed(out.body))
     with pytest.raises(TruncatedMessageError):
         decoder.finish()
+    # The truncating end is an empty send: not a sealed chunk (it was counted as one).
+    assert out.bodies[-1] == b""
+    assert setup.recorder.chunks == len([piece for piece in out.bodies if piece])
 
 
 async def test_failure_before_the_response_is_an_encapsulated_500(setup: Setup):

@@ -89,18 +89,21 @@ async def test_get_route_through_the_gateway(setup: Setup):
 
 
 async def test_a_slow_client_holds_the_inner_app_back(setup: Setup):
-    """Backpressure: while the outer client takes nothing, the inner app runs at most the
-    queue's few messages ahead instead of producing its whole stream."""
+    """Backpressure: once the response head is out and the outer client takes nothing more,
+    the inner app runs at most the queue's few messages ahead instead of producing its whole
+    stream (with an unbounded queue it would produce all 200 events here)."""
     gate = asyncio.Event()
     request = inner_request(payload={"events": 200}, date=now())
     body, decoder = chunked_body(setup.xwing, request)
-    task = asyncio.create_task(call(setup.app, body, send_gate=gate))
-    for _ in range(200):
+    task = asyncio.create_task(call(setup.app, body, send_gate=gate, gate_after_bodies=1))
+    for _ in range(1000):  # every task runs as far as it can
         await asyncio.sleep(0)
     held_back = setup.state.produced
     gate.set()
     out = await task
+    assert held_back > 0  # the inner app did start: the hold is what stopped it
     assert held_back <= setup.gateway.limits.inner_queue_messages + 3
     _, response = open_chunked(decoder, out.bodies)
     assert setup.state.produced == 200
     assert response.content.endswith(b"data: [DONE]\n\n")
+
