@@ -2,7 +2,10 @@
 
 The inner app runs as a task whose ``send`` feeds a small bounded queue: it can run at most
 ``queue_size`` messages ahead of the outer client, so a slow client slows the engine down
-instead of filling memory. Closing the exchange cancels the task, which closes its upstream.
+instead of filling memory. :meth:`InnerExchange.body` hands over the next piece together with
+every piece already waiting behind it (those that queued while the gateway was busy sending),
+so they are sealed as one chunk instead of one each; it never waits for a piece that has not
+arrived. Closing the exchange cancels the task, which closes its upstream.
 """
 
 from __future__ import annotations
@@ -105,6 +108,7 @@ class InnerExchange:
         self._task: asyncio.Task[None] | None = None
         self._ended = False
         self._draining = False
+        self._deferred: BaseException | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -133,6 +137,9 @@ class InnerExchange:
                 await self._queue.put(None)
 
     async def _next(self) -> Message | None:
+        if self._deferred is not None:
+            error, self._deferred = self._deferred, None
+            raise error
         item = await self._queue.get()
         if isinstance(item, BaseException):
             raise item
@@ -149,20 +156,42 @@ class InnerExchange:
                 return InnerResponseStart(int(message["status"]), headers)
 
     async def body(self) -> bytes | None:
-        """The next non-empty body piece, or ``None`` once the body has ended."""
+        """The next non-empty body piece joined with the pieces already waiting behind it, or
+        ``None`` once the body has ended. A failure behind waiting pieces is raised on the
+        next call, after those pieces have been handed over."""
+        first = await self._next_piece()
+        if first is None:
+            return None
+        pieces = [first]
+        while not self._ended and not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, BaseException):
+                self._deferred = item
+                break
+            if item is None:
+                self._ended = True
+                break
+            if data := self._take(item):
+                pieces.append(data)
+        return first if len(pieces) == 1 else b"".join(pieces)
+
+    async def _next_piece(self) -> bytes | None:
         while not self._ended:
             message = await self._next()
             if message is None:  # the app returned
                 self._ended = True
                 return None
-            if message["type"] != "http.response.body":
-                continue
-            if not message.get("more_body", False):
-                self._ended = True
-            data = bytes(message.get("body", b""))
-            if data:
+            if data := self._take(message):
                 return data
         return None
+
+    def _take(self, message: Message) -> bytes:
+        """A body message's bytes (marking the end of the body); other messages give b""."""
+        if message["type"] != "http.response.body":
+            return b""
+        if not message.get("more_body", False):
+            self._ended = True
+        return bytes(message.get("body", b""))
 
     async def aclose(self) -> None:
         """After a complete response, let the app finish (briefly, dropping anything it still

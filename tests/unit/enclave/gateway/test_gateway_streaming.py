@@ -107,3 +107,23 @@ async def test_a_slow_client_holds_the_inner_app_back(setup: Setup):
     assert setup.state.produced == 200
     assert response.content.endswith(b"data: [DONE]\n\n")
 
+
+async def test_pieces_that_waited_for_a_busy_client_are_sealed_together(setup: Setup):
+    """While the outer send is busy, the inner pieces that queue up go out as one chunk when
+    it frees (none is held back once it could be sent); the stream is intact."""
+    gate = asyncio.Event()
+    request = inner_request(payload={"events": 20}, date=now())
+    body, decoder = chunked_body(setup.xwing, request)
+    task = asyncio.create_task(call(setup.app, body, send_gate=gate, gate_after_bodies=1))
+    for _ in range(1000):
+        await asyncio.sleep(0)
+    gate.set()
+    out = await task
+    per_message, response = open_chunked(decoder, out.bodies)
+    events = response.content.split(b"\n\n")[:-1]
+    assert len(events) == 21  # 20 events and [DONE], in order
+    assert [json.loads(e[len(b"data: ") :])["index"] for e in events[:-1]] == list(range(20))
+    # Fewer chunks than events: at least one chunk carried several waiting events.
+    assert len(out.bodies) < 1 + 21 + 1
+    assert max(p.count(b"\n\n") for p in per_message[1:]) > 1
+    assert setup.recorder.chunks == len(out.bodies)
