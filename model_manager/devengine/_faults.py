@@ -3,12 +3,15 @@
 Chunk counts count the ``data:`` events of one streamed response, ``[DONE]`` included: with
 ``crash_after_chunks=N`` the client receives exactly N events, then the process exits; the
 same N applies to ``stall_after_chunks`` (the stream goes silent, the connection stays open)
-and ``error_after_chunks`` (an in-stream error event and ``[DONE]`` follow instead). A
-stream with N events or fewer is not affected.
+and ``error_after_chunks`` (an in-stream error event and ``[DONE]`` follow instead), and to
+``hold_after_chunks`` (the stream waits, connection open, until the switch is changed: a test
+can then act while a stream is provably open, and release it). A stream with N events or
+fewer is not affected.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -17,7 +20,7 @@ from model_manager.errors import ModelManagerError
 
 __all__ = ["FaultSwitch", "FaultUpdateError", "Faults"]
 
-_COUNTS = ("crash_after_chunks", "stall_after_chunks", "error_after_chunks")
+_COUNTS = ("crash_after_chunks", "stall_after_chunks", "error_after_chunks", "hold_after_chunks")
 
 
 class FaultUpdateError(ModelManagerError):
@@ -31,6 +34,7 @@ class Faults:
     crash_after_chunks: int | None = None
     stall_after_chunks: int | None = None
     error_after_chunks: int | None = None
+    hold_after_chunks: int | None = None
     hang_health: bool = False
     tokens_per_second: float = 0.0
 
@@ -39,6 +43,7 @@ class Faults:
             "crash_after_chunks": self.crash_after_chunks,
             "stall_after_chunks": self.stall_after_chunks,
             "error_after_chunks": self.error_after_chunks,
+            "hold_after_chunks": self.hold_after_chunks,
             "hang_health": self.hang_health,
             "tokens_per_second": self.tokens_per_second,
         }
@@ -86,6 +91,7 @@ class FaultSwitch:
 
     def __init__(self, initial: Faults) -> None:
         self._faults = initial
+        self._changed = asyncio.Event()
 
     @property
     def current(self) -> Faults:
@@ -93,4 +99,10 @@ class FaultSwitch:
 
     def apply(self, changes: Mapping[str, object]) -> Faults:
         self._faults = self._faults.updated(changes)
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
         return self._faults
+
+    async def changed(self) -> None:
+        """Return at the next :meth:`apply`."""
+        await self._changed.wait()

@@ -2,7 +2,8 @@
 
 Before each event the live switches are read: after N events sent, ``crash_after_chunks=N``
 exits the process (``os._exit(1)``), ``stall_after_chunks=N`` goes silent until the client
-leaves, ``error_after_chunks=N`` sends vLLM's in-stream error event and ``[DONE]``. A client
+leaves, ``error_after_chunks=N`` sends vLLM's in-stream error event and ``[DONE]``,
+``hold_after_chunks=N`` waits until the switches change. A client
 that disconnects aborts the generation, as vLLM aborts the request.
 """
 
@@ -94,6 +95,10 @@ class EventStream(Response):
             if gone.is_set():
                 return False
             faults = self._faults.current
+            while faults.hold_after_chunks is not None and sent >= faults.hold_after_chunks:
+                if not await _until_changed(self._faults, gone):
+                    return False
+                faults = self._faults.current
             if faults.crash_after_chunks is not None and sent >= faults.crash_after_chunks:
                 _crash(self._request_id, sent)
             if faults.stall_after_chunks is not None and sent >= faults.stall_after_chunks:
@@ -106,6 +111,18 @@ class EventStream(Response):
                 return False
             await send({"type": "http.response.body", "body": event.data, "more_body": True})
         return True
+
+
+async def _until_changed(faults: FaultSwitch, gone: asyncio.Event) -> bool:
+    """Wait for the next fault change (True) or for the client to leave (False)."""
+    changed = asyncio.ensure_future(faults.changed())
+    left = asyncio.ensure_future(gone.wait())
+    try:
+        await asyncio.wait({changed, left}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        changed.cancel()
+        left.cancel()
+    return not gone.is_set()
 
 
 async def _pause(gone: asyncio.Event, seconds: float) -> None:

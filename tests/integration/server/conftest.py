@@ -102,6 +102,15 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
         yield Running(server, simulator, server.bound_port, tmp)
 
 
+async def engine_faults(running: Running, **changes: object) -> None:
+    """Change the development engine's live fault switches (``POST /dev/faults``)."""
+    socket_path = running.server.settings.model_manager.engine_socket_path()
+    transport = httpx.AsyncHTTPTransport(uds=str(socket_path))
+    async with httpx.AsyncClient(transport=transport, base_url="http://engine") as engine:
+        response = await engine.post("/dev/faults", json=changes, timeout=10)
+        assert response.status_code == 200, response.text
+
+
 async def load_model(running: Running, name: str) -> dict[str, Any]:
     async with running.client() as client:
         response = await client.post(
@@ -161,8 +170,14 @@ class OhttpResult:
 
 
 async def post_ohttp(
-    client: httpx.AsyncClient, body: bytes, decoder: ChunkedResponseDecoder
+    client: httpx.AsyncClient,
+    body: bytes,
+    decoder: ChunkedResponseDecoder,
+    *,
+    opened: asyncio.Event | None = None,
 ) -> OhttpResult:
+    """POST an encapsulated request and decrypt the answer; ``opened`` is set as soon as the
+    first piece of the inner response has been decrypted (the stream is provably open)."""
     outer = bytearray()
     plaintext = bytearray()
     async with client.stream(
@@ -175,8 +190,10 @@ async def post_ohttp(
             return OhttpResult(response.status_code, await response.aread(), b"", False)
         async for piece in response.aiter_raw():
             outer += piece
-            for opened in decoder.feed(piece):
-                plaintext += opened
+            for piece_plaintext in decoder.feed(piece):
+                plaintext += piece_plaintext
+                if opened is not None:
+                    opened.set()
     plaintext += decoder.finish()
     return OhttpResult(200, bytes(outer), bytes(plaintext), True)
 

@@ -16,6 +16,7 @@ from tests.integration.server.conftest import (
     Running,
     chat_request,
     encapsulate,
+    engine_faults,
     handshake_certificate,
     key_configs,
     load_model,
@@ -98,20 +99,30 @@ async def test_a_connection_cut_mid_stream_is_reported_as_truncation(running: Ru
 
 
 async def test_an_open_stream_survives_a_certificate_reissue(running: Running):
-    await load_model(running, "slow")
-    before = await handshake_certificate(running.port)
-    config = (await key_configs(running))[1]
-    body, decoder = encapsulate(config, chat_request("keep streaming", model="slow"))
-    async with running.client() as client:
-        stream = asyncio.create_task(post_ohttp(client, body, decoder))
-        await asyncio.sleep(0.3)
-        await running.server.rotate_keys()  # reissues the certificate mid-stream
-        result = await asyncio.wait_for(stream, 30)
+    """No sleeps: the engine holds the stream after two events (a live fault switch); the
+    reissue happens once the client has decrypted part of the answer, the stream is checked to
+    be still open after it, and only then released to finish under the new certificate."""
+    await load_model(running, "tiny")
+    await engine_faults(running, hold_after_chunks=2)
+    try:
+        before = await handshake_certificate(running.port)
+        config = (await key_configs(running))[1]
+        body, decoder = encapsulate(config, chat_request("keep streaming"))
+        opened = asyncio.Event()
+        async with running.client() as client:
+            stream = asyncio.create_task(post_ohttp(client, body, decoder, opened=opened))
+            await asyncio.wait_for(opened.wait(), 30)
+            await running.server.rotate_keys()  # reissues the certificate mid-stream
+            assert await handshake_certificate(running.port) != before
+            assert not stream.done()  # the reissue really happened while the stream was open
+            await engine_faults(running, hold_after_chunks=None)
+            result = await asyncio.wait_for(stream, 30)
+    finally:
+        await engine_faults(running, hold_after_chunks=None)
     assert result.complete
     assert bhttp.decode_response(result.plaintext).content.endswith(b"data: [DONE]\n\n")
-    assert await handshake_certificate(running.port) != before
     # the rotated-out key is still accepted during the overlap
-    body, decoder = encapsulate(config, chat_request("old key", model="slow"))
+    body, decoder = encapsulate(config, chat_request("old key"))
     async with running.client() as client:
         assert (await post_ohttp(client, body, decoder)).complete
 

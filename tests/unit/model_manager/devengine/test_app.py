@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import math
@@ -226,6 +227,61 @@ async def test_error_fault_inside_a_200_stream_then_done(engine: httpx.AsyncClie
     assert len(raw) == 4
     assert json.loads(raw[2])["error"]["type"] == "InternalServerError"
     assert raw[3] == "[DONE]"
+
+
+async def test_hold_fault_keeps_a_stream_open_until_released(tmp_path: Path) -> None:
+    """Driven as a server would drive it (httpx's ASGI transport collects whole bodies)."""
+    model = tmp_path / "tiny"
+    model.mkdir()
+    (model / "config.json").write_text('{"max_position_embeddings": 64}')
+    config = parse_config(["serve", str(model), "--served-model-name", "tiny"])
+    faults = FaultSwitch(config.faults)
+    state = EngineState(config, inspect_model(model, None), faults, EngineMetrics("tiny"))
+    app = build_app(state)
+    faults.apply({"hold_after_chunks": 2, "tokens_per_second": 0})
+    body = json.dumps(chat(stream=True)).encode()
+    requests = [{"type": "http.request", "body": body, "more_body": False}]
+    done = asyncio.Event()
+    received: list[bytes] = []
+    two_events = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        if requests:
+            return requests.pop(0)
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message.get("body"):
+            received.append(message["body"])
+            if len(received) == 2:
+                two_events.set()
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/chat/completions",
+        "raw_path": b"/v1/chat/completions",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 8000),
+    }
+    serving = asyncio.create_task(app(scope, receive, send))
+    await asyncio.wait_for(two_events.wait(), 10)
+    for _ in range(20):  # every chance to send a third event: it must not
+        await asyncio.sleep(0)
+    assert len(received) == 2
+    assert not serving.done()
+    assert faults.apply({"hold_after_chunks": None}).hold_after_chunks is None
+    await asyncio.wait_for(serving, 10)
+    done.set()
+    assert received[-1].strip() == b"data: [DONE]"
+    assert len(received) > 3
 
 
 async def test_hang_health_fault_and_bad_fault_updates(engine: httpx.AsyncClient) -> None:
