@@ -484,3 +484,14 @@ def test_a_pinned_policy_is_reported_as_pinned(
     )
     assert quote_only.measurements_pinned
     assert quote_only.insecure == ("insecure_root_ca_der",)
+
+
+def test_collateral_for_another_tee_is_an_unrecognised_dcap_failure() -> None:
+    """A real TDX quote checked with the SGX quote's collateral (an SGX QE identity): dcap-qvl
+    refuses it with a message no specific code matches, so the fallback code, never success."""
+    reason = _reason(
+        lambda: verify_quote(
+            load_bytes("tdx/tdx_quote"), collateral=_collateral("sgx_quote"), now=NOW["tdx_quote"]
+        )
+    )
+    assert reason == "dcap_verification_failed"
