@@ -360,7 +360,7 @@ def _check_cc(cc_mode: CcMode, ready: bool | None, policy: GpuPolicy) -> None:
         raise VerificationError(GpuReason.CC_OFF, "the GPU is not in confidential-computing mode")
     if cc_mode == "devtools" and not policy.insecure_allow_devtools:
         raise VerificationError(GpuReason.DEVTOOLS, "the GPU is in CC DEVTOOLS mode")
-    if ready is not True:
+    if ready is False:  # None: not known (the boot gate checks before it sets the state)
         raise VerificationError(GpuReason.NOT_READY, "the CC GPUs-ready state is not set")
 
 

@@ -1,20 +1,23 @@
 #!/usr/bin/env bash
 # ExecStart of enclave-gpu-ready.service: refuse to hand the GPUs to the service unless they run
-# in confidential-computing (CC) mode, run the configured GPU attestation, then set the GPUs'
-# ready state (in CC mode the driver accepts work only after that).
+# in confidential-computing (CC) mode and their attestation verifies, then set the GPUs' ready
+# state (in CC mode the driver accepts work only after that). The checks are the service's own
+# GPU verifier: `enclave attest gpu-ready` (NVML: CC mode on and not DEVTOOLS, every GPU's
+# SPDM report for a fresh nonce verified against NVIDIA's pinned device identity root, FWID,
+# versions and the [gpu] table of the policy), which sets the ready state only when all pass.
 #
 # Environment (/etc/enclave/gpu.env):
-#   ENCLAVE_GPU_CC_REQUIRED   1 (default): CC mode off or no GPU is an error; 0: warn and pass
-#                             (development only)
-#   ENCLAVE_GPU_ATTEST_COMMAND  a command that attests the GPUs and exits 0 only on success,
-#                             e.g. NVIDIA's local GPU verifier; split into words, never run
-#                             through a shell. Empty: no GPU attestation (logged).
-#   NVIDIA_SMI                the nvidia-smi program (nvidia-smi)
+#   ENCLAVE_GPU_CC_REQUIRED   1 (default): CC mode off, no GPU or a failed attestation is an
+#                             error; 0: warn and pass (development only)
+#   ENCLAVE_GPU_POLICY        a policy file whose [gpu] table the GPUs must satisfy
+#                             (required_count, architectures, versions, measurements); empty:
+#                             any number of verified GPUs, at least one
+#   ENCLAVE_BIN               the enclave program (/opt/enclave/bin/enclave)
 set -euo pipefail
 
 required=${ENCLAVE_GPU_CC_REQUIRED:-1}
-smi=${NVIDIA_SMI:-nvidia-smi}
-attest=${ENCLAVE_GPU_ATTEST_COMMAND:-}
+enclave=${ENCLAVE_BIN:-/opt/enclave/bin/enclave}
+policy=${ENCLAVE_GPU_POLICY:-}
 
 fail() {
     if [[ $required == 1 ]]; then
@@ -25,25 +28,11 @@ fail() {
     exit 0
 }
 
-if ! command -v "$smi" >/dev/null 2>&1; then
-    fail "$smi not found"
+args=(attest gpu-ready)
+if [[ -n $policy ]]; then
+    args+=(--policy "$policy")
 fi
-if ! status=$("$smi" conf-compute -f 2>&1); then
-    fail "cannot query confidential-computing mode: $status"
+if ! "$enclave" "${args[@]}"; then
+    fail "GPU attestation failed (reason above); the GPUs were not set ready"
 fi
-if [[ $status != *"CC status: ON"* ]]; then
-    fail "GPU confidential-computing mode is not on ($status)"
-fi
-
-if [[ -n $attest ]]; then
-    read -r -a argv <<<"$attest"
-    if ! "${argv[@]}"; then
-        fail "GPU attestation failed"
-    fi
-    echo "enclave-gpu-ready: GPU attestation passed"
-else
-    echo "enclave-gpu-ready: no ENCLAVE_GPU_ATTEST_COMMAND: GPUs not attested locally" >&2
-fi
-
-"$smi" conf-compute -srs 1
-echo "enclave-gpu-ready: GPUs in CC mode and ready"
+echo "enclave-gpu-ready: GPUs in CC mode, attested and ready"

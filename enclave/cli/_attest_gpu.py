@@ -1,10 +1,15 @@
-"""``enclave attest verify-gpu``: verify one GPU's evidence as NVML returns it."""
+"""``enclave attest verify-gpu``: verify one GPU's evidence as NVML returns it.
+``enclave attest gpu-ready``: the boot gate: collect every GPU's evidence through NVML, verify
+it with the same steps, and only then set the CC GPUs-ready state."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
+import os
 import re
+import sys
 from pathlib import Path
 from typing import cast
 
@@ -19,9 +24,11 @@ from attestation.gpu import (
     parse_gpu_report,
     verify_gpu_report,
 )
+from attestation.gpu.providers import NvmlGpuProvider
+from attestation.policy import load_policy
 from enclave.cli._attest import _emit, _InputError, _read, _read_root
 
-__all__ = ["register_gpu"]
+__all__ = ["gpu_gate", "register_gpu"]
 
 _NONCE = re.compile(r"(?:0x)?([0-9a-fA-F]{64})")
 _HEX_TEXT = re.compile(rb"(?:0x)?((?:[0-9a-fA-F]{2})+)")
@@ -63,6 +70,84 @@ def register_gpu(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     verify.add_argument("--root-ca", type=Path, metavar="FILE", help="root CA (DER or PEM)")
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.set_defaults(handler=_verify_gpu)
+
+    ready = commands.add_parser(
+        "gpu-ready",
+        help="boot gate: attest the local GPUs through NVML, then set them ready",
+        description=_GPU_READY_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ready.add_argument(
+        "--policy", type=Path, metavar="FILE", help="policy whose [gpu] table applies"
+    )
+    ready.add_argument(
+        "--no-set-ready", action="store_true", help="verify only; leave the ready state alone"
+    )
+    ready.set_defaults(handler=_gpu_ready)
+
+
+_GPU_READY_HELP = """\
+The boot gate (deploy/systemd/enclave-gpu-ready.sh runs it before the service starts). Through
+NVML: the GPUs must be in confidential-computing mode (not DEVTOOLS); every GPU's attestation
+report, requested with a fresh random nonce, must verify against NVIDIA's pinned device
+identity root with the steps of `enclave attest verify-gpu` and the [gpu] table of --policy
+(count, architectures, versions, measurements); only then is the CC GPUs-ready state set (the
+driver accepts work in CC mode only after it). Exit status 0 when every GPU verified (and the
+state was set), 1 otherwise, with the reason on standard error.
+"""
+
+
+async def gpu_gate(
+    provider: NvmlGpuProvider,
+    policy: GpuPolicy,
+    *,
+    set_ready: bool = True,
+    insecure_root_der: bytes | None = None,
+) -> tuple[VerifiedGpu, ...]:
+    """Collect, verify every GPU (CC state included, readiness not yet), then set ready."""
+    nonce = os.urandom(32)
+    evidence = await provider.collect(nonce)
+    if len(evidence) < max(policy.required_count, 1):
+        raise VerificationError(
+            "gpu_evidence_missing",
+            f"{len(evidence)} GPU(s); the policy requires {max(policy.required_count, 1)}",
+        )
+    verified = tuple(
+        verify_gpu_report(
+            item.report,
+            item.cert_chain,
+            nonce=nonce,
+            architecture=item.architecture,
+            policy=policy,
+            cc_mode=item.cc_mode,
+            ready=None,  # this gate is what sets it
+            insecure_root_der=insecure_root_der,
+        )
+        for item in evidence
+    )
+    if set_ready:
+        await provider.set_ready()
+    return verified
+
+
+def _gpu_ready(args: argparse.Namespace) -> int:
+    try:
+        policy = DEFAULT_GPU_POLICY if args.policy is None else load_policy(args.policy).gpu
+        verified = asyncio.run(gpu_gate(NvmlGpuProvider(), policy, set_ready=not args.no_set_ready))
+    except VerificationError as exc:
+        print(f"enclave attest gpu-ready: GPU evidence refused: {exc}", file=sys.stderr)
+        return 1
+    except AttestationError as exc:
+        print(f"enclave attest gpu-ready: {exc}", file=sys.stderr)
+        return 1
+    for index, gpu in enumerate(verified):
+        print(
+            f"GPU {index}: {gpu.architecture}, driver {gpu.driver_version}, VBIOS "
+            f"{gpu.vbios_version}, FWID {gpu.fwid.hex()}, {len(gpu.measurements)} "
+            f"measurements, CC mode {gpu.cc_mode}: verified"
+        )
+    print("GPUs ready" if not args.no_set_ready else "GPUs verified (ready state not set)")
+    return 0
 
 
 def _report_bytes(path: Path) -> bytes:

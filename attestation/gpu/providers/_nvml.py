@@ -62,6 +62,28 @@ class NvmlGpuProvider:
         except TimeoutError as exc:
             raise GpuProviderError(f"NVML did not answer within {self._timeout:g} s") from exc
 
+    async def set_ready(self) -> None:
+        """Set the CC GPUs-ready state (the driver accepts work in CC mode only after it)."""
+        await asyncio.wait_for(asyncio.to_thread(self._set_ready), self._timeout)
+
+    def _set_ready(self) -> None:
+        nvml = self._module()
+        try:
+            nvml.nvmlInit()
+        except nvml.NVMLError as exc:
+            raise GpuProviderUnavailableError(f"NVML could not start: {exc}") from exc
+        try:
+            nvml.nvmlSystemSetConfComputeGpusReadyState(
+                nvml.NVML_CC_ACCEPTING_CLIENT_REQUESTS_TRUE
+            )
+        except nvml.NVMLError as exc:
+            raise GpuProviderError(f"NVML could not set the GPUs ready: {exc}") from exc
+        finally:
+            try:
+                nvml.nvmlShutdown()
+            except nvml.NVMLError:
+                logger.warning("nvmlShutdown failed")
+
     def _module(self) -> ModuleType:
         if self._nvml is not None:
             return self._nvml
@@ -69,8 +91,8 @@ class NvmlGpuProvider:
             return importlib.import_module("pynvml")
         except ImportError as exc:
             raise GpuProviderUnavailableError(
-                "NVIDIA's NVML bindings are not installed (pip install 'enclave[gpu]', which "
-                "brings nvidia-ml-py)"
+                "NVIDIA's NVML bindings (nvidia-ml-py, a dependency of this package) are not "
+                "installed"
             ) from exc
 
     def _collect(self, nonce: bytes) -> tuple[GpuEvidence, ...]:

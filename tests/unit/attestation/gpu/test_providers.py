@@ -63,6 +63,7 @@ class _FakeLibrary:
     def __init__(self, simulator: GpuSimulator, *, cc_feature: int = 1, devtools: int = 0):
         self.simulator, self.cc_feature, self.devtools = simulator, cc_feature, devtools
         self.shutdowns = 0
+        self.ready_set: list[int] = []
 
     def module(self) -> types.ModuleType:
         fake = types.ModuleType("pynvml_fake")
@@ -73,6 +74,7 @@ class _FakeLibrary:
         fake.nvmlShutdown = self._shutdown  # type: ignore[attr-defined]
         fake.nvmlSystemGetConfComputeState = self._state  # type: ignore[attr-defined]
         fake.nvmlSystemGetConfComputeGpusReadyState = lambda: 1  # type: ignore[attr-defined]
+        fake.nvmlSystemSetConfComputeGpusReadyState = self.ready_set.append  # type: ignore[attr-defined]
         fake.nvmlDeviceGetCount = lambda: self.simulator.count  # type: ignore[attr-defined]
         fake.nvmlDeviceGetHandleByIndex = lambda index: index  # type: ignore[attr-defined]
         fake.nvmlDeviceGetArchitecture = lambda handle: pynvml.NVML_DEVICE_ARCH_HOPPER  # type: ignore[attr-defined]
