@@ -73,9 +73,7 @@ class NvmlGpuProvider:
         except nvml.NVMLError as exc:
             raise GpuProviderUnavailableError(f"NVML could not start: {exc}") from exc
         try:
-            nvml.nvmlSystemSetConfComputeGpusReadyState(
-                nvml.NVML_CC_ACCEPTING_CLIENT_REQUESTS_TRUE
-            )
+            nvml.nvmlSystemSetConfComputeGpusReadyState(nvml.NVML_CC_ACCEPTING_CLIENT_REQUESTS_TRUE)
         except nvml.NVMLError as exc:
             raise GpuProviderError(f"NVML could not set the GPUs ready: {exc}") from exc
         finally:
