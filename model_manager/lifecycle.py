@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
@@ -60,7 +59,7 @@ class Engine(Protocol):
     def pid(self) -> int | None: ...
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
-    async def wait_exit(self) -> int: ...
+    async def wait_down(self) -> str: ...
     def log_tail(self) -> list[str]: ...
 
 
@@ -311,14 +310,15 @@ class ModelManager:
         self._statefile.save(None, None)
 
     async def _watch_engine(self, gen: int, engine: Engine, name: str) -> None:
-        code = await engine.wait_exit()
+        what = await engine.wait_down()
         if gen != self._generation:
             return
         # Nobody asked it to stop: a crash, whatever the exit code (vLLM's API server exits
-        # with 0 when its EngineCore dies). The state leaves `ready` now; the restart
-        # transition stops what is left of the process tree before it waits out the backoff.
-        crash = StatusError("engine_crashed", f"the engine stopped unexpectedly ({_exit(code)})")
-        logger.warning("engine for model %s crashed: %s", name, _exit(code))
+        # with 0 seconds after its EngineCore dies; wait_down sees the EngineCore go). The
+        # state leaves `ready` now; the restart transition stops what is left of the process
+        # tree before it waits out the backoff.
+        crash = StatusError("engine_crashed", f"the engine stopped unexpectedly ({what})")
+        logger.warning("engine for model %s crashed: %s", name, what)
         self._schedule_restart(name, crash)
 
     async def _failed(self, gen: int, error: StatusError) -> None:
@@ -427,16 +427,6 @@ class ModelManager:
 
     def _default_engine(self, spec: ModelSpec, on_progress: Callable[[float], None]) -> Engine:
         return EngineProcess(self._settings, spec, on_progress=on_progress)
-
-
-def _exit(code: int) -> str:
-    """``exit code 0`` / ``killed by SIGKILL`` (asyncio reports a signal as ``-signum``)."""
-    if code < 0:
-        try:
-            return f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"killed by signal {-code}"
-    return f"exit code {code}"
 
 
 def _status_error(exc: ModelManagerError) -> StatusError:

@@ -30,7 +30,9 @@ from collections.abc import Callable, Mapping
 import httpx
 
 from model_manager._proctree import (
+    PROC,
     become_subreaper,
+    read_proc,
     reap_zombie_children,
     session_members,
     signal_session,
@@ -48,6 +50,7 @@ __all__ = [
     "EngineProcess",
     "EngineTimeoutError",
     "become_subreaper",
+    "describe_exit",
 ]
 
 logger = logging.getLogger(__name__)
@@ -101,6 +104,8 @@ class EngineProcess:
         #: Lines printed before the first healthy /health: the only ones a reason may come from.
         self._startup: deque[str] = deque(maxlen=settings.log_tail_lines)
         self._healthy = False
+        #: The engine's other processes when it became healthy: pid -> name.
+        self._members: dict[int, str] = {}
         self._proc: asyncio.subprocess.Process | None = None
         self._exit: asyncio.Task[int] | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -146,6 +151,7 @@ class EngineProcess:
             raise
         self._healthy = True
         self._startup.clear()
+        self._members = self._snapshot_members()
         self._progress.complete()
         self._report()
 
@@ -154,6 +160,32 @@ class EngineProcess:
         if self._exit is None:
             raise EngineError("engine was never started")
         return await asyncio.shield(self._exit)
+
+    async def wait_down(self) -> str:
+        """Wait until the engine is no longer whole and say how: its main process exited
+        (``exit code 0``, ``killed by SIGKILL``), or a process that was part of it when it
+        became healthy died (vLLM's API server outlives its EngineCore by seconds, answering
+        every request with an error meanwhile). Only the few PIDs of that snapshot are read."""
+        if self._exit is None:
+            raise EngineError("engine was never started")
+        while True:
+            if self._exit.done():
+                return describe_exit(self._exit.result())
+            for pid, name in self._members.items():
+                info = read_proc(pid)
+                if info is None or info.state in ("Z", "X"):
+                    return f"its process {name} (pid {pid}) died"
+            await asyncio.wait({self._exit}, timeout=_POLL_SECONDS)
+
+    def _snapshot_members(self) -> dict[int, str]:
+        if self._proc is None:
+            return {}
+        sid = self._proc.pid
+        return {
+            info.pid: _process_name(info.pid)
+            for info in session_members(sid)
+            if info.pid != sid and info.state not in ("Z", "X")
+        }
 
     async def stop(self) -> None:
         """Terminate the whole tree (idempotent); waits for every session member to go.
@@ -292,6 +324,28 @@ class EngineProcess:
         with contextlib.suppress(FileNotFoundError):
             if stat.S_ISSOCK(uds.lstat().st_mode):
                 uds.unlink()
+
+
+def describe_exit(code: int) -> str:
+    """``exit code 0`` / ``killed by SIGKILL`` (asyncio reports a signal as ``-signum``)."""
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _process_name(pid: int) -> str:
+    """The process title (vLLM sets ``VLLM::EngineCore``), else its comm; for messages."""
+    try:
+        argv0 = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0", 1)[0]
+        name = argv0.decode("utf-8", "replace").rsplit("/", 1)[-1]
+        if not name:
+            name = (PROC / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return "?"
+    return "".join(ch for ch in name if ch.isprintable())[:40] or "?"
 
 
 async def _returncode(proc: asyncio.subprocess.Process) -> int:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from model_manager.catalog import ModelSpec
 from model_manager.errors import ModelManagerError
+from model_manager.supervisor import describe_exit
 
 
 class FakeEngine:
@@ -52,6 +53,9 @@ class FakeEngine:
 
     async def wait_exit(self) -> int:
         return await asyncio.shield(self._exit)
+
+    async def wait_down(self) -> str:
+        return describe_exit(await self.wait_exit())
 
     def crash(self, code: int = 1) -> None:
         self._exit.set_result(code)

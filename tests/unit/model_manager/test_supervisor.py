@@ -1,8 +1,10 @@
 """The supervisor against a real child process (tests/unit/model_manager/_fake_engine.py)."""
 
+import asyncio
 import json
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +107,26 @@ async def test_crash_after_ready_is_seen_and_orphaned_workers_are_reaped(
     assert len([p for p in live_members(proc.pid) if p != proc.pid]) == 2  # orphaned workers
     await proc.stop()
     assert live_members(proc.pid) == []
+
+
+async def test_wait_down_sees_a_member_process_die_while_the_main_one_lives(
+    make_settings: SettingsFactory, models_dir: Path
+) -> None:
+    """vLLM's API server outlives a killed EngineCore by seconds: the death of any process
+    that was part of the engine when it became healthy is the engine going down."""
+    proc = engine(make_settings, models_dir, "--dev-workers", "2")
+    await proc.start()
+    try:
+        assert proc.pid is not None
+        worker = next(pid for pid in live_members(proc.pid) if pid != proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        what = await asyncio.wait_for(proc.wait_down(), 10)
+        assert what.startswith("its process ")
+        assert what.endswith(f"(pid {worker}) died")
+        assert proc.returncode is None  # the main process is still there
+    finally:
+        await proc.stop()
+    assert await proc.wait_down() == "killed by SIGTERM"
 
 
 async def test_engine_gets_a_clean_environment_and_the_right_argv(

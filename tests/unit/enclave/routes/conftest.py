@@ -47,6 +47,9 @@ class NoEngine:
         await self.exited.wait()
         return self.code
 
+    async def wait_down(self) -> str:
+        return f"exit code {await self.wait_exit()}"
+
     def log_tail(self) -> list[str]:
         return []
 
