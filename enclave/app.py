@@ -1,6 +1,7 @@
 """The Starlette application of the service.
 
-Routes: ``/health``, ``/ready``, ``/metrics``, ``/v1/models``, the lifecycle routes of the
+Routes: ``/health``, ``/ready``, ``/metrics``, ``/metrics/engine`` (the engine's own
+metrics, filtered), ``/v1/models``, the lifecycle routes of the
 model manager (``/v1/models/status|load|unload``), the inference routes, and any
 ``extra_routes`` (the OHTTP gateway and the attestation report). Errors leave in OpenAI's
 shape ``{"error": {"message", "type", "param", "code"}}`` with stable codes; a foreign
@@ -30,8 +31,10 @@ from enclave.routes import (
     inference_routes,
     model_list_routes,
 )
+from enclave.routes._access import annotate
 from enclave.routes._middleware import ObservedApp
 from enclave.routes._token_guard import guard_lifecycle_routes
+from enclave.routes.engine_metrics import engine_metrics_routes
 from enclave.service import Service
 from model_manager import model_routes
 
@@ -64,6 +67,7 @@ def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> St
     routes: list[BaseRoute] = [
         *health_routes(service),
         Route(METRICS_PATH, metrics, methods=["GET"]),
+        *engine_metrics_routes(service),
         *model_list_routes(service),
         *guard_lifecycle_routes(
             model_routes(service.manager, service.settings.model_manager, error_response),
@@ -83,17 +87,20 @@ def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> St
     )
 
 
-async def _api_error(_: Request, exc: Exception) -> Response:
+async def _api_error(request: Request, exc: Exception) -> Response:
     if not isinstance(exc, ApiError):  # pragma: no cover - registered for ApiError only
         return error_response("internal_error")
+    annotate(request.scope, reason=exc.code)
     return error_response(exc.code, param=exc.param, headers=exc.headers)
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     if status == 404:
+        annotate(request.scope, reason="not_found")
         return error_response("not_found")
     if status == 405:
+        annotate(request.scope, reason="method_not_allowed")
         headers = dict(exc.headers or {}) if isinstance(exc, HTTPException) else {}
         return error_response("method_not_allowed", headers=headers)
     logger.info("HTTP error %d", status)

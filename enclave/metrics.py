@@ -19,6 +19,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from enclave._operations_metrics import LOAD_OUTCOMES, REPORT_OUTCOMES, OperationsMetrics
 from enclave._stream_metrics import RouteStreamStats, StreamStats
 from enclave.gateway import FAILURE_REASONS
 from model_manager.push import PUSH_OUTCOMES
@@ -26,9 +27,11 @@ from model_manager.status import PROXY_STATUSES
 
 __all__ = [
     "CONTENT_TYPE",
+    "LOAD_OUTCOMES",
     "OHTTP_FAILURE_REASONS",
     "OHTTP_INNER_ROUTE",
     "REISSUE_REASONS",
+    "REPORT_OUTCOMES",
     "STREAM_OUTCOMES",
     "UNMATCHED_ROUTE",
     "ServiceMetrics",
@@ -134,6 +137,8 @@ class ServiceMetrics:
             ("outcome",),
             registry=reg,
         )
+        #: Restarts, loads, certificate and key ages, reports, build_info.
+        self.operations = OperationsMetrics(reg)
         for outcome in PUSH_OUTCOMES:
             self._pushes.labels(outcome=outcome)
         for reason in OHTTP_FAILURE_REASONS:

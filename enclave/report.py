@@ -94,6 +94,8 @@ class ReportSource:
     observe_quote_seconds: Callable[[float], None] = lambda seconds: None
     #: Called with ``"direct"`` or ``"relayed"`` for every report refused by the rate limit.
     on_rate_limited: Callable[[str], None] = lambda kind: None
+    #: Called once per request with its outcome (``enclave.metrics.REPORT_OUTCOMES``).
+    on_outcome: Callable[[str], None] = lambda outcome: None
 
 
 def _nonce(request: Request) -> bytes | None:
@@ -118,14 +120,17 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
     async def report(request: Request) -> Response:
         nonce = _nonce(request)
         if nonce is None:
+            source.on_outcome("invalid_nonce")
             return error_response("invalid_nonce", param="nonce")
         origin = request_origin(request.scope)
         wait = limiter.wait(origin)
         if wait:
             source.on_rate_limited(origin.split(":", 1)[0])
+            source.on_outcome("rate_limited")
             return error_response("rate_limited", headers={"Retry-After": str(int(wait))})
         certificate = source.certificates.current
         if certificate is None:
+            source.on_outcome("not_attested")
             return error_response("not_attested", headers={"Retry-After": "1"})
         status = source.status()
         ohttp_keys = source.ohttp_keys()
@@ -146,6 +151,7 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
             result = await source.provider.get_quote(report_data_for(claims_buffer))
         except AttestationError as exc:
             logger.error("attestation report: quote failed: %s", type(exc).__name__)
+            source.on_outcome("quote_unavailable")
             return error_response("quote_unavailable")
         source.observe_quote_seconds(time.perf_counter() - started)
         evidence = Evidence(quote=result.quote, claims_buffer=claims_buffer)
@@ -164,6 +170,7 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
             "claims": claims.to_json_dict(),
             "gpu_evidence": gpu_evidence_json(gpus),
         }
+        source.on_outcome("served")
         return JSONResponse(document, headers={"Cache-Control": "no-store"})
 
     async def gpus(request: Request) -> Response:

@@ -18,6 +18,7 @@ import hashlib
 import logging
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,6 +111,7 @@ class EnclaveServer:
         service_settings = settings.service
         self.service = Service(settings)
         self.key_store = KeyStore(generate_default_key_configs())
+        self._keys_generated = time.time()
         self.gateway = OhttpGateway(
             self.key_store,
             limits=settings.gateway,
@@ -155,6 +157,7 @@ class EnclaveServer:
             self.service.manager.status,
             __version__,
             self.service.metrics.observe_quote_generation,
+            self.service.metrics.operations.report,
         )
         limiter = RateLimiter(
             service_settings.report_rate_per_client_per_minute,
@@ -180,6 +183,10 @@ class EnclaveServer:
             observer=self.service.metrics.status_push,
         )
         self.service.manager.add_hook(self.pusher.on_transition)
+        operations = self.service.metrics.operations
+        operations.set_build_info(version=__version__, tee=self.provider.name)
+        operations.track_certificate(self._certificate_validity)
+        operations.track_ohttp_keys(lambda: self._keys_generated)
         self._tasks: list[asyncio.Task[None]] = []
         self.uvicorn: uvicorn.Server | None = None
 
@@ -213,6 +220,12 @@ class EnclaveServer:
         self._claimed_model = claim
         await self.certificates.reissue("model_change")
 
+    def _certificate_validity(self) -> tuple[float, float] | None:
+        current = self.certificates.current
+        if current is None:
+            return None
+        return current.not_before.timestamp(), current.not_after.timestamp()
+
     def _push_envelope(self) -> dict[str, object]:
         current = self.certificates.current
         digest = None if current is None else hashlib.sha256(current.certificate_der).hexdigest()
@@ -222,6 +235,7 @@ class EnclaveServer:
         """Activate fresh OHTTP keys, keep the old ones accepted for the overlap, reissue."""
         retired = self.key_store.active_configs
         self.key_store.rotate_defaults()
+        self._keys_generated = time.time()
         await self.certificates.reissue("key_rotation")
         logger.info("OHTTP keys rotated; %d old key IDs accepted during the overlap", len(retired))
         self._tasks.append(asyncio.create_task(self._forget_later([c.key_id for c in retired])))

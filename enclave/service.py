@@ -9,7 +9,9 @@ them. Use it inside one event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 from collections.abc import Callable
 
 from enclave.engine import EngineClient, EngineClientProtocol, EngineTimeouts
@@ -27,6 +29,9 @@ ReadinessCheck = Callable[[], str | None]
 EngineClientFactory = Callable[[EngineEndpoint], EngineClientProtocol]
 #: Idle keep-alive connections kept to the engine at most.
 _MAX_KEEPALIVE = 64
+#: How long the engine's ``GET /version`` may take (read once per ready model, for build_info).
+_VERSION_TIMEOUT_SECONDS = 5.0
+_VERSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}")
 
 
 class StreamSlots:
@@ -81,7 +86,11 @@ class Service:
         self._retired: list[EngineClientProtocol] = []
         self._epochs: dict[int, asyncio.Event] = {}
         self._started = False
+        self._seen_restarts = 0
+        self._loading_since: float | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self.manager.add_hook(self._on_transition)
+        self.manager.add_hook(self._observe_transition)
 
     # -- lifetime ------------------------------------------------------------------------------
 
@@ -98,6 +107,10 @@ class Service:
     async def aclose(self) -> None:
         """Stop the engine and close every client (idempotent)."""
         self._end_epochs(keep=None)
+        for task in list(self._background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._started:
             self._started = False
             await self.manager.aclose()
@@ -164,6 +177,69 @@ class Service:
         self._end_epochs(keep=status.generation if status.is_ready else None)
         if self._client is not None and self.manager.engine_endpoint() != self._endpoint:
             self.engine_client()
+
+    async def _observe_transition(self, status: ModelStatus) -> None:
+        """Metrics and the log line of each transition (the snapshot, not the live state)."""
+        operations = self.metrics.operations
+        if status.restarts > self._seen_restarts:
+            operations.engine_restarted(status.restarts - self._seen_restarts)
+        self._seen_restarts = status.restarts
+        state = status.proxy_status
+        if state == "loading":
+            if self._loading_since is None:
+                self._loading_since = status.since
+            return
+        started, self._loading_since = self._loading_since, None
+        if state == "ready":
+            seconds = None if started is None else max(status.since - started, 0.0)
+            operations.model_load_ended("ready", seconds)
+            digest = status.digest
+            logger.info(
+                "model %s ready in %s s (generation %d, %s %s)",
+                status.loaded_model,
+                "?" if seconds is None else f"{seconds:.1f}",
+                status.generation,
+                None if digest is None else digest.kind,
+                None if digest is None else digest.hex,
+                extra={
+                    "model": status.loaded_model,
+                    "generation": status.generation,
+                    "load_seconds": None if seconds is None else round(seconds, 3),
+                    "digest_kind": None if digest is None else digest.kind,
+                    "digest": None if digest is None else digest.hex,
+                },
+            )
+            task = asyncio.create_task(self._read_engine_version(status.generation))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        elif state == "error" and started is not None:
+            operations.model_load_ended("error", None)
+            error = status.error
+            logger.warning(
+                "model %s failed to load (generation %d, %s)",
+                status.loaded_model,
+                status.generation,
+                None if error is None else error.code,
+                extra={
+                    "model": status.loaded_model,
+                    "generation": status.generation,
+                    "reason": None if error is None else error.code,
+                },
+            )
+
+    async def _read_engine_version(self, generation: int) -> None:
+        """Ask the ready engine its version (vLLM's ``GET /version``) for ``build_info``."""
+        try:
+            response = await self.engine_client().get("/version", timeout=_VERSION_TIMEOUT_SECONDS)
+            version = response.json().get("version") if response.is_success else None
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            logger.info("engine version unavailable: %s", type(exc).__name__)
+            return
+        if not isinstance(version, str) or _VERSION_RE.fullmatch(version) is None:
+            logger.info("engine version unavailable: not a version string")
+            return
+        if self.manager.status().generation == generation:
+            self.metrics.operations.set_build_info(vllm_version=version)
 
     def _end_epochs(self, keep: int | None) -> None:
         for generation in [g for g in self._epochs if g != keep]:

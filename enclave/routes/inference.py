@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 import time
 from collections.abc import Callable
 
@@ -29,6 +28,8 @@ from starlette.routing import BaseRoute, Route
 from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.gateway import through_gateway
 from enclave.metrics import OHTTP_INNER_ROUTE
+from enclave.routes._access import annotate
+from enclave.routes._access import request_id as access_request_id
 from enclave.routes._errors import ApiError, error_response
 from enclave.routes._relay import Relay, RelayContext
 from enclave.service import Service
@@ -90,8 +91,9 @@ async def _pass_through(
         raise ApiError("model_not_ready", headers={"Retry-After": "5"})
     if model != status.loaded_model:
         raise ApiError("model_not_found", param="model")
+    annotate(request.scope, model=status.loaded_model, generation=status.generation)
     gone = service.model_gone(status.generation)
-    request_id = secrets.token_hex(12)
+    request_id = access_request_id(request.scope)
     client = service.engine_client()
     headers = (
         ("content-type", "application/json"),
@@ -110,6 +112,8 @@ async def _pass_through(
         )
         raise ApiError("engine_unavailable") from exc
     if upstream.status != 200:
+        refused = 400 <= upstream.status <= 499
+        annotate(request.scope, reason="engine_rejected" if refused else "engine_error")
         return await _engine_refusal(upstream, request_id, path)
     logger.info("request %s on %s: relaying (%d bytes in)", request_id, path, len(body))
     context = RelayContext(
