@@ -157,7 +157,7 @@ class EnclaveServer:
             self.service.manager.status,
             __version__,
             self.service.metrics.observe_quote_generation,
-            self.service.metrics.operations.report,
+            on_outcome=self.service.metrics.operations.report,
         )
         limiter = RateLimiter(
             service_settings.report_rate_per_client_per_minute,

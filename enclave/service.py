@@ -14,6 +14,8 @@ import logging
 import re
 from collections.abc import Callable
 
+import httpx
+
 from enclave.engine import EngineClient, EngineClientProtocol, EngineTimeouts
 from enclave.metrics import ServiceMetrics
 from enclave.settings import EnclaveSettings, insecure_settings, insecure_warnings
@@ -230,7 +232,8 @@ class Service:
     async def _read_engine_version(self, generation: int) -> None:
         """Ask the ready engine its version (vLLM's ``GET /version``) for ``build_info``."""
         try:
-            response = await self.engine_client().get("/version", timeout=_VERSION_TIMEOUT_SECONDS)
+            async with self.manager.engine_client(_VERSION_TIMEOUT_SECONDS) as client:
+                response = await client.get("/version")
             version = response.json().get("version") if response.is_success else None
         except (httpx.HTTPError, ValueError, AttributeError) as exc:
             logger.info("engine version unavailable: %s", type(exc).__name__)

@@ -68,11 +68,11 @@ def engine_metrics_routes(service: Service) -> list[BaseRoute]:
 
 
 async def _fetch(service: Service) -> str:
-    client = service.engine_client()
     try:
-        async with client.stream(
-            "GET", "/metrics", timeout=ENGINE_METRICS_TIMEOUT_SECONDS
-        ) as response:
+        async with (
+            service.manager.engine_client(ENGINE_METRICS_TIMEOUT_SECONDS) as client,
+            client.stream("GET", "/metrics") as response,
+        ):
             if not response.is_success:
                 logger.warning("engine metrics: HTTP %d", response.status_code)
                 raise ApiError("engine_error")
