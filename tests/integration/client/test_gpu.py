@@ -194,3 +194,89 @@ async def test_enclave_verify_shows_the_gpus_and_saves_them_in_the_policy(
     step = next(s for s in document["steps"] if s["step"] == "7")
     assert step["result"] == "ok"
     assert len(document["facts"]["gpus"]) == 2
+
+
+async def test_proxy_forwards_only_to_an_endpoint_whose_gpus_verify(gpus: GpuService) -> None:
+    from enclave.client._proxy import build_proxy_app
+    from tests.integration.client.conftest import serve
+
+    async def through_proxy(verifier) -> httpx.Response:  # type: ignore[no-untyped-def]
+        transport = AsyncOhttpTransport(gpus.running.url, verifier)
+        async with serve(build_proxy_app(transport)) as proxy, httpx.AsyncClient() as client:
+            return await client.get(proxy + "/v1/models/status")
+
+    good = gpus.running.verifier(
+        gpu_policy(gpus, required_count=2), insecure_gpu_root_der=gpus.gpu_root_der
+    )
+    assert (await through_proxy(good)).status_code == 200
+    wrong = gpus.running.verifier(
+        gpu_policy(gpus, required_count=2, min_vbios_version="ff.00.00.00.00"),
+        insecure_gpu_root_der=gpus.gpu_root_der,
+    )
+    refused = await through_proxy(wrong)
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "attestation_unverified"
+
+
+@contextlib.contextmanager
+def serving_gpu_evidence(server, evidence):  # type: ignore[no-untyped-def]
+    """Make ``server`` serve ``evidence`` as its certificate's GPU evidence (a lying service)."""
+    current = server.certificates.current
+    server.certificates.current = dataclasses.replace(current, gpu_evidence=evidence)
+    try:
+        yield
+    finally:
+        server.certificates.current = current
+
+
+async def test_gpu_evidence_missing_or_swapped_between_services_is_refused(
+    gpus: GpuService, running: Running
+) -> None:
+    """A service that serves another service's (genuine-looking) GPU evidence, or none, or a
+    fresh collection not bound to its certificate, is refused before any request."""
+    with_gpus = gpus.running.server
+    own = with_gpus.certificates.current.gpu_evidence  # type: ignore[union-attr]
+    provider = with_gpus.gpu_provider
+    assert isinstance(provider, SimulatedGpuProvider)
+    unbound = provider.simulator.evidence(bytes(32))  # same GPUs, another nonce
+    cases = [
+        (running, own, running.policy(gpu=GpuPolicy(required_count=2))),  # B serves A's GPUs
+        (gpus.running, (), gpus.running.policy(gpu=GpuPolicy())),  # A hides its GPUs
+        (gpus.running, own[::-1], gpus.running.policy(gpu=GpuPolicy())),  # reordered
+        (gpus.running, unbound, gpus.running.policy(gpu=GpuPolicy())),  # not for this cert
+    ]
+    for service, served, policy in cases:
+        verifier = service.verifier(policy, insecure_gpu_root_der=gpus.gpu_root_der)
+        with serving_gpu_evidence(service.server, served):
+            transport = AsyncRaTlsTransport(verifier)
+            async with httpx.AsyncClient(transport=transport, base_url=service.url) as client:
+                with pytest.raises(AttestationFailed) as info:
+                    await client.get("/v1/models/status")
+        assert info.value.reason in ("gpu_evidence_unbound", "gpu_evidence_missing")
+        if service is gpus.running:
+            assert info.value.reason == "gpu_evidence_unbound"
+
+
+async def test_report_gpu_evidence_not_bound_to_the_challenge_is_refused(
+    gpus: GpuService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Step 7 on the report: the certificate's GPUs verify, but the report's GPU evidence (the
+    fresh, challenge-bound one) is another nonce's: refused."""
+    server = gpus.running.server
+    issuer = server.certificates.issuer
+    provider = server.gpu_provider
+    assert isinstance(provider, SimulatedGpuProvider)
+    original = issuer.bind_gpus
+
+    async def stale(claims):  # type: ignore[no-untyped-def]
+        bound, _ = await original(claims)
+        return bound, provider.simulator.evidence(bytes(32))
+
+    monkeypatch.setattr(issuer, "bind_gpus", stale)
+    verifier = gpus.running.verifier(
+        gpu_policy(gpus, required_count=2), insecure_gpu_root_der=gpus.gpu_root_der
+    )
+    with pytest.raises(AttestationFailed) as info:
+        await attest_endpoint(verifier, gpus.running.url)
+    assert info.value.reason == "gpu_evidence_unbound"
+    assert info.value.stage == "report"

@@ -1,0 +1,91 @@
+"""`enclave serve --gpu simulated` as a user starts it (a subprocess), then `enclave verify`
+against it: the GPU evidence travels from the simulated GPUs through the service's report and
+RA-TLS certificate to the client, which shows the GPUs."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+TOKEN = "serve-gpu-token-6b1e0c2a9d7f4e53"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_enclave_serve_with_simulated_gpus_and_enclave_verify(tmp_path: Path) -> None:
+    port = _free_port()
+    (tmp_path / "models").mkdir()
+    env = {
+        **os.environ,
+        "LOAD_TOKEN": TOKEN,
+        "ENCLAVE_RUN_DIR": str(tmp_path / "run"),
+        "ENCLAVE_STATE_DIR": str(tmp_path / "state"),
+        "ENCLAVE_MODELS_DIR": str(tmp_path / "models"),
+        "ENCLAVE_ROOTHASH_DIR": str(tmp_path / "roothash"),
+        "ENCLAVE_SIMULATED_GPU_COUNT": "2",
+    }
+    command = [
+        sys.executable, "-m", "enclave", "serve", "--host", "127.0.0.1", "--port", str(port),
+        "--tee", "simulated", "--insecure-allow-simulated-tee",
+        "--gpu", "simulated", "--insecure-allow-simulated-gpu",
+        "--insecure-dev-engine",
+        "--engine-command", f"{sys.executable} -m model_manager.devengine",
+    ]  # fmt: skip
+    server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, server.communicate()[1].decode()[-2000:]
+            try:
+                if httpx.get(f"https://127.0.0.1:{port}/ready", verify=False).status_code:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the service did not start"
+            time.sleep(0.2)
+        gpus = httpx.get(f"https://127.0.0.1:{port}/v1/attestation/gpus", verify=False).json()
+        assert len(gpus["gpu_evidence"]) == 2
+        bundle = tmp_path / "run" / "simulated-tee"
+        verify = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "enclave",
+                "verify",
+                f"https://127.0.0.1:{port}",
+                "--collateral",
+                str(bundle / "collateral.json"),
+                "--root-ca",
+                str(bundle / "root_ca.pem"),
+                "--gpu-root-ca",
+                str(tmp_path / "run" / "simulated-gpu" / "root_ca.pem"),
+                "--insecure-simulated-root",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        document = json.loads(verify.stdout)
+        assert [gpu["architecture"] for gpu in document["facts"]["gpus"]] == ["hopper", "hopper"]
+    finally:
+        server.terminate()
+        _, stderr = server.communicate(timeout=60)
+    assert b"SIMULATED GPU" in stderr
+    assert b"Traceback" not in stderr
