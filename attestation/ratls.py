@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Final, Literal, Protocol, runtime_checkable
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -253,6 +254,8 @@ def parse_certificate(data: bytes, *, lenient_der: bool = False) -> CertificateE
             if isinstance(ext.value, x509.UnrecognizedExtension)
         }
         parser: Literal["cryptography", "der-fallback"] = "cryptography"
+    except UnsupportedAlgorithm as exc:  # a key type cryptography cannot load (fuzzing found it)
+        raise CertificateError("the certificate's public key algorithm is not supported") from exc
     except (ValueError, x509.DuplicateExtension, x509.UnsupportedGeneralNameType) as exc:
         if not lenient_der:
             raise CertificateError(

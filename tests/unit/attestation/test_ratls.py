@@ -208,3 +208,15 @@ def test_every_truncation_of_a_reference_certificate_fails_cleanly() -> None:
     for cut in range(0, len(der) - 1, 97):
         with pytest.raises((CertificateError, EvidenceError)):
             parse_certificate(der[:cut], lenient_der=True)
+
+
+async def test_an_unknown_public_key_curve_is_a_certificate_error() -> None:
+    """Found by tests/fuzz: a certificate whose SPKI names a curve cryptography does not know
+    made ``public_key()`` raise UnsupportedAlgorithm, which escaped the parser (a hostile
+    server could turn a clean AttestationFailed into an unexpected exception)."""
+    issued = await RaTlsIssuer(RecordingProvider()).issue()
+    prime256v1 = bytes.fromhex("2a8648ce3d030107")
+    assert issued.certificate_der.count(prime256v1) == 1
+    unknown = issued.certificate_der.replace(prime256v1, bytes.fromhex("2a86487f3d030107"))
+    with pytest.raises(CertificateError, match="not supported"):
+        parse_certificate(unknown)
