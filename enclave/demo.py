@@ -13,6 +13,7 @@ shuts everything down.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import secrets
 import sys
@@ -24,8 +25,11 @@ from pathlib import Path
 from typing import TextIO
 
 import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from attestation.collateral import OfflineCollateral
+from attestation.gpu import GpuPolicy
 from attestation.policy import pinned_policy
 from enclave.client import AsyncOhttpTransport, AsyncRaTlsTransport, Verifier, attest_endpoint
 from enclave.client._endpoint import VerifiedEndpoint
@@ -110,6 +114,11 @@ def _describe(say: _Printer, endpoint: VerifiedEndpoint) -> None:
     else:
         say(f"    model           {endpoint.model.name}, {endpoint.model.digest_kind}")
         say(f"    model digest    {endpoint.model.digest.hex()}")
+    for index, gpu in enumerate(endpoint.gpus):
+        say(
+            f"    GPU {index}           {gpu.architecture}, driver {gpu.driver_version}, VBIOS "
+            f"{gpu.vbios_version}, CC {gpu.cc_mode}, {len(gpu.measurements)} measurements"
+        )
 
 
 def _prepare(root: Path, load_token: str) -> EnclaveSettings:
@@ -122,6 +131,8 @@ def _prepare(root: Path, load_token: str) -> EnclaveSettings:
         load_token=load_token,
         engine_flags=("--dev-load-seconds", "2", "--dev-tokens-per-second", "40"),
         log_level="WARNING",
+        gpu="simulated",
+        insecure_allow_simulated_gpu=True,
     )
 
 
@@ -180,19 +191,27 @@ async def _client_side(server: EnclaveServer, token: str, say: _Printer) -> None
     bundle = simulated.bundle_dir
     # The demo started this simulated TD, so it knows the measurements to pin; a real client
     # gets them from `enclave verify URL --save-policy` or deploy/image/measure.py.
-    policy = pinned_policy(
-        simulated.simulator.measurements.registers(),
-        note="the demo's simulated TD (its measurements are the simulator's defaults)",
+    policy = dataclasses.replace(
+        pinned_policy(
+            simulated.simulator.measurements.registers(),
+            note="the demo's simulated TD (its measurements are the simulator's defaults)",
+        ),
+        gpu=GpuPolicy(required_count=1),
     )
+    gpu_root = bundle.parent / "simulated-gpu" / "root_ca.pem"
     verifier = Verifier(
         OfflineCollateral(bundle / "collateral.json"),
         policy=policy,
         insecure_root_ca_der=(bundle / "root_ca.der").read_bytes(),
+        insecure_gpu_root_der=x509.load_pem_x509_certificate(gpu_root.read_bytes()).public_bytes(
+            serialization.Encoding.DER
+        ),
     )
 
     say.step(1, f"Verifying the service at {url}: RA-TLS certificate + fresh attestation report")
     say("    (real dcap-qvl, against the SIMULATED root in " + str(bundle) + ")")
-    say("    (policy: MRTD, RTMR0-3 and MRCONFIGID pinned to the simulated TD's values)")
+    say("    (policy: MRTD, RTMR0-3 and MRCONFIGID pinned to the simulated TD's values;")
+    say("     one GPU required, verified against the SIMULATED GPU root in " + str(gpu_root) + ")")
     endpoint = await attest_endpoint(verifier, url)
     _describe(say, endpoint)
 
@@ -240,6 +259,7 @@ async def run_demo(out: TextIO = sys.stdout) -> int:
     say("enclave demo: the service and a client on this machine")
     say("NOTE: SIMULATED TEE. Its quotes are signed by a simulated Intel-like root; they show the")
     say("      protocol working end to end and prove nothing about this machine.")
+    say("NOTE: SIMULATED GPU. Its attestation reports are signed by a simulated NVIDIA-like root.")
     token = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="enclave-demo-") as tmp:
         settings = _prepare(Path(tmp), token)

@@ -22,6 +22,8 @@ def test_enclave_demo_runs_end_to_end():
     out = result.stdout
     assert result.returncode == 0, result.stderr + out
     assert "SIMULATED TEE" in out
+    assert "SIMULATED GPU" in out
+    assert out.count("GPU 0           hopper, driver 550.90.07") == 2  # verified, bound, shown
     assert out.count("TCB status      UpToDate") == 2  # before and after the model load
     digests = re.findall(r"model digest    ([0-9a-f]{64})", out)
     assert len(digests) == 1
