@@ -1,11 +1,16 @@
-"""Hostile clients against the real service (uvicorn, RA-TLS, loopback), issue 12 points 4 and
-10: a flood of attestation reports through the OHTTP gateway leaves a directly connected client
-its fresh report; load-token guessing is limited per peer (also anonymously through the
-gateway) and overall; a load token too short to be a secret is refused at start. Each test
-runs its own service with small limits so that it stays short."""
+"""Hostile clients against the real service (uvicorn, RA-TLS, real sockets on loopback), issue
+12: a future-dated request replayed after the window (3); a flood of attestation reports through
+the OHTTP gateway leaves a directly connected client its fresh report (4); nested JSON, a
+padded nonce and an inner Expect: 100-continue are typed 400/417 answers (6, 7, 11);
+load-token guessing is limited per peer, also anonymously through the gateway, and overall,
+and a token too short to be a secret is refused at start (10); ``enclave serve`` under a
+non-UTC TZ accepts a current asctime Date (12). Each test runs its own service with small
+limits so that it stays short."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -25,6 +30,7 @@ from attestation.simulator import Simulator
 from attestation.verify import verify_evidence
 from enclave.local import local_settings, serve_locally
 from enclave.protocol import bhttp
+from enclave.protocol.ohttp import decode_key_configs
 from tests.integration.server.conftest import (
     Running,
     encapsulate,
@@ -184,3 +190,96 @@ def test_a_load_token_too_short_to_be_a_secret_is_refused_at_start(tmp_path: Pat
     assert "load token is too short to be a secret" in result.stderr
     assert weak not in result.stderr + result.stdout
     assert "Traceback" not in result.stderr
+
+
+async def test_a_future_dated_request_replayed_after_the_window_is_refused(serve: Serve) -> None:
+    """Point 3 over real sockets: dated 0.9 W ahead, replayed W + 1.5 s later."""
+    window = 2.0
+    async with serve(replay_window_seconds=window) as running:
+        config = (await key_configs(running))[0]
+        ahead = formatdate(time.time() + 0.9 * window, usegmt=True).encode()
+        request = bhttp.Request(
+            b"GET", b"https", b"enclave", b"/v1/models", ((b"date", ahead),), b""
+        )
+        body, decoder = encapsulate(config, request)
+        async with running.client() as client:
+            first = await post_ohttp(client, body, decoder)
+            assert first.status == 200
+            assert bhttp.decode_response(first.plaintext).status == 200
+            await asyncio.sleep(window + 1.5)  # past the old cache's memory, not the Date's
+            replay = await client.post(
+                "/.well-known/ohttp-gateway",
+                content=body,
+                headers={"content-type": "message/ohttp-chunked-req"},
+            )
+        assert replay.status_code == 400
+
+
+async def test_malformed_input_over_real_sockets_is_a_typed_400(serve: Serve) -> None:
+    """Points 6, 7 and 11 over real sockets: nested JSON on the inference and lifecycle routes,
+    a whitespace-padded nonce, and an inner Expect: 100-continue through the gateway."""
+    deep = b"[" * 2000 + b"]" * 2000
+    async with serve() as running:
+        async with direct(running) as client:
+            for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+                response = await client.post(
+                    path, content=deep, headers={"content-type": "application/json"}
+                )
+                assert response.status_code == 400, (path, response.text)
+                assert response.json()["error"]["code"] == "invalid_json"
+            response = await client.post(
+                "/v1/models/load",
+                content=deep,
+                headers={"content-type": "application/json", "authorization": f"Bearer {TOKEN}"},
+            )
+            assert response.status_code == 400
+            assert response.json()["error"]["code"] == "invalid_json"
+            response = await client.get("/v1/attestation/report", params={"nonce": "ab" + " " * 62})
+            assert response.status_code == 400
+            assert response.json()["error"]["code"] == "invalid_nonce"
+        expecting = inner(b"GET", "/v1/models", expect="100-continue")
+        refused = await through_gateway(running, expecting)
+        assert refused.status == 417
+        assert json.loads(refused.content)["error"]["code"] == "expectation_failed"
+
+
+async def test_enclave_serve_under_a_non_utc_tz_accepts_a_current_asctime_date(
+    tmp_path: Path,
+) -> None:
+    """Point 12 through ``enclave serve``: with TZ=America/New_York the asctime form of a
+    current Date was read as local time and refused as five hours away."""
+    (tmp_path / "models" / "tiny").mkdir(parents=True)
+    port = free_port()
+    command = serve_command(tmp_path, port, "--tee", "simulated", "--insecure-allow-simulated-tee")
+    env = {**os.environ, "TZ": "America/New_York", "LOAD_TOKEN": TOKEN}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        url = f"https://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, verify=False, timeout=30) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                assert process.poll() is None, "enclave serve exited"
+                assert time.monotonic() < deadline, "enclave serve did not listen"
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get("/health")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            config = decode_key_configs((await client.get("/.well-known/ohttp-keys")).content)[0]
+            now = time.gmtime()
+            asctime = time.strftime(f"%a %b {now.tm_mday:2d} %H:%M:%S %Y", now).encode()
+            request = bhttp.Request(
+                b"GET", b"https", b"enclave", b"/v1/models", ((b"date", asctime),), b""
+            )
+            body, decoder = encapsulate(config, request)
+            result = await post_ohttp(client, body, decoder)
+        assert result.status == 200
+        assert bhttp.decode_response(result.plaintext).status == 200
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
