@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, utils
+from cryptography.x509 import ocsp
 from cryptography.x509.oid import NameOID
 
 from attestation.gpu._certs import FWID_OIDS, Architecture
@@ -162,6 +163,7 @@ class GpuSimulator:
         self.cc_mode: CcMode = cc_mode
         self.ready = ready
         root_key = ec.generate_private_key(ec.SECP384R1())
+        self._root_key = root_key
         self._root = _issue(
             "SIMULATED NVIDIA Device Identity CA", root_key, None, root_key, ca=True, now=at
         )
@@ -200,6 +202,42 @@ class GpuSimulator:
         return b"".join(
             c.public_bytes(serialization.Encoding.PEM) for c in self._devices[index].chain
         )
+
+    def ocsp_responses(
+        self,
+        index: int,
+        *,
+        status: ocsp.OCSPCertStatus = ocsp.OCSPCertStatus.GOOD,
+        now: dt.datetime | None = None,
+        lifetime: dt.timedelta = dt.timedelta(days=1),
+    ) -> dict[str, bytes]:
+        """OCSP responses (signed by the simulated root) for the chain positions NVIDIA checks,
+        keyed by ``attestation.gpu.revocation.certificate_key``."""
+        from attestation.gpu.revocation import certificate_key, checked_positions
+
+        at = now or dt.datetime.now(dt.UTC)
+        chain = self._devices[index].chain
+        out = {}
+        for position in checked_positions(chain):
+            cert, issuer = chain[position], chain[position + 1]
+            revoked = status == ocsp.OCSPCertStatus.REVOKED
+            response = (
+                ocsp.OCSPResponseBuilder()
+                .add_response(
+                    cert,
+                    issuer,
+                    hashes.SHA384(),
+                    status,
+                    at - dt.timedelta(minutes=1),
+                    at + lifetime,
+                    at - dt.timedelta(hours=1) if revoked else None,
+                    x509.ReasonFlags.key_compromise if revoked else None,
+                )
+                .responder_id(ocsp.OCSPResponderEncoding.HASH, issuer)
+                .sign(self._root_key, hashes.SHA384())
+            )
+            out[certificate_key(cert)] = response.public_bytes(serialization.Encoding.DER)
+        return out
 
     def report(self, index: int, nonce: bytes) -> bytes:
         """GPU ``index``'s attestation report for ``nonce``, as NVML would return it."""

@@ -8,7 +8,10 @@ Per GPU (:func:`verify_gpu_report`, :func:`verify_gpu`), in this order; each fai
  3. the chain has a leaf and ends in the pinned NVIDIA root      gpu_chain_incomplete,
                                                                   gpu_root_untrusted
  4. every certificate is signed by the next, issuers are CAs,    gpu_chain_invalid,
-    all are valid now                                             gpu_cert_expired
+    all are valid now; with OCSP responses supplied, none of      gpu_cert_expired,
+    the device CAs is revoked (attestation.gpu.revocation)        gpu_revocation_unavailable,
+                                                                  gpu_ocsp_invalid,
+                                                                  gpu_cert_revoked
  5. the leaf's FWID extension is of the GPU's architecture,      gpu_fwid_missing,
     which the policy allows                                       gpu_architecture_mismatch,
                                                                   gpu_architecture_not_allowed
@@ -67,6 +70,7 @@ from attestation.gpu.policy import (
     driver_version_key,
     vbios_version_key,
 )
+from attestation.gpu.revocation import check_revocation
 
 __all__ = [
     "GPU_STEPS",
@@ -90,6 +94,9 @@ class GpuReason:
     ROOT_UNTRUSTED: Final = "gpu_root_untrusted"
     CHAIN_INVALID: Final = "gpu_chain_invalid"
     CERT_EXPIRED: Final = "gpu_cert_expired"
+    REVOCATION_UNAVAILABLE: Final = "gpu_revocation_unavailable"
+    OCSP_INVALID: Final = "gpu_ocsp_invalid"
+    CERT_REVOKED: Final = "gpu_cert_revoked"
     FWID_MISSING: Final = "gpu_fwid_missing"
     ARCHITECTURE_MISMATCH: Final = "gpu_architecture_mismatch"
     ARCHITECTURE_NOT_ALLOWED: Final = "gpu_architecture_not_allowed"
@@ -117,7 +124,16 @@ GPU_STEPS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         "chain ends in the pinned NVIDIA root",
         (GpuReason.CHAIN_INCOMPLETE, GpuReason.ROOT_UNTRUSTED),
     ),
-    ("chain signatures and validity", (GpuReason.CHAIN_INVALID, GpuReason.CERT_EXPIRED)),
+    (
+        "chain signatures, validity, revocation",
+        (
+            GpuReason.CHAIN_INVALID,
+            GpuReason.CERT_EXPIRED,
+            GpuReason.REVOCATION_UNAVAILABLE,
+            GpuReason.OCSP_INVALID,
+            GpuReason.CERT_REVOKED,
+        ),
+    ),
     (
         "architecture",
         (
@@ -168,6 +184,7 @@ def verify_gpu_report(
     now: datetime.datetime | None = None,
     insecure_root_der: bytes | None = None,
     passed: list[int] | None = None,
+    ocsp_responses: Mapping[str, bytes] | None = None,
 ) -> VerifiedGpu:
     """Steps 1-11 for one GPU. ``architecture=None`` takes it from the leaf's extension.
 
@@ -175,7 +192,8 @@ def verify_gpu_report(
     cannot run: the SPDM report does not carry the CC state. ``insecure_root_der`` replaces the
     pinned NVIDIA root (the simulated GPU's, in tests and demos) and warns on every call.
     ``passed``, when given, receives the number of each step as it passes (for step-by-step
-    output).
+    output). ``ocsp_responses`` (DER, keyed by ``revocation.certificate_key``) adds the
+    revocation check to step 4; ``None`` skips it.
     """
     at = now if now is not None else datetime.datetime.now(datetime.UTC)
     done = passed if passed is not None else []
@@ -196,6 +214,8 @@ def verify_gpu_report(
         done.append(3)
         # 4. Signatures, CA constraints, validity.
         check_links(certs, now=at)
+        if ocsp_responses is not None:
+            check_revocation(certs, ocsp_responses, now=at)
         done.append(4)
         leaf = certs[0]
     except GpuChainError as exc:

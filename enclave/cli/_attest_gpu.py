@@ -21,10 +21,19 @@ from attestation.gpu import (
     CcMode,
     GpuPolicy,
     VerifiedGpu,
+    parse_chain,
     parse_gpu_report,
     verify_gpu_report,
 )
 from attestation.gpu.providers import NvmlGpuProvider
+from attestation.gpu.revocation import (
+    NVIDIA_OCSP_URL,
+    CachedOcsp,
+    OcspSource,
+    OfflineOcsp,
+    certificate_key,
+    checked_positions,
+)
 from attestation.policy import load_policy
 from enclave.cli._attest import _emit, _InputError, _read, _read_root
 
@@ -68,6 +77,21 @@ def register_gpu(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     verify.add_argument("--min-vbios", metavar="VERSION", help="minimum VBIOS version")
     verify.add_argument("--now", type=int, metavar="UNIX", help="verification time")
     verify.add_argument("--root-ca", type=Path, metavar="FILE", help="root CA (DER or PEM)")
+    revocation = verify.add_mutually_exclusive_group()
+    revocation.add_argument(
+        "--ocsp-dir",
+        type=Path,
+        metavar="DIR",
+        help="check revocation with OCSP responses from DIR (<sha256 of cert DER>.ocsp)",
+    )
+    revocation.add_argument(
+        "--ocsp-url",
+        metavar="URL",
+        help=f"check revocation online (NVIDIA's responder: {NVIDIA_OCSP_URL})",
+    )
+    verify.add_argument(
+        "--ocsp-cache", type=Path, metavar="DIR", help="cache for --ocsp-url answers"
+    )
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.set_defaults(handler=_verify_gpu)
 
@@ -150,6 +174,33 @@ def _gpu_ready(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ocsp_responses(args: argparse.Namespace, chain: bytes) -> dict[str, bytes] | None:
+    source: OcspSource
+    if args.ocsp_dir is not None:
+        source = OfflineOcsp(args.ocsp_dir)
+    elif args.ocsp_url is not None:
+        source = CachedOcsp(args.ocsp_url, args.ocsp_cache)
+    else:
+        return None
+    try:
+        certs = parse_chain(chain)
+    except AttestationError:
+        return {}  # the chain steps report it
+    responses: dict[str, bytes] = {}
+
+    async def gather() -> None:
+        for position in checked_positions(certs):
+            try:
+                data = await source.response(certs[position], certs[position + 1])
+            except AttestationError as exc:
+                print(f"enclave attest verify-gpu: {exc}", file=sys.stderr)
+                continue
+            responses[certificate_key(certs[position])] = data
+
+    asyncio.run(gather())
+    return responses
+
+
 def _report_bytes(path: Path) -> bytes:
     data = _read(path, "report")
     match = _HEX_TEXT.fullmatch(data.strip())
@@ -207,6 +258,7 @@ def _verify_gpu(args: argparse.Namespace) -> int:
         chain = _read(args.cert_chain, "certificate chain")
         nonce = _nonce(args.nonce)
         root = _read_root(args.root_ca)
+        ocsp_responses = _ocsp_responses(args, chain)
         policy = DEFAULT_GPU_POLICY
         if args.min_driver is not None or args.min_vbios is not None:
             policy = GpuPolicy(min_driver_version=args.min_driver, min_vbios_version=args.min_vbios)
@@ -229,6 +281,7 @@ def _verify_gpu(args: argparse.Namespace) -> int:
             now=now,
             insecure_root_der=root,
             passed=passed,
+            ocsp_responses=ocsp_responses,
         )
     except VerificationError as exc:
         failure = exc

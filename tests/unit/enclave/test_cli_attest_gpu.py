@@ -96,3 +96,41 @@ def test_verify_gpu_bad_input_is_an_input_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert json.loads(result.stdout)["reason"] == "input_error"
     assert "Traceback" not in result.stderr
+
+
+def test_verify_gpu_with_ocsp_dir_checks_revocation(tmp_path: Path) -> None:
+    empty = tmp_path / "none"
+    empty.mkdir()
+    result = _run("--json", "--ocsp-dir", str(empty))
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert document["reason"] == "gpu_revocation_unavailable"
+    assert [s["step"] for s in document["steps"] if s["result"].startswith("FAIL")] == [4]
+
+
+def test_verify_gpu_simulated_with_good_and_revoked_ocsp(tmp_path: Path) -> None:
+    from cryptography.x509 import ocsp
+
+    from attestation.gpu.simulator import GpuSimulator
+
+    simulator = GpuSimulator()
+    (tmp_path / "report.txt").write_text(simulator.report(0, bytes.fromhex(NONCE)).hex())
+    (tmp_path / "chain.pem").write_bytes(simulator.chain_pem(0))
+    (tmp_path / "root.pem").write_bytes(simulator.root_pem)
+    for name, status in (("good", ocsp.OCSPCertStatus.GOOD), ("bad", ocsp.OCSPCertStatus.REVOKED)):
+        folder = tmp_path / name
+        folder.mkdir()
+        for key, data in simulator.ocsp_responses(0, status=status).items():
+            (folder / f"{key}.ocsp").write_bytes(data)
+    base = [
+        sys.executable, "-m", "enclave", "attest", "verify-gpu",
+        "--report", str(tmp_path / "report.txt"), "--cert-chain", str(tmp_path / "chain.pem"),
+        "--nonce", NONCE, "--root-ca", str(tmp_path / "root.pem"), "--json", "--ocsp-dir",
+    ]  # fmt: skip
+    good = subprocess.run(
+        [*base, str(tmp_path / "good")], capture_output=True, text=True, timeout=60
+    )
+    assert good.returncode == 0, good.stdout + good.stderr
+    bad = subprocess.run([*base, str(tmp_path / "bad")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout)["reason"] == "gpu_cert_revoked"
