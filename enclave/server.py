@@ -16,10 +16,7 @@ import contextlib
 import datetime
 import hashlib
 import logging
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +32,7 @@ from enclave import __version__
 from enclave.app import build_app
 from enclave.gateway import OhttpGateway, gateway_routes
 from enclave.metrics import ServiceMetrics
+from enclave.net import BodyGuard, BodyLimits, ConnectionLimits, GuardedServer
 from enclave.protocol.ohttp import KeyStore, generate_default_key_configs
 from enclave.report import RateLimiter, ReportSource, report_routes
 from enclave.service import Service
@@ -48,8 +46,6 @@ if TYPE_CHECKING:  # the simulator is not in production builds; imported only wh
     from attestation.simulator import Simulator
 
 logger = logging.getLogger(__name__)
-
-_HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class GatewayMetrics:
@@ -77,23 +73,6 @@ class SimulatedTee:
 
     simulator: Simulator
     bundle_dir: Path | None
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn re-raises a captured SIGTERM after its graceful shutdown, so the process would
-    die by the signal; the service's contract is: drain, stop the engine, exit 0."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        originals = {sig: signal.signal(sig, self.handle_exit) for sig in _HANDLED_SIGNALS}
-        try:
-            yield
-        finally:
-            for sig, handler in originals.items():
-                signal.signal(sig, handler)
 
 
 class EnclaveServer:
@@ -188,7 +167,7 @@ class EnclaveServer:
         operations.track_certificate(self._certificate_validity)
         operations.track_ohttp_keys(lambda: self._keys_generated)
         self._tasks: list[asyncio.Task[None]] = []
-        self.uvicorn: uvicorn.Server | None = None
+        self.uvicorn: GuardedServer | None = None
 
     def _write_simulated_bundle(self, simulator: Simulator) -> Path | None:
         directory = self.settings.model_manager.run_dir / "simulated-tee"
@@ -273,36 +252,53 @@ class EnclaveServer:
 
     def uvicorn_config(self) -> uvicorn.Config:
         settings = self.settings.service
+        body_limits = BodyLimits(
+            body_limit_bytes=settings.body_limit_bytes,
+            timeout_seconds=settings.body_timeout_seconds,
+            budget_bytes=settings.body_memory_budget_bytes,
+        )
         config = uvicorn.Config(
-            self.app,
+            BodyGuard(self.app, body_limits),
             host=settings.host,
             port=settings.port,
+            http="httptools",  # the protocol enclave.net adds its deadlines to
             lifespan="on",
             log_config=None,
             access_log=False,  # request lines carry paths and client addresses; metrics suffice
-            timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
             server_header=False,
         )
         config.load()
         config.ssl = self.certificates.ssl_context  # the live RA-TLS context, reissued in place
         return config
 
+    def connection_limits(self) -> ConnectionLimits:
+        settings = self.settings.service
+        return ConnectionLimits(
+            max_connections=settings.max_connections,
+            max_per_address=settings.max_connections_per_address,
+            handshake_timeout_seconds=settings.tls_handshake_timeout_seconds,
+            header_timeout_seconds=settings.header_timeout_seconds,
+            keep_alive_timeout_seconds=settings.keep_alive_timeout_seconds,
+            body_timeout_seconds=settings.body_timeout_seconds,
+        )
+
     @property
     def bound_port(self) -> int | None:
-        """The TCP port uvicorn listens on (useful with ``port=0``)."""
+        """The TCP port the service listens on (useful with ``port=0``)."""
         server = self.uvicorn
         if server is None or not server.started:
             return None
-        for listener in server.servers:
-            for sock in listener.sockets:
-                port: int = sock.getsockname()[1]
-                return port
-        return None
+        return server.bound_port
 
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`request_shutdown`); then drain and stop."""
         await self.start_background()
-        self.uvicorn = _Uvicorn(self.uvicorn_config())
+        self.uvicorn = GuardedServer(
+            self.uvicorn_config(),
+            limits=self.connection_limits(),
+            grace_seconds=self.settings.service.shutdown_grace_seconds,
+            on_grace_over=self.service.end_streams,
+        )
         try:
             await self.uvicorn.serve()
         finally:

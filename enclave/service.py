@@ -123,6 +123,11 @@ class Service:
         for client in clients:
             await client.aclose()
 
+    def end_streams(self) -> None:
+        """End every open stream now, as an unload would: each gets its error event (the
+        shutdown calls this when its grace is over; the engine is stopped next)."""
+        self._end_epochs(keep=None)
+
     # -- the engine ----------------------------------------------------------------------------
 
     def engine_client(self) -> EngineClientProtocol:

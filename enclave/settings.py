@@ -100,6 +100,19 @@ class ServiceSettings(BaseSettings):
     max_concurrent_streams: int = Field(default=_GATEWAY.max_concurrent_requests, ge=1, le=100_000)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
 
+    # Connections and request bodies: what an unauthenticated client can hold. A body must
+    # arrive whole within the body timeout before any work starts; the bodies of all requests
+    # in flight together stay under the budget. Connections are capped overall and per peer
+    # address (an IPv6 peer counts by its /64); a TLS handshake, the request head, and the
+    # idle time between two requests of a keep-alive connection each have a deadline.
+    body_timeout_seconds: float = Field(default=30.0, gt=0)
+    body_memory_budget_bytes: int = Field(default=256 * _MIB, ge=1024)
+    max_connections: int = Field(default=2048, ge=1)
+    max_connections_per_address: int = Field(default=256, ge=1)
+    tls_handshake_timeout_seconds: float = Field(default=10.0, gt=0)
+    header_timeout_seconds: float = Field(default=10.0, gt=0)
+    keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
+
     # Engine requests (the pooled client to vLLM). A read timeout bounds the silence between
     # two chunks of a response, not its total length.
     engine_connect_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -136,6 +149,10 @@ class ServiceSettings(BaseSettings):
             raise ValueError("ohttp_key_overlap_seconds must be below ohttp_key_rotation_seconds")
         if self.max_chunk_size > self.body_limit_bytes:
             raise ValueError("max_chunk_size may not exceed body_limit_bytes")
+        if self.body_memory_budget_bytes < self.body_limit_bytes:
+            raise ValueError("body_memory_budget_bytes may not be below body_limit_bytes")
+        if self.max_connections_per_address > self.max_connections:
+            raise ValueError("max_connections_per_address may not exceed max_connections")
         return self
 
 

@@ -71,6 +71,7 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "not_found": _e(404, "no such route"),
     "route_not_allowed": _e(404, "no such route through the gateway"),
     "method_not_allowed": _e(405, "method not allowed on this route"),
+    "body_timeout": _e(408, "the request body did not arrive in time"),
     "body_too_large": _e(413, "the request body is too large"),
     "unsupported_media_type": _e(415, "the body must be application/json"),
     "expectation_failed": _e(417, "Expect: 100-continue cannot be used through OHTTP"),
@@ -93,6 +94,8 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "model_unloaded": _e(503, "the model was unloaded"),
     # Capacity.
     "too_many_streams": _e(429, "too many concurrent requests; retry later"),
+    "overloaded": _e(503, "the service is busy; retry later"),
+    "service_stopping": _e(503, "the service is stopping"),
     "rate_limited": _e(429, "too many attestation reports; retry after Retry-After seconds"),
     "too_many_token_failures": _e(
         429, "too many failed token attempts; retry after Retry-After seconds"

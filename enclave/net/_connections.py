@@ -1,0 +1,350 @@
+"""Connections: how many a client may hold, and how long each phase of one may take.
+
+uvicorn bounds only the idle time of a keep-alive connection; a TLS handshake, the request
+head and a connection that never sends anything are unbounded there, and it counts no
+connections. So the service accepts connections itself (:class:`Listener`) and hands each one,
+once admitted and through its TLS handshake, to uvicorn's httptools protocol with deadlines
+added (:class:`GuardedHttpProtocol`):
+
+1. admission, before TLS: at most ``max_connections`` open connections, and at most
+   ``max_per_address`` from one peer address (an IPv6 peer counts by its /64, which one
+   subscriber usually holds whole); the excess is closed at once;
+2. the TLS handshake must end within ``handshake_timeout_seconds`` (this also bounds the TLS
+   closing handshake);
+3. a request head must be complete within ``header_timeout_seconds``: counted from the end of
+   the handshake for the first request, from its first byte for the next ones;
+4. between two requests a keep-alive connection may stay idle ``keep_alive_timeout_seconds``;
+5. a response sent before its request body ended (a 413 or 503 answered from the headers)
+   leaves the connection open to read the rest of that body, which is discarded and must end
+   within ``body_timeout_seconds``.
+
+A connection past a deadline is aborted; what was refused or timed out is logged at most once
+per period per reason, with a count, so a flood cannot flood the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import socket
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+__all__ = [
+    "ConnectionLimits",
+    "ConnectionTable",
+    "GuardedHttpProtocol",
+    "Listener",
+    "bind_sockets",
+    "peer_key",
+]
+
+logger = logging.getLogger(__name__)
+
+_LOG_PERIOD_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Named limits of the connection layer (settings: docs/operations.md, "Limits")."""
+
+    max_connections: int = 2048
+    max_per_address: int = 256
+    handshake_timeout_seconds: float = 10.0
+    header_timeout_seconds: float = 10.0
+    keep_alive_timeout_seconds: float = 5.0
+    body_timeout_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1 or self.max_per_address < 1:
+            raise ValueError("connection limits must be positive")
+        timeouts = (
+            self.handshake_timeout_seconds,
+            self.header_timeout_seconds,
+            self.keep_alive_timeout_seconds,
+            self.body_timeout_seconds,
+        )
+        if min(timeouts) <= 0:
+            raise ValueError("connection timeouts must be positive")
+
+
+def peer_key(host: str) -> str:
+    """The address a peer is counted by: IPv4 as is (also when IPv4-mapped), IPv6 by /64."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class _Throttled:
+    """Logs one line per reason at most every period, with the count since the last one."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._pending: Counter[str] = Counter()
+        self._last: dict[str, float] = {}
+
+    def __call__(self, reason: str) -> None:
+        self._pending[reason] += 1
+        now = time.monotonic()
+        if now - self._last.get(reason, -_LOG_PERIOD_SECONDS) >= _LOG_PERIOD_SECONDS:
+            logger.warning(
+                "%s: %s (%d since the last report)", self._what, reason, self._pending[reason]
+            )
+            self._last[reason] = now
+            self._pending[reason] = 0
+
+
+_refused = _Throttled("connection refused")
+_timed_out = _Throttled("connection closed")
+
+
+class ConnectionTable:
+    """Open connections, overall and per peer address."""
+
+    def __init__(self, limits: ConnectionLimits) -> None:
+        self._limits = limits
+        self._by_peer: Counter[str] = Counter()
+        self._open = 0
+
+    @property
+    def open(self) -> int:
+        return self._open
+
+    def from_peer(self, key: str) -> int:
+        return self._by_peer[key]
+
+    def admit(self, key: str) -> str | None:
+        """Count a new connection from ``key``; ``None``, or the reason it is refused."""
+        if self._open >= self._limits.max_connections:
+            return "max_connections"
+        if self._by_peer[key] >= self._limits.max_per_address:
+            return "max_connections_per_address"
+        self._open += 1
+        self._by_peer[key] += 1
+        return None
+
+    def release(self, key: str) -> None:
+        if self._by_peer[key] <= 0:
+            raise RuntimeError("release without a matching admit")
+        self._open -= 1
+        self._by_peer[key] -= 1
+        if not self._by_peer[key]:
+            del self._by_peer[key]
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with deadlines on the request head, the idle time between
+    requests and the rest of a body answered early; ``on_close`` runs once it has ended."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        *,
+        limits: ConnectionLimits,
+        on_close: Callable[[], None],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self._limits = limits
+        self._on_close = on_close
+        self._deadline: asyncio.TimerHandle | None = None
+        self._in_body = False
+
+    # deadlines
+
+    def _arm(self, seconds: float, phase: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expired, phase)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expired(self, phase: str) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            _timed_out(f"{phase}_timeout")
+            self.transport.abort()
+
+    def _between_requests(self) -> bool:
+        return not self._in_body and (self.cycle is None or self.cycle.response_complete)
+
+    # the protocol
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm(self._limits.header_timeout_seconds, "header")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        try:
+            super().connection_lost(exc)
+        finally:
+            self._on_close()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        # The first byte of a request head starts its deadline. uvicorn drops its idle timer
+        # on any byte, so bytes that begin no request (stray line ends) start one too.
+        if self._deadline is None and self._between_requests() and not self.transport.is_closing():
+            self._arm(self._limits.header_timeout_seconds, "header")
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        self._in_body = True
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._disarm()
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.timeout_keep_alive_task is not None:  # idle now: uvicorn's timer, our length
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self._limits.keep_alive_timeout_seconds, self.timeout_keep_alive_handler
+            )
+        if self._in_body and not self.transport.is_closing():
+            self._arm(self._limits.body_timeout_seconds, "body")
+
+
+ProtocolFactory = Callable[[Callable[[], None]], asyncio.Protocol]
+
+
+class Listener:
+    """Accepts on one listening socket: admission by the table, then TLS with a deadline,
+    then ``protocol_factory(on_close)``'s protocol. Quacks like ``asyncio.Server`` for
+    uvicorn's shutdown (``close``, ``wait_closed``, ``sockets``)."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        limits: ConnectionLimits,
+        table: ConnectionTable,
+        protocol_factory: ProtocolFactory,
+    ) -> None:
+        self._sock = sock
+        self._ssl = ssl_context
+        self._limits = limits
+        self._table = table
+        self._factory = protocol_factory
+        self._accepting: asyncio.Task[None] | None = None
+        self._handshakes: set[asyncio.Task[None]] = set()
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return (self._sock,)
+
+    def start(self) -> None:
+        self._accepting = asyncio.create_task(self._accept_loop())
+
+    def close(self) -> None:
+        """Stop accepting and abandon handshakes in progress; open connections stay."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+        for task in self._handshakes:
+            task.cancel()
+        self._sock.close()
+
+    async def wait_closed(self) -> None:
+        tasks = [*self._handshakes, *([self._accepting] if self._accepting else [])]
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, address = await loop.sock_accept(self._sock)
+            except OSError as exc:  # out of descriptors, or a peer gone before the accept
+                _refused(f"accept_failed:{type(exc).__name__}")
+                await asyncio.sleep(0.05)
+                continue
+            key = peer_key(str(address[0])) if isinstance(address, tuple) else "local"
+            reason = self._table.admit(key)
+            if reason is not None:
+                _refused(reason)
+                conn.close()
+                continue
+            task = asyncio.create_task(self._connect(conn, key))
+            self._handshakes.add(task)
+            task.add_done_callback(self._handshakes.discard)
+
+    async def _connect(self, conn: socket.socket, key: str) -> None:
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                self._table.release(key)
+
+        loop = asyncio.get_running_loop()
+        conn.setblocking(False)
+        tls: dict[str, Any] = {}
+        if self._ssl is not None:
+            timeout = self._limits.handshake_timeout_seconds
+            tls = {
+                "ssl": self._ssl,
+                "ssl_handshake_timeout": timeout,
+                "ssl_shutdown_timeout": timeout,
+            }
+        try:
+            await loop.connect_accepted_socket(lambda: self._factory(release), conn, **tls)
+        except asyncio.CancelledError:
+            release()
+            conn.close()
+            raise
+        except (OSError, ssl.SSLError, ValueError) as exc:  # handshake failed or timed out
+            release()
+            conn.close()
+            _timed_out(f"handshake_failed:{type(exc).__name__}")
+
+
+def bind_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
+    """Listening sockets for ``host`` (every address it resolves to) and ``port``."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
