@@ -106,7 +106,7 @@ class ServiceSettings(BaseSettings):
     # address (an IPv6 peer counts by its /64); a TLS handshake, the request head, and the
     # idle time between two requests of a keep-alive connection each have a deadline.
     body_timeout_seconds: float = Field(default=30.0, gt=0)
-    body_memory_budget_bytes: int = Field(default=256 * _MIB, ge=1024)
+    body_memory_budget_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_connections: int = Field(default=2048, ge=1)
     max_connections_per_address: int = Field(default=256, ge=1)
     tls_handshake_timeout_seconds: float = Field(default=10.0, gt=0)
