@@ -1,11 +1,13 @@
 """In-process dispatch of a decapsulated Binary HTTP request into the service's own ASGI app.
 
-The inner app runs as a task whose ``send`` feeds a small bounded queue: it can run at most
-``queue_size`` messages ahead of the outer client, so a slow client slows the engine down
-instead of filling memory. :meth:`InnerExchange.body` hands over the next piece together with
-every piece already waiting behind it (those that queued while the gateway was busy sending),
-so they are sealed as one chunk instead of one each; it never waits for a piece that has not
-arrived. Closing the exchange cancels the task, which closes its upstream.
+The inner app runs as a task whose ``send`` feeds a small bounded queue until the gateway has
+the response head out: it can run at most ``queue_size`` messages ahead of the outer client,
+so a slow client slows the engine down instead of filling memory. :meth:`InnerExchange.body`
+hands over the next piece together with every piece already waiting behind it (sealed as one
+chunk instead of one each); it never waits for a piece that has not arrived. A streamed body
+then goes through :meth:`InnerExchange.stream_body`: the queued pieces first, then straight
+from the app's ``send`` to the sealing, which the app waits for (no buffer, no task switch
+per piece). Closing the exchange cancels the task, which closes its upstream.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import hashlib
 import hmac
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -109,6 +111,9 @@ class InnerExchange:
         self._ended = False
         self._draining = False
         self._deferred: BaseException | None = None
+        self._sink: Callable[[bytes], Awaitable[None]] | None = None
+        self._returned = asyncio.Event()
+        self._failure: BaseException | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -121,8 +126,30 @@ class InnerExchange:
         return {"type": "http.disconnect"}
 
     async def _send(self, message: Message) -> None:
-        if not self._draining:
+        if self._draining:
+            return
+        sink = self._sink
+        if sink is None:
             await self._queue.put(message)
+            return
+        await self._flush_queued(sink)
+        if message["type"] == "http.response.body":
+            if not message.get("more_body", False):
+                self._ended = True
+            if data := message.get("body", b""):
+                await sink(bytes(data))  # the app waits while the client side is busy
+
+    async def _flush_queued(self, sink: Callable[[bytes], Awaitable[None]]) -> None:
+        """Pieces that reached the queue after the switch to the sink (a ``put`` that was
+        waiting for room completes late): they go first, in order."""
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if isinstance(item, BaseException):
+                self._failure = item
+            elif item is None:
+                self._ended = True
+            elif data := self._take(item):
+                await sink(data)
 
     async def _run(self) -> None:
         try:
@@ -130,11 +157,14 @@ class InnerExchange:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # surfaced to the gateway, which knows what was sent already
-            if not self._draining:
+            self._failure = exc
+            if not self._draining and self._sink is None:
                 await self._queue.put(exc)
         else:
-            if not self._draining:
+            if not self._draining and self._sink is None:
                 await self._queue.put(None)
+        finally:
+            self._returned.set()
 
     async def _next(self) -> Message | None:
         if self._deferred is not None:
@@ -174,6 +204,26 @@ class InnerExchange:
             if data := self._take(item):
                 pieces.append(data)
         return first if len(pieces) == 1 else b"".join(pieces)
+
+    async def stream_body(self, sink: Callable[[bytes], Awaitable[None]]) -> None:
+        """Hand every body piece to ``sink`` in order until the app returns: first the pieces
+        already queued, then straight from the app's ``send``, which waits while ``sink`` is
+        busy (backpressure with no buffer between them, and no task switch per piece).
+        Raises what the app raised."""
+        while not self._queue.empty() or self._deferred is not None:
+            piece = await self.body()
+            if piece is None:
+                return
+            await sink(piece)
+        if self._ended:
+            return
+        # The queue is empty, so the app is not blocked in put(): from here its sends go to
+        # the sink directly (nothing runs between the check above and this switch).
+        self._sink = sink
+        await self._returned.wait()
+        await self._flush_queued(sink)
+        if self._failure is not None:
+            raise self._failure
 
     async def _next_piece(self) -> bytes | None:
         while not self._ended:

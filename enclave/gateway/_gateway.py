@@ -12,7 +12,8 @@
 5. dispatch into the service's own app in-process and encapsulate its response: whole for
    ``message/ohttp-req``; for ``message/ohttp-chunked-req`` as an indeterminate-length Binary
    HTTP response sealed piece by piece, each piece the app sends becoming one chunk, flushed
-   at once, ending with the ``final`` chunk. A failure after the head: an SSE body gets an
+   at once (pieces that waited while the client side was busy share one), ending with the
+   ``final`` chunk. A failure after the head: an SSE body gets an
    encrypted error event and then the final chunk; any other body ends without the final
    chunk, which the client reports as truncation. Never a silent, complete-looking cut.
 
@@ -351,9 +352,12 @@ class OhttpGateway:
             return
         headers = _inner_headers(start.headers)
         await emit(encoder.header + seal(stream.head(start.status, headers)))
+
+        async def sink(piece: bytes) -> None:
+            await emit(seal(stream.body(piece)))
+
         try:
-            while (piece := await exchange.body()) is not None:
-                await emit(seal(stream.body(piece)))
+            await exchange.stream_body(sink)
         except Exception as exc:
             self._observer.failure("inner_error")
             _log_failure("inner response failed mid-stream", exc)
