@@ -57,6 +57,8 @@ def confidential_headers(endpoint: VerifiedEndpoint) -> dict[str, str]:
         "X-Confidential-Verified": "true",
         "X-Confidential-Tcb": endpoint.tcb_status,
         "X-Confidential-Model-Digest": endpoint.model_digest_hex or "none",
+        # the insecure_* options the endpoint was verified under (insecure_any_measurement...)
+        "X-Confidential-Insecure": ",".join(endpoint.insecure) or "none",
     }
 
 

