@@ -7,14 +7,22 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from attestation.checks import Reason
-from enclave.client import AttestationFailed, averify_endpoint, verify_endpoint
+from attestation.simulator import SimulatedMeasurements
+from enclave.client import (
+    AttestationFailed,
+    OhttpTransport,
+    RaTlsTransport,
+    averify_endpoint,
+    verify_endpoint,
+)
 from enclave.client._document import _STEP_OF_REASON
 from enclave.client._endpoint import MAX_REPORT_BYTES
 from tests.integration.client import attacks
-from tests.integration.client.attacker import STARTED
+from tests.integration.client.attacker import STARTED, AttackerTd, running_attacker
 from tests.integration.client.attacks import ATTACKS, BEHAVIOURS, CANARY, pinned
 from tests.integration.client.conftest import Running, StaticCollateral
 
@@ -111,3 +119,25 @@ async def test_every_client_reason_code_has_an_attack() -> None:
     assert produced >= CLIENT_REASONS, CLIENT_REASONS - produced
     # The verification document places every code at a step.
     assert (CLIENT_REASONS | Reason.ALL) - {"not_tls"} <= set(_STEP_OF_REASON)
+
+
+async def test_the_sync_transports_refuse_another_measurement_too(running: Running) -> None:
+    """The same attack through the sync RA-TLS and OHTTP transports (their own backend)."""
+    other = running.simulator.with_measurements(SimulatedMeasurements(mrtd=b"\x66" * 48))
+    async with running_attacker(AttackerTd(other)) as attacker:
+
+        def send(ohttp: bool) -> str:
+            verifier = attacks.verifier(running)
+            transport: httpx.BaseTransport = (
+                OhttpTransport(attacker.url, verifier) if ohttp else RaTlsTransport(verifier)
+            )
+            with httpx.Client(transport=transport, timeout=10) as client:
+                try:
+                    client.post(attacker.url + "/v1/models/load", headers={"X-Canary": CANARY})
+                except AttestationFailed as refused:
+                    return refused.reason
+            return "sent"
+
+        for ohttp in (False, True):
+            assert await asyncio.to_thread(send, ohttp) == "mrtd_not_allowed"
+        assert attacker.received == b""
