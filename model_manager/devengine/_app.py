@@ -58,7 +58,8 @@ class EngineState:
         if requested is None or requested in self.config.served_names:
             return self.config.served_names[0] if requested is None else requested
         raise RequestError(
-            f"The model `{requested}` does not exist.",
+            f"The model `{requested}` does not exist. "
+            f"Valid aliases: {', '.join(self.config.served_names)}.",
             status=404,
             err_type="NotFoundError",
             param="model",

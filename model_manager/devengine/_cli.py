@@ -66,7 +66,7 @@ def _report_dead(dead: tuple[int, int]) -> int:
     rank, code = dead
     return _fatal(
         "Engine core proc %s died unexpectedly (exit status %d), shutting down client.",
-        f"EngineCore_DP0 worker {rank}",
+        f"Worker {rank}",
         code,
     )
 

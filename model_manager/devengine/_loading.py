@@ -21,6 +21,7 @@ from model_manager.devengine._logs import (
     ENGINE_CORE,
     LOGGER_NAME,
     RAW_LOGGER_NAME,
+    WORKER,
     progress_line,
     vlog,
 )
@@ -37,7 +38,7 @@ __all__ = [
 ]
 
 #: The version announced in the log and by ``/version`` (a vLLM release + a local label).
-ENGINE_VERSION = "0.11.0+devengine"
+ENGINE_VERSION = "0.32.0+devengine"
 DEFAULT_MAX_MODEL_LEN = 8192
 SHARD_DESC = "Loading safetensors checkpoint shards"
 #: Share of the load time spent "reading shards"; the rest is engine initialisation.
@@ -98,16 +99,17 @@ def inspect_model(model_dir: Path, max_model_len: int | None) -> ModelInfo:
 
 
 def log_version(config: EngineConfig, info: ModelInfo, args: Mapping[str, object]) -> None:
-    vlog(logger, logging.INFO, "api_server.py:1839", "vLLM API server version %s", ENGINE_VERSION)
-    vlog(logger, logging.INFO, "utils.py:233", "non-default args: %s", dict(args))
-    vlog(logger, logging.WARNING, "api_server.py:1840", "This is the %s.", NOT_A_LANGUAGE_MODEL)
+    vlog(logger, logging.INFO, "api_utils.py:347", "version %s", ENGINE_VERSION)
+    vlog(logger, logging.INFO, "api_utils.py:286", "non-default args: %s", dict(args))
+    vlog(logger, logging.WARNING, "api_utils.py:290", "This is the %s.", NOT_A_LANGUAGE_MODEL)
     if info.architecture is not None:
-        vlog(logger, logging.INFO, "model.py:547", "Resolved architecture: %s", info.architecture)
-    vlog(logger, logging.INFO, "model.py:1510", "Using max model len %d", info.max_model_len)
+        vlog(logger, logging.INFO, "model.py:733", "Resolved architecture: %s", info.architecture)
+    vlog(logger, logging.INFO, "model.py:2152", "Using max model len %d", info.max_model_len)
 
 
 async def simulate_loading(config: EngineConfig, info: ModelInfo, core_pid: int | None) -> float:
-    """Print the engine's loading lines over the configured time; return seconds taken.
+    """Print the engine's loading lines (vLLM 0.32's GPU runner) over the configured time;
+    return seconds taken.
 
     With the start-failure switch, fail at once (before the first shard) with vLLM's messages,
     so a supervisor's fail-fast path is exercised rather than its timeout.
@@ -116,10 +118,13 @@ async def simulate_loading(config: EngineConfig, info: ModelInfo, core_pid: int 
     def core(level: int, source: str, message: str, *args: object) -> None:
         vlog(logger, level, source, message, *args, proc=ENGINE_CORE, pid=core_pid)
 
+    def worker(level: int, source: str, message: str, *args: object) -> None:
+        vlog(logger, level, source, message, *args, proc=WORKER, pid=core_pid)
+
     started = time.monotonic()
     core(
         logging.INFO,
-        "core.py:77",
+        "core.py:133",
         "Initializing a V1 LLM engine (v%s) with config: model=%r, served_model_name=%s, "
         "tensor_parallel_size=%d, dtype=%s, quantization=%s, max_seq_len=%d",
         ENGINE_VERSION,
@@ -130,72 +135,75 @@ async def simulate_loading(config: EngineConfig, info: ModelInfo, core_pid: int 
         config.quantization,
         info.max_model_len,
     )
-    core(logging.INFO, "gpu_model_runner.py:2602", "Starting to load model %s...", config.model_dir)
-    core(logging.INFO, "gpu_model_runner.py:2634", "Loading model from scratch...")
+    worker(
+        logging.INFO, "gpu_model_runner.py:5040", "Starting to load model %s...", config.model_dir
+    )
     per_shard = config.load_seconds * _WEIGHTS_SHARE / info.shards
     weights_started = time.monotonic()
     raw.info(progress_line(SHARD_DESC, 0, info.shards, 0.0))
     if config.fail_at_start:
-        _fail(core)
+        _fail(worker, core)
     for done in range(1, info.shards + 1):
         await asyncio.sleep(per_shard)
         raw.info(progress_line(SHARD_DESC, done, info.shards, time.monotonic() - weights_started))
-    raw.info(
-        progress_line(SHARD_DESC, info.shards, info.shards, time.monotonic() - weights_started)
-    )
     weights = time.monotonic() - weights_started
-    core(logging.INFO, "default_loader.py:267", "Loading weights took %.2f seconds", weights)
-    core(
+    worker(logging.INFO, "default_loader.py:502", "Loading weights took %.2f seconds", weights)
+    worker(
         logging.INFO,
-        "gpu_model_runner.py:2653",
-        "Model loading took %.4f GiB and %.6f seconds",
+        "gpu_model_runner.py:5150",
+        "Model loading took %.2f GiB memory and %.6f seconds",
         info.weight_bytes / _GIB,
         time.monotonic() - started,
     )
     rest = config.load_seconds * (1 - _WEIGHTS_SHARE)
     await asyncio.sleep(rest / 2)
     kv_gib = max(0.0, 80.0 * config.gpu_memory_utilization - info.weight_bytes / _GIB)
-    core(logging.INFO, "gpu_worker.py:298", "Available KV cache memory: %.2f GiB", kv_gib)
+    worker(logging.INFO, "gpu_worker.py:760", "Available KV cache memory: %.2f GiB", kv_gib)
+    core(
+        logging.INFO,
+        "kv_cache_utils.py:2328",
+        "GPU KV cache size: %s tokens, Maximum concurrency for %s tokens per request: %.2fx",
+        f"{int(kv_gib * 8192):,}",
+        f"{info.max_model_len:,}",
+        kv_gib * 8192 / info.max_model_len,
+    )
     await asyncio.sleep(rest / 2)
     took = time.monotonic() - started
     core(
         logging.INFO,
-        "core.py:210",
-        "init engine (profile, create kv cache, warmup model) took %.2f seconds",
+        "core.py:403",
+        "init engine (profile, create kv cache, warmup model) took %.2f s",
         took,
     )
     return took
 
 
-def _fail(core: Callable[..., None]) -> NoReturn:
-    core(logging.ERROR, "core.py:708", "EngineCore failed to start.")
+def _fail(worker: Callable[..., None], core: Callable[..., None]) -> NoReturn:
+    """vLLM 0.32's lines for a worker that fails while loading (load-refused-bad-weights.log):
+    the worker's traceback, EngineCore's, then the API server's generic one."""
+    reason = "RuntimeError: development engine: start failure requested by --dev-fail-at-start"
+    worker(logging.ERROR, "multiproc_executor.py:953", "WorkerProc failed to start.")
+    worker(logging.ERROR, "multiproc_executor.py:953", "Traceback (most recent call last):")
+    worker(logging.ERROR, "multiproc_executor.py:953", "%s", reason)
+    core(logging.ERROR, "core.py:1510", "EngineCore failed to start.")
     core(
         logging.ERROR,
-        "core.py:708",
-        "Traceback (most recent call last):\n"
-        "RuntimeError: development engine: start failure requested by --dev-fail-at-start",
+        "core.py:1510",
+        "Exception: WorkerProc initialization failed due to an exception in a background "
+        "process. See stack trace for root cause.",
     )
-    vlog(
-        logger,
-        logging.ERROR,
-        "api_server.py:1921",
+    raw.error("Traceback (most recent call last):")
+    raw.error(
         "RuntimeError: Engine core initialization failed. See root cause above. "
-        "Failed core proc(s): {'%s': 1}",
-        ENGINE_CORE,
+        "Failed core proc(s): {}"
     )
     raise EngineStartError("start failure requested by --dev-fail-at-start")
 
 
 def log_routes(config: EngineConfig, routes: Sequence[tuple[str, str]]) -> None:
-    """``Supported_tasks``, ``Starting vLLM API server 0 on ...`` and the route list."""
-    vlog(logger, logging.INFO, "api_server.py:1637", "Supported_tasks: %s", ["generate", "embed"])
-    vlog(
-        logger,
-        logging.INFO,
-        "api_server.py:1915",
-        "Starting vLLM API server 0 on %s",
-        config.listen_address,
-    )
-    vlog(logger, logging.INFO, "launcher.py:34", "Available routes are:")
+    """``Supported tasks``, ``Starting vLLM server on ...`` and the route list."""
+    vlog(logger, logging.INFO, "entry.py:136", "Supported tasks: %s", ["generate", "embed"])
+    vlog(logger, logging.INFO, "entry.py:140", "Starting vLLM server on %s", config.listen_address)
+    vlog(logger, logging.INFO, "launcher.py:186", "Available routes are:")
     for path, methods in routes:
-        vlog(logger, logging.INFO, "launcher.py:42", "Route: %s, Methods: %s", path, methods)
+        vlog(logger, logging.INFO, "launcher.py:195", "Route: %s, Methods: %s", path, methods)

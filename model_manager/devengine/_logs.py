@@ -1,9 +1,9 @@
 """Log lines in vLLM's formats, written to stderr.
 
-vLLM's own lines look like ``(APIServer pid=7) INFO 01-23 15:48:47 [api_server.py:1842] ...``;
-uvicorn's like ``(APIServer pid=7) INFO:     Application startup complete.``; tqdm bars are
-written bare. The ``[file:line]`` tags name the vLLM module that prints the line; their line
-numbers are indicative only.
+As vLLM 0.32 prints them (tests/vectors/vllm/load-cpu.log): its own lines look like
+``(APIServer pid=7) INFO 12-03 10:20:34 [entry.py:140] ...`` (``EngineCore`` and ``Worker``
+for the other processes); uvicorn's are bare, ``INFO:     Application startup complete.``;
+tqdm bars are bare. The ``[file:line]`` tags name the vLLM 0.32 module that prints the line.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ __all__ = [
     "ENGINE_CORE",
     "LOGGER_NAME",
     "RAW_LOGGER_NAME",
+    "WORKER",
     "configure_logging",
     "progress_line",
     "vlog",
@@ -28,7 +29,8 @@ LOGGER_NAME = "model_manager.devengine"
 RAW_LOGGER_NAME = "model_manager.devengine.raw"
 ACCESS_LOGGER_NAME = "model_manager.devengine.access"
 API_SERVER = "APIServer"
-ENGINE_CORE = "EngineCore_DP0"
+ENGINE_CORE = "EngineCore"
+WORKER = "Worker"
 _DATE_FORMAT = "%m-%d %H:%M:%S"
 
 
@@ -45,11 +47,11 @@ class _VllmFormatter(logging.Formatter):
 
 
 class _UvicornFormatter(logging.Formatter):
-    """uvicorn's ``%(levelprefix)s %(message)s`` with vLLM's process prefix."""
+    """uvicorn's ``%(levelprefix)s %(message)s`` (vLLM 0.32 leaves these lines bare)."""
 
     def format(self, record: logging.LogRecord) -> str:
         prefix = (record.levelname + ":").ljust(9)
-        return f"({API_SERVER} pid={os.getpid()}) {prefix} {record.getMessage()}"
+        return f"{prefix} {record.getMessage()}"
 
 
 def _handler(stream: TextIO, formatter: logging.Formatter) -> logging.Handler:

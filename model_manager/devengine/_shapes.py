@@ -1,7 +1,12 @@
-"""JSON documents in vLLM 0.11's shapes (key order and null fields included), no I/O.
+"""JSON documents in vLLM 0.32's shapes (key order and null fields included), no I/O.
 
-Streamed chunks follow vLLM's ``model_dump_json(exclude_unset=True)``: only the fields vLLM
-sets appear. Non-streamed responses follow ``model_dump()``: every field, nulls included.
+Taken from real vLLM 0.32.0 output (tests/vectors/vllm, checked by
+tests/unit/model_manager/devengine/test_shapes.py). Streamed chunks follow vLLM's
+``model_dump_json(exclude_unset=True)``: only the fields vLLM sets appear: the first chat chunk
+adds ``prompt_token_ids`` and ``prompt_text``, later ones ``token_ids`` per choice, completion
+chunks ``stop_reason``, ``prompt_token_ids`` and ``token_ids``, and the last chunk of a stream
+(the usage chunk when there is one) ``system_fingerprint``. Non-streamed responses follow
+``model_dump()``: every field, nulls included.
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ import json
 from dataclasses import dataclass
 
 from model_manager.devengine._generate import Generation, ToolCallGeneration
+from model_manager.devengine._loading import ENGINE_VERSION
 
 __all__ = [
     "DONE",
+    "SYSTEM_FINGERPRINT",
     "ResponseContext",
     "chat_chunk",
     "chat_response",
@@ -26,6 +33,8 @@ __all__ = [
 ]
 
 DONE = b"data: [DONE]\n\n"
+#: vLLM's is ``vllm-<version>-<8 hex digits of its build>``.
+SYSTEM_FINGERPRINT = f"vllm-{ENGINE_VERSION}-00000000"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +61,7 @@ def usage(prompt_tokens: int, completion_tokens: int, *, details: bool) -> dict[
     }
     if details:
         document["prompt_tokens_details"] = None
+        document["completion_tokens_details"] = None
     return document
 
 
@@ -74,9 +84,13 @@ def chat_chunk(
     finish_reason: str | None = None,
     stop_reason: str | None = None,
     final: bool = False,
+    first: bool = False,
+    last: bool = False,
     completion_tokens: int | None = None,
 ) -> dict[str, object]:
-    """A ``chat.completion.chunk``; ``completion_tokens`` adds continuous usage stats."""
+    """A ``chat.completion.chunk``: ``first`` is the role chunk, ``final`` the one with the
+    finish reason, ``last`` the stream's last chunk; ``completion_tokens`` adds continuous
+    usage stats."""
     choice: dict[str, object] = {
         "index": 0,
         "delta": delta,
@@ -85,6 +99,8 @@ def chat_chunk(
     }
     if final:
         choice["stop_reason"] = stop_reason
+    if not first:
+        choice["token_ids"] = None
     chunk: dict[str, object] = {
         "id": ctx.request_id,
         "object": "chat.completion.chunk",
@@ -92,8 +108,13 @@ def chat_chunk(
         "model": ctx.model,
         "choices": [choice],
     }
+    if first:
+        chunk["prompt_token_ids"] = None
+        chunk["prompt_text"] = None
     if completion_tokens is not None:
         chunk["usage"] = usage(ctx.prompt_tokens, completion_tokens, details=False)
+    if last:
+        chunk["system_fingerprint"] = SYSTEM_FINGERPRINT
     return chunk
 
 
@@ -103,9 +124,10 @@ def completion_chunk(
     *,
     finish_reason: str | None = None,
     stop_reason: str | None = None,
+    last: bool = False,
     completion_tokens: int | None = None,
 ) -> dict[str, object]:
-    """A streamed ``text_completion`` chunk."""
+    """A streamed ``text_completion`` chunk (``last``: the stream's last chunk)."""
     chunk: dict[str, object] = {
         "id": ctx.request_id,
         "object": "text_completion",
@@ -118,11 +140,15 @@ def completion_chunk(
                 "logprobs": None,
                 "finish_reason": finish_reason,
                 "stop_reason": stop_reason,
+                "prompt_token_ids": None,
+                "token_ids": None,
             }
         ],
     }
     if completion_tokens is not None:
         chunk["usage"] = usage(ctx.prompt_tokens, completion_tokens, details=False)
+    if last:
+        chunk["system_fingerprint"] = SYSTEM_FINGERPRINT
     return chunk
 
 
@@ -135,20 +161,23 @@ def usage_chunk(ctx: ResponseContext, obj: str, completion_tokens: int) -> dict[
         "model": ctx.model,
         "choices": [],
         "usage": usage(ctx.prompt_tokens, completion_tokens, details=False),
+        "system_fingerprint": SYSTEM_FINGERPRINT,
     }
 
 
 def _message(content: str | None, tool_calls: list[dict[str, object]]) -> dict[str, object]:
-    return {
+    message: dict[str, object] = {
         "role": "assistant",
         "content": content,
         "refusal": None,
         "annotations": None,
         "audio": None,
         "function_call": None,
-        "tool_calls": tool_calls,
-        "reasoning_content": None,
     }
+    if tool_calls:  # vLLM 0.32 leaves an empty list out
+        message["tool_calls"] = tool_calls
+    message["reasoning"] = None
+    return message
 
 
 def chat_response(
@@ -177,6 +206,7 @@ def chat_response(
         "finish_reason": outcome.finish_reason,
         "stop_reason": stop_reason,
         "token_ids": None,
+        "routed_experts": None,
     }
     return {
         "id": ctx.request_id,
@@ -185,11 +215,14 @@ def chat_response(
         "model": ctx.model,
         "choices": [choice],
         "service_tier": None,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "usage": usage(ctx.prompt_tokens, outcome.completion_tokens, details=True),
         "prompt_logprobs": None,
         "prompt_token_ids": None,
+        "prompt_text": None,
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }
 
 
@@ -204,6 +237,7 @@ def completion_response(ctx: ResponseContext, outcome: Generation) -> dict[str, 
         "token_ids": None,
         "prompt_logprobs": None,
         "prompt_token_ids": None,
+        "routed_experts": None,
     }
     return {
         "id": ctx.request_id,
@@ -212,7 +246,9 @@ def completion_response(ctx: ResponseContext, outcome: Generation) -> dict[str, 
         "model": ctx.model,
         "choices": [choice],
         "service_tier": None,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "usage": usage(ctx.prompt_tokens, outcome.completion_tokens, details=True),
         "kv_transfer_params": None,
+        "ec_transfer_params": None,
+        "metrics": None,
     }

@@ -50,7 +50,7 @@ def chat_events(
     tool_call_id: str | None = None,
 ) -> list[Event]:
     role = chat_chunk(
-        ctx, {"role": "assistant", "content": ""}, completion_tokens=_count(options, 0)
+        ctx, {"role": "assistant", "content": ""}, first=True, completion_tokens=_count(options, 0)
     )
     events = [Event(sse(role))]
     if isinstance(outcome, ToolCallGeneration):
@@ -65,6 +65,7 @@ def chat_events(
                 finish_reason=outcome.finish_reason if final else None,
                 stop_reason=outcome.stop_reason if final else None,
                 final=final,
+                last=final and not options.include_usage,
                 completion_tokens=_count(options, index + 1),
             )
             events.append(Event(sse(chunk), paced=True))
@@ -98,6 +99,7 @@ def _tool_events(
             delta,
             finish_reason=outcome.finish_reason if final else None,
             final=final,
+            last=final and not options.include_usage,
             completion_tokens=_count(options, index + 1),
         )
         events.append(Event(sse(chunk), paced=True))
@@ -116,6 +118,7 @@ def completion_events(
             piece,
             finish_reason=outcome.finish_reason if final else None,
             stop_reason=outcome.stop_reason if final else None,
+            last=final and not options.include_usage,
             completion_tokens=_count(options, index + 1),
         )
         events.append(Event(sse(chunk), paced=True))

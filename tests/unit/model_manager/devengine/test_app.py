@@ -77,19 +77,7 @@ async def test_chat_non_streamed_is_vllm_shaped_and_deterministic(
 ) -> None:
     response = await engine.post("/v1/chat/completions", json=chat())
     document = response.json()
-    assert list(document) == [
-        "id",
-        "object",
-        "created",
-        "model",
-        "choices",
-        "service_tier",
-        "system_fingerprint",
-        "usage",
-        "prompt_logprobs",
-        "prompt_token_ids",
-        "kv_transfer_params",
-    ]
+    # Key order and null fields: test_shapes.py, against real vLLM's output.
     assert document["id"].startswith("chatcmpl-")
     assert document["object"] == "chat.completion"
     choice = document["choices"][0]
@@ -103,6 +91,7 @@ async def test_chat_non_streamed_is_vllm_shaped_and_deterministic(
         "total_tokens": 4 + len(tokens) + 1,
         "completion_tokens": len(tokens) + 1,
         "prompt_tokens_details": None,
+        "completion_tokens_details": None,
     }
 
 
@@ -114,19 +103,8 @@ async def test_chat_stream_chunks_usage_and_done(engine: httpx.AsyncClient) -> N
     assert raw[-1] == "[DONE]"
     chunks = [json.loads(item) for item in raw[:-1]]
     first, *middle, last_token, usage = chunks
-    assert first["choices"] == [
-        {
-            "index": 0,
-            "delta": {"role": "assistant", "content": ""},
-            "logprobs": None,
-            "finish_reason": None,
-        }
-    ]
-    assert list(first) == ["id", "object", "created", "model", "choices"]
+    assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert all(c["object"] == "chat.completion.chunk" and c["id"] == first["id"] for c in chunks)
-    assert all(
-        list(c["choices"][0]) == ["index", "delta", "logprobs", "finish_reason"] for c in middle
-    )
     assert last_token["choices"][0]["finish_reason"] == "stop"
     assert "stop_reason" in last_token["choices"][0]
     text = "".join(c["choices"][0]["delta"]["content"] for c in [*middle, last_token])

@@ -13,6 +13,8 @@ from model_manager.devengine._config import build_parser, parse_config
 from model_manager.engine import engine_argv
 from model_manager.settings import ModelManagerSettings
 
+VECTORS = Path(__file__).resolve().parents[3] / "vectors" / "vllm"
+
 
 def test_help_says_plainly_it_is_not_a_language_model() -> None:
     done = subprocess.run(
@@ -78,3 +80,62 @@ def test_usage_errors_exit_2(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as info:
         parse_config(argv)
     assert info.value.code == 2
+
+
+def milestones(lines: list[str]) -> set[float]:
+    from model_manager._progress import ProgressParser
+
+    parser = ProgressParser()
+    return {parser.feed(line) for line in lines}
+
+
+def test_a_failed_start_prints_vllm_032s_lines_and_reason(tmp_path: Path) -> None:
+    """The failing start has real vLLM 0.32's shape (load-refused-bad-weights.log): the
+    service's reason rule picks the root cause, not the API server's generic wrapper."""
+    from model_manager._reason import failure_reason
+
+    model = tmp_path / "tiny"
+    model.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "model_manager.devengine", "serve", str(model),
+         "--port", "0", "--dev-fail-at-start"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    lines = done.stderr.splitlines()
+    assert any(
+        "(EngineCore pid=" in line and "EngineCore failed to start." in line for line in lines
+    )
+    assert failure_reason(lines) == (
+        "RuntimeError: development engine: start failure requested by --dev-fail-at-start"
+    )
+    recorded = VECTORS / "load-refused-bad-weights.log"
+    assert failure_reason(recorded.read_text().splitlines()).startswith("SafetensorError: ")
+
+
+def test_a_start_prints_vllm_032s_milestones(tmp_path: Path) -> None:
+    """Every progress milestone of real vLLM 0.32's CPU log (load-cpu.log) is printed by the
+    development engine too (which also prints the GPU runner's two lines)."""
+    model = tmp_path / "tiny"
+    model.mkdir()
+    (model / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "model_manager.devengine", "serve", str(model),
+         "--uds", str(tmp_path / "s.sock"), "--dev-load-seconds", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if "Application startup complete" in line or len(lines) > 200:
+                break
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
+    real = milestones((VECTORS / "load-cpu.log").read_text().splitlines())
+    assert real <= milestones(lines)
+    assert {0.74, 0.78} <= milestones(lines)  # "Model loading took", "Available KV cache"
