@@ -92,8 +92,6 @@ class ReportSource:
     status: Callable[[], ModelStatus]
     service_version: str
     observe_quote_seconds: Callable[[float], None] = lambda seconds: None
-    #: Called with ``"direct"`` or ``"relayed"`` for every report refused by the rate limit.
-    on_rate_limited: Callable[[str], None] = lambda kind: None
     #: Called once per request with its outcome (``enclave.metrics.REPORT_OUTCOMES``).
     on_outcome: Callable[[str], None] = lambda outcome: None
 
@@ -125,7 +123,6 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
         origin = request_origin(request.scope)
         wait = limiter.wait(origin)
         if wait:
-            source.on_rate_limited(origin.split(":", 1)[0])
             source.on_outcome("rate_limited")
             return error_response("rate_limited", headers={"Retry-After": str(int(wait))})
         certificate = source.certificates.current
