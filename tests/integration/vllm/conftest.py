@@ -31,7 +31,7 @@ from tests.integration.client.conftest import Running
 ROOT = Path(__file__).resolve().parents[3]
 VENV = Path(os.environ.get("ENCLAVE_VLLM_VENV", ROOT / ".venv-vllm"))
 VLLM = VENV / "bin" / "vllm"
-TOKEN = "vllm-integration-token-8c21"
+TOKEN = "vllm-integration-token-8c21-5e0a9f3b7d14"
 #: A start is 30-60 s on 2 cores; leave room for a loaded machine.
 START_WAIT = 240.0
 #: What the engine needs besides the service's own allow-list.
