@@ -5,14 +5,17 @@
 # model is loaded, and it is the only thing listening on the network (RA-TLS on 8443).
 #
 # Base image: pinned by tag AND by the multi-platform index digest. The digest was taken from
-# public records of the v0.28.0 tag; confirm it before a release with
-#     docker buildx imagetools inspect vllm/vllm-openai:v0.28.0
-# and bump both together (see docs/operations.md, "Container image").
+# public records of the v0.31.0 tag (the same value in several independent projects); confirm
+# it before a release with
+#     docker buildx imagetools inspect vllm/vllm-openai:v0.31.0
+# and bump both together (see docs/operations.md, "Container image"). The engine flags and the
+# log lines the service reads are those of vLLM 0.31 and 0.32 (docs/model-lifecycle.md,
+# "Known-good vLLM versions"); 0.32.0 is the release CI runs for real (CPU build).
 #
 # No secret is baked in: the load token, the push token and any Hugging Face token come from
 # the environment (or a mounted file) at run time. Models are mounted read-only at /models,
 # their dm-verity root hashes at /etc/enclave/roothash.
-ARG VLLM_IMAGE=vllm/vllm-openai:v0.28.0@sha256:61fc8a896b0a4fbbbdc063bc4b0dbc25ce98e02b5050c24aeb7830ac02039b14
+ARG VLLM_IMAGE=vllm/vllm-openai:v0.31.0@sha256:c1c9f6fd5c109ba7f0546a59f5b2f15fb87f64c77782e90a27b648b42a8e67c3
 
 # ---- build: a wheel of the project (no source tree in the final image)
 FROM ${VLLM_IMAGE} AS build
