@@ -51,7 +51,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, utils
 
-from attestation.errors import EvidenceError, VerificationError
+from attestation.errors import VerificationError
 from attestation.evidence import Claims
 from attestation.gpu._certs import (
     Architecture,
@@ -322,11 +322,6 @@ def verify_gpus(
         )
         for item in items
     )
-
-
-def decode_error(exc: EvidenceError) -> VerificationError:
-    """B1: served GPU evidence that does not decode."""
-    return VerificationError(GpuReason.EVIDENCE_MALFORMED, str(exc))
 
 
 def _chain(cert_chain: bytes | str | Sequence[bytes]) -> tuple[x509.Certificate, ...]:

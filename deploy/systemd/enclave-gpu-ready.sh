@@ -12,12 +12,15 @@
 #   ENCLAVE_GPU_POLICY        a policy file whose [gpu] table the GPUs must satisfy
 #                             (required_count, architectures, versions, measurements); empty:
 #                             any number of verified GPUs, at least one
+#   ENCLAVE_GPU_OCSP_URL      an OCSP responder (NVIDIA's: https://ocsp.ndis.nvidia.com/) to
+#                             check that no device CA is revoked; empty: not checked
 #   ENCLAVE_BIN               the enclave program (/opt/enclave/bin/enclave)
 set -euo pipefail
 
 required=${ENCLAVE_GPU_CC_REQUIRED:-1}
 enclave=${ENCLAVE_BIN:-/opt/enclave/bin/enclave}
 policy=${ENCLAVE_GPU_POLICY:-}
+ocsp=${ENCLAVE_GPU_OCSP_URL:-}
 
 fail() {
     if [[ $required == 1 ]]; then
@@ -31,6 +34,9 @@ fail() {
 args=(attest gpu-ready)
 if [[ -n $policy ]]; then
     args+=(--policy "$policy")
+fi
+if [[ -n $ocsp ]]; then
+    args+=(--ocsp-url "$ocsp")
 fi
 if ! "$enclave" "${args[@]}"; then
     fail "GPU attestation failed (reason above); the GPUs were not set ready"

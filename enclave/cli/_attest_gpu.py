@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import cast
 
+from cryptography import x509
+
 from attestation.errors import AttestationError, VerificationError
 from attestation.gpu import (
     DEFAULT_GPU_POLICY,
@@ -77,21 +79,7 @@ def register_gpu(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     verify.add_argument("--min-vbios", metavar="VERSION", help="minimum VBIOS version")
     verify.add_argument("--now", type=int, metavar="UNIX", help="verification time")
     verify.add_argument("--root-ca", type=Path, metavar="FILE", help="root CA (DER or PEM)")
-    revocation = verify.add_mutually_exclusive_group()
-    revocation.add_argument(
-        "--ocsp-dir",
-        type=Path,
-        metavar="DIR",
-        help="check revocation with OCSP responses from DIR (<sha256 of cert DER>.ocsp)",
-    )
-    revocation.add_argument(
-        "--ocsp-url",
-        metavar="URL",
-        help=f"check revocation online (NVIDIA's responder: {NVIDIA_OCSP_URL})",
-    )
-    verify.add_argument(
-        "--ocsp-cache", type=Path, metavar="DIR", help="cache for --ocsp-url answers"
-    )
+    _add_ocsp_arguments(verify)
     verify.add_argument("--json", action="store_true", help="print JSON")
     verify.set_defaults(handler=_verify_gpu)
 
@@ -107,6 +95,7 @@ def register_gpu(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ready.add_argument(
         "--no-set-ready", action="store_true", help="verify only; leave the ready state alone"
     )
+    _add_ocsp_arguments(ready)
     ready.set_defaults(handler=_gpu_ready)
 
 
@@ -127,8 +116,10 @@ async def gpu_gate(
     *,
     set_ready: bool = True,
     insecure_root_der: bytes | None = None,
+    ocsp: OcspSource | None = None,
 ) -> tuple[VerifiedGpu, ...]:
-    """Collect, verify every GPU (CC state included, readiness not yet), then set ready."""
+    """Collect, verify every GPU (CC state included, readiness not yet; with ``ocsp``, the
+    device CAs' revocation too), then set ready."""
     nonce = os.urandom(32)
     evidence = await provider.collect(nonce)
     if len(evidence) < max(policy.required_count, 1):
@@ -136,28 +127,81 @@ async def gpu_gate(
             "gpu_evidence_missing",
             f"{len(evidence)} GPU(s); the policy requires {max(policy.required_count, 1)}",
         )
-    verified = tuple(
-        verify_gpu_report(
-            item.report,
-            item.cert_chain,
-            nonce=nonce,
-            architecture=item.architecture,
-            policy=policy,
-            cc_mode=item.cc_mode,
-            ready=None,  # this gate is what sets it
-            insecure_root_der=insecure_root_der,
+    verified = []
+    for item in evidence:
+        responses = None
+        if ocsp is not None:
+            certs = tuple(x509.load_der_x509_certificate(der) for der in item.cert_chain)
+            responses = await _gather_ocsp(ocsp, certs)
+        verified.append(
+            verify_gpu_report(
+                item.report,
+                item.cert_chain,
+                nonce=nonce,
+                architecture=item.architecture,
+                policy=policy,
+                cc_mode=item.cc_mode,
+                ready=None,  # this gate is what sets it
+                insecure_root_der=insecure_root_der,
+                ocsp_responses=responses,
+            )
         )
-        for item in evidence
-    )
     if set_ready:
         await provider.set_ready()
-    return verified
+    return tuple(verified)
+
+
+async def _gather_ocsp(source: OcspSource, certs: tuple[x509.Certificate, ...]) -> dict[str, bytes]:
+    """The responses ``source`` has for the checked chain positions (a missing one is left
+    out, so the check reports it as ``gpu_revocation_unavailable``)."""
+    responses: dict[str, bytes] = {}
+    for position in checked_positions(certs):
+        try:
+            data = await source.response(certs[position], certs[position + 1])
+        except AttestationError as exc:
+            print(f"enclave attest: OCSP: {exc}", file=sys.stderr)
+            continue
+        responses[certificate_key(certs[position])] = data
+    return responses
+
+
+def _ocsp_source(args: argparse.Namespace) -> OcspSource | None:
+    if args.ocsp_dir is not None:
+        return OfflineOcsp(args.ocsp_dir)
+    if args.ocsp_url is not None:
+        return CachedOcsp(args.ocsp_url, args.ocsp_cache)
+    return None
+
+
+def _add_ocsp_arguments(parser: argparse.ArgumentParser) -> None:
+    revocation = parser.add_mutually_exclusive_group()
+    revocation.add_argument(
+        "--ocsp-dir",
+        type=Path,
+        metavar="DIR",
+        help="check revocation with OCSP responses from DIR (<sha256 of cert DER>.ocsp)",
+    )
+    revocation.add_argument(
+        "--ocsp-url",
+        metavar="URL",
+        help=f"check revocation online (NVIDIA's responder: {NVIDIA_OCSP_URL})",
+    )
+    parser.add_argument(
+        "--ocsp-cache", type=Path, metavar="DIR", help="cache for --ocsp-url answers"
+    )
 
 
 def _gpu_ready(args: argparse.Namespace) -> int:
     try:
         policy = DEFAULT_GPU_POLICY if args.policy is None else load_policy(args.policy).gpu
-        verified = asyncio.run(gpu_gate(NvmlGpuProvider(), policy, set_ready=not args.no_set_ready))
+        verified = asyncio.run(
+            gpu_gate(
+                NvmlGpuProvider(),
+                policy,
+                set_ready=not args.no_set_ready,
+                ocsp=_ocsp_source(args),
+            )
+        )
     except VerificationError as exc:
         print(f"enclave attest gpu-ready: GPU evidence refused: {exc}", file=sys.stderr)
         return 1
@@ -175,30 +219,14 @@ def _gpu_ready(args: argparse.Namespace) -> int:
 
 
 def _ocsp_responses(args: argparse.Namespace, chain: bytes) -> dict[str, bytes] | None:
-    source: OcspSource
-    if args.ocsp_dir is not None:
-        source = OfflineOcsp(args.ocsp_dir)
-    elif args.ocsp_url is not None:
-        source = CachedOcsp(args.ocsp_url, args.ocsp_cache)
-    else:
+    source = _ocsp_source(args)
+    if source is None:
         return None
     try:
         certs = parse_chain(chain)
     except AttestationError:
         return {}  # the chain steps report it
-    responses: dict[str, bytes] = {}
-
-    async def gather() -> None:
-        for position in checked_positions(certs):
-            try:
-                data = await source.response(certs[position], certs[position + 1])
-            except AttestationError as exc:
-                print(f"enclave attest verify-gpu: {exc}", file=sys.stderr)
-                continue
-            responses[certificate_key(certs[position])] = data
-
-    asyncio.run(gather())
-    return responses
+    return asyncio.run(_gather_ocsp(source, certs))
 
 
 def _report_bytes(path: Path) -> bytes:

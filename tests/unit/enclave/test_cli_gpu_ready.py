@@ -114,6 +114,38 @@ def test_script_runs_the_verifier_with_the_policy(tmp_path: Path) -> None:
     assert calls == "args: attest gpu-ready --policy /etc/enclave/policy.toml\n"
 
 
+def test_script_passes_the_ocsp_responder(tmp_path: Path) -> None:
+    result = _script(tmp_path, 0, ENCLAVE_GPU_OCSP_URL="https://ocsp.ndis.nvidia.com/")
+    assert result.returncode == 0, result.stderr
+    calls = (tmp_path / "calls").read_text()
+    assert calls == "args: attest gpu-ready --ocsp-url https://ocsp.ndis.nvidia.com/\n"
+
+
+async def test_gate_checks_revocation_when_given_responses(tmp_path: Path) -> None:
+    from cryptography.x509 import ocsp
+
+    from attestation.gpu.revocation import OfflineOcsp
+
+    simulator = GpuSimulator()
+    for name, status in (("good", ocsp.OCSPCertStatus.GOOD), ("bad", ocsp.OCSPCertStatus.REVOKED)):
+        (tmp_path / name).mkdir()
+        for key, data in simulator.ocsp_responses(0, status=status).items():
+            (tmp_path / name / f"{key}.ocsp").write_bytes(data)
+    library = _FakeLibrary(simulator)
+    provider = NvmlGpuProvider(nvml=library.module())
+    root = simulator.root_der
+    with pytest.raises(VerificationError) as info:
+        await gpu_gate(
+            provider, DEFAULT_GPU_POLICY, insecure_root_der=root, ocsp=OfflineOcsp(tmp_path / "bad")
+        )
+    assert info.value.reason == GpuReason.CERT_REVOKED
+    assert library.ready_set == []
+    await gpu_gate(
+        provider, DEFAULT_GPU_POLICY, insecure_root_der=root, ocsp=OfflineOcsp(tmp_path / "good")
+    )
+    assert library.ready_set == [1]
+
+
 def test_script_fails_closed_when_the_verifier_refuses(tmp_path: Path) -> None:
     result = _script(tmp_path, 1)
     assert result.returncode == 1
