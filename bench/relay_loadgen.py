@@ -228,6 +228,13 @@ async def run(hop: Hop, streams: int, tokens: int) -> dict[str, Any]:
     wall = time.perf_counter() - started
     good = [r for r in results if isinstance(r, StreamResult) and r.ok]
     failed = len(results) - len(good)
+    if failed:  # say why on stderr (the bench's own output stays a table)
+        reasons: dict[str, int] = {}
+        for r in results:
+            if not (isinstance(r, StreamResult) and r.ok):
+                name = type(r).__name__ if isinstance(r, BaseException) else "incomplete"
+                reasons[name] = reasons.get(name, 0) + 1
+        print(f"{hop.name}: {failed} streams failed: {reasons}", file=sys.stderr)
     if failed:  # a broken connection is not reused
         kept = [
             conn
