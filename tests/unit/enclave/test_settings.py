@@ -41,6 +41,12 @@ def test_defaults_name_every_limit() -> None:
     assert service.shutdown_grace_seconds == 30
     assert service.log_format == "text"
     assert service.emit_model_digest_extension is False
+    assert service.body_timeout_seconds == 30
+    assert service.body_memory_budget_bytes == 256 * 1024 * 1024
+    assert (service.max_connections, service.max_connections_per_address) == (2048, 256)
+    assert service.tls_handshake_timeout_seconds == 10
+    assert service.header_timeout_seconds == 10
+    assert service.keep_alive_timeout_seconds == 5
 
 
 def test_environment_is_read_with_the_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,6 +93,11 @@ def test_gateway_settings_are_derived() -> None:
         {"replay_window_seconds": 0},
         {"ohttp_key_overlap_seconds": 8 * 24 * 3600},
         {"vllm_port": 0},
+        {"body_memory_budget_bytes": 32 * 1024 * 1024 - 1},  # below one maximal body
+        {"max_connections": 10, "max_connections_per_address": 11},
+        {"header_timeout_seconds": 0},
+        {"body_timeout_seconds": 0},
+        {"shutdown_grace_seconds": -1},
     ],
 )
 def test_invalid_values_are_refused(overrides: dict[str, object]) -> None:
