@@ -24,6 +24,7 @@ REPORT_OUTCOMES: tuple[str, ...] = (
     "invalid_nonce",
     "not_attested",
     "quote_unavailable",
+    "gpu_evidence_unavailable",
 )
 #: How a model load ended.
 LOAD_OUTCOMES: tuple[str, ...] = ("ready", "error")

@@ -141,6 +141,7 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
             claims, gpus = await source.certificates.issuer.bind_gpus(claims)
         except AttestationError as exc:
             logger.error("attestation report: GPU evidence failed: %s", type(exc).__name__)
+            source.on_outcome("gpu_evidence_unavailable")
             return error_response("gpu_evidence_unavailable")
         claims_buffer = encode_claims(claims)
         started = time.perf_counter()

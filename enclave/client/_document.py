@@ -216,7 +216,8 @@ def _steps(
             "RA-TLS connection",
             f"TLS 1.3 to {url}; the certificate's own evidence, steps 4.1-4.11 without a nonce"
             + ("" if e is None else f" (quote SHA-256 {e.certificate_quote_sha256.hex()})"),
-            "the same policy and trust anchor; verified before any request byte is written",
+            "the same policy and trust anchor; verified before any request byte is written "
+            "(with its GPU evidence, step 7's checks, when it binds GPUs)",
             OK,
         ),
         Step(

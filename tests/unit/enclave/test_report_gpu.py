@@ -25,6 +25,7 @@ from enclave.tls import CertificateManager
 from model_manager.status import ModelStatus
 
 NONCE = bytes(range(32))
+OUTCOMES: list[str] = []
 STATUS = ModelStatus("idle", None, None, "", 0.0, 0.0, 0)
 
 
@@ -57,7 +58,9 @@ def build(sim: Simulator, gpu_provider: object) -> tuple[Starlette, CertificateM
         model=lambda: None,
         service_version="0.1.0",
     )
-    source = ReportSource(manager, provider, lambda: b"keys", lambda: STATUS, "0.1.0")
+    source = ReportSource(
+        manager, provider, lambda: b"keys", lambda: STATUS, "0.1.0", on_outcome=OUTCOMES.append
+    )
     return Starlette(routes=report_routes(source, RateLimiter(100, 1000))), manager
 
 
@@ -166,4 +169,5 @@ async def test_gpus_outside_cc_mode_make_the_report_unavailable(sim: Simulator, 
     response = await get(app, f"/v1/attestation/report?nonce={NONCE.hex()}")
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "gpu_evidence_unavailable"
+    assert OUTCOMES[-1] == "gpu_evidence_unavailable"
     assert "canary-7f3a" not in response.text  # the provider's message stays in the log
