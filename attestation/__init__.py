@@ -8,6 +8,8 @@ The most used names are re-exported here; the modules are the full surface:
 - ``attestation.collateral``, ``attestation.policy``, ``attestation.verify``: verification;
 - ``attestation.providers``: configfs-tsm, dstack and simulated quote providers;
 - ``attestation.eventlog``: dstack and CCEL event logs, RTMR replay;
+- ``attestation.gpu``: NVIDIA GPU evidence (SPDM reports, device chains, GPU policy, NVML and
+  simulated providers), bound into the claims (``gpus``);
 - ``attestation.simulator``: the DCAP-verifiable simulator (import it explicitly; its root is
   never trusted by default anywhere).
 
