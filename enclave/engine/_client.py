@@ -104,17 +104,25 @@ class EngineClient:
                 await self._slots.acquire()
         except TimeoutError as exc:
             raise EngineTimeoutError("no engine connection became free in time") from exc
-        connection: EngineConnection | None = None
-        try:
-            connection = await self._connection()
-            await connection.send(request, self.timeouts.write)
-            await connection.head(self.timeouts.read)
-        except BaseException:
-            if connection is not None:
-                self._discard(connection)
-            self._slots.release()
-            raise
-        return EngineResponse(self, connection)
+        retries = 1
+        while True:
+            connection: EngineConnection | None = None
+            reused = False
+            try:
+                connection, reused = await self._connection()
+                await connection.send(request, self.timeouts.write)
+                await connection.head(self.timeouts.read)
+            except BaseException as exc:
+                if connection is not None:
+                    self._discard(connection)
+                # A kept-alive connection the engine closed while it sat idle fails before a
+                # byte of answer; the request never ran, so it goes once more on a new one.
+                if retries and reused and _unanswered_failure(exc, connection):
+                    retries -= 1
+                    continue
+                self._slots.release()
+                raise
+            return EngineResponse(self, connection)
 
     def _request_bytes(self, path: str, body: bytes, headers: Iterable[tuple[str, str]]) -> bytes:
         lines = [b"POST ", path.encode("ascii"), b" HTTP/1.1\r\nhost: ", self._authority, b"\r\n"]
@@ -126,12 +134,13 @@ class EngineClient:
         lines += (b"content-length: ", str(len(body)).encode(), b"\r\n\r\n", body)
         return b"".join(lines)
 
-    async def _connection(self) -> EngineConnection:
+    async def _connection(self) -> tuple[EngineConnection, bool]:
+        """A connection for one request, and whether it was reused from the idle ones."""
         while self._idle:
             connection = self._idle.pop()
             if connection.alive:
                 connection.reset()
-                return connection
+                return connection, True
             self._open.discard(connection)
         loop = asyncio.get_running_loop()
         try:
@@ -149,7 +158,7 @@ class EngineClient:
         except OSError as exc:
             raise EngineError("the engine could not be reached") from exc
         self._open.add(protocol)
-        return protocol
+        return protocol, False
 
     def _release(self, connection: EngineConnection) -> None:
         self._slots.release()
@@ -171,3 +180,12 @@ class EngineClient:
         self._open.clear()
         with contextlib.suppress(Exception):
             await asyncio.sleep(0)
+
+
+def _unanswered_failure(exc: BaseException, connection: EngineConnection | None) -> bool:
+    return (
+        isinstance(exc, EngineError)
+        and not isinstance(exc, EngineTimeoutError)
+        and connection is not None
+        and not connection.answered
+    )

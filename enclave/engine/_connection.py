@@ -43,6 +43,7 @@ class EngineConnection(asyncio.Protocol):
         self._head_bytes = 0
         self._head_done = False
         self._complete = False
+        self._answered = False
         self._keep_alive = False
         self._buffer = bytearray()
         self._error: EngineError | None = None
@@ -61,6 +62,11 @@ class EngineConnection(asyncio.Protocol):
             and not self._transport.is_closing()
             and self._keep_alive
         )
+
+    @property
+    def answered(self) -> bool:
+        """Whether any byte of the current request's answer has arrived."""
+        return self._answered
 
     @property
     def alive(self) -> bool:
@@ -146,6 +152,7 @@ class EngineConnection(asyncio.Protocol):
             self._lost = True
             self.close()
             return
+        self._answered = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError:

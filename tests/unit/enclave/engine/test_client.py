@@ -261,3 +261,45 @@ async def test_an_unread_body_stops_the_engine_writing(serve) -> None:
     assert received == total
     await response.aclose()
     await client.aclose()
+
+
+async def test_a_kept_alive_connection_the_engine_closed_is_retried_once(serve) -> None:
+    """The engine answered one request with keep-alive, then closed the idle connection (as
+    uvicorn does after its keep-alive timeout) just as it was reused: the request goes again
+    on a new connection instead of failing."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        if server.connections == 1:
+            await reader.read(1)  # the next request's first byte: close without answering
+
+    server = await serve(script)
+    client = client_for(server)
+    for _ in range(2):
+        response = await client.post("/v1/embeddings", b"{}", [])
+        assert await response.read() == b"ok"
+        await response.aclose()
+    assert server.connections == 2
+    await client.aclose()
+
+
+async def test_a_connection_that_failed_after_answering_is_not_retried(serve) -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")  # half a head, then the connection goes
+        await writer.drain()
+
+    server = await serve(script)
+    client = client_for(server)
+    response = await client.post("/v1/embeddings", b"{}", [])
+    assert await response.read() == b"ok"
+    await response.aclose()
+    with pytest.raises(EngineError):
+        await client.post("/v1/embeddings", b"{}", [])
+    assert server.connections == 1
+    await client.aclose()
