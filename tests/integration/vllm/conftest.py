@@ -104,6 +104,7 @@ def models_dir(root: Path, tiny_model: Path) -> Path:
 def vllm_settings(root: Path, **overrides: Any) -> EnclaveSettings:
     values: dict[str, Any] = {
         "engine_command": (str(VLLM),),
+        "insecure_dev_engine": False,
         "engine_env_allowlist": tuple(ENGINE_ENV),
         "load_timeout_seconds": START_WAIT,
         "stop_grace_seconds": 10.0,
