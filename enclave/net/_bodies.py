@@ -129,7 +129,9 @@ class BodyGuard:
                 return
             except _GoneError:
                 return
-            await self.app(scope, _replay(body, receive), send)
+            replayed = _replay(body, receive)
+            del body  # the app holds it from here, and only as long as it needs it
+            await self.app(scope, replayed, send)
         finally:
             self.budget.give_back(taken)
 
