@@ -22,6 +22,7 @@ __all__ = [
     "check_not_debug",
     "check_pubkey_hash",
     "check_report_data",
+    "check_service_settings",
     "check_tdx",
 ]
 
@@ -53,6 +54,7 @@ class Reason:
     CLAIMS_INCOMPLETE: Final = "claims_incomplete"
     MODEL_MISSING: Final = "model_missing"
     MODEL_NOT_ALLOWED: Final = "model_not_allowed"
+    SERVICE_INSECURE: Final = "service_insecure"
 
     ALL: Final = frozenset(
         {
@@ -79,6 +81,7 @@ class Reason:
             "mrconfigid_not_allowed",
             "claims_incomplete",
             "model_missing",
+            "service_insecure",
             "model_not_allowed",
         }
     )
@@ -148,4 +151,16 @@ def check_model(
         raise VerificationError(
             Reason.MODEL_NOT_ALLOWED,
             f"model {model.name!r} digest {model.digest.hex()} is not allowed",
+        )
+
+
+def check_service_settings(claims: Claims, accepted: frozenset[str]) -> None:
+    """Every ``insecure_*`` setting the service declares (development engine, simulated TEE,
+    open lifecycle API) must be one the policy explicitly accepts; by default none is."""
+    refused = sorted(set(claims.insecure) - accepted)
+    if refused:
+        raise VerificationError(
+            Reason.SERVICE_INSECURE,
+            "the service runs with insecure settings the policy does not accept: "
+            + ", ".join(refused),
         )

@@ -11,6 +11,7 @@ Evidence (CCC "Interoperable RA-TLS", SGX/TDX evidence formats)::
                                               "digest": bstr },
                                  ? "service": { "version": tstr },
                                  ? "gpus": [* bstr],     ; SHA-256 of each GPU's evidence
+                                 ? "insecure": [* tstr], ; the service's insecure_* settings
                                  * tstr => any }                             ; tolerated
     quote.report_data = SHA-256(claims-buffer) || 32 zero bytes
 
@@ -67,8 +68,11 @@ _OHTTP_KEYS: Final = "ohttp-keys"
 _MODEL: Final = "model"
 _SERVICE: Final = "service"
 _GPUS: Final = "gpus"
-_KNOWN: Final = frozenset({_PUBKEY_HASH, _NONCE, _OHTTP_KEYS, _MODEL, _SERVICE, _GPUS})
+_INSECURE: Final = "insecure"
+_KNOWN: Final = frozenset({_PUBKEY_HASH, _NONCE, _OHTTP_KEYS, _MODEL, _SERVICE, _GPUS, _INSECURE})
 MAX_GPU_CLAIMS: Final = 16
+MAX_INSECURE_CLAIMS: Final = 16
+_MAX_INSECURE_NAME: Final = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +132,9 @@ class Claims:
     service_version: str | None = None
     extra: tuple[str, ...] = field(default=())
     gpus: tuple[bytes, ...] | None = None  # SHA-256 of each GPU's evidence (attestation.gpu)
+    #: The service's ``insecure_*`` settings in effect (e.g. ``insecure_dev_engine``: the
+    #: engine is the development engine, not a language model); empty in production.
+    insecure: tuple[str, ...] = ()
 
     def to_json_dict(self) -> dict[str, object]:
         """A JSON-friendly view (hex for bytes), for the CLI and the attestation report."""
@@ -147,6 +154,7 @@ class Claims:
             },
             "service": None if self.service_version is None else {"version": self.service_version},
             "gpus": None if self.gpus is None else [digest.hex() for digest in self.gpus],
+            "insecure": list(self.insecure),
             "extra": list(self.extra),
         }
 
@@ -179,6 +187,8 @@ def encode_claims(claims: Claims) -> bytes:
         if len(claims.gpus) > MAX_GPU_CLAIMS or any(len(d) != 32 for d in claims.gpus):
             raise EvidenceError(f"the gpus claim is at most {MAX_GPU_CLAIMS} SHA-256 digests")
         entries[_GPUS] = list(claims.gpus)
+    if claims.insecure:
+        entries[_INSECURE] = list(_check_insecure(claims.insecure))
     buffer: bytes = cbor2.dumps(_sorted_map(entries))
     return buffer
 
@@ -206,6 +216,7 @@ def decode_claims(buffer: bytes) -> Claims:
         model=_decode_model(entries.get(_MODEL)),
         service_version=_decode_service(entries.get(_SERVICE)),
         gpus=_decode_gpus(entries.get(_GPUS)),
+        insecure=_decode_insecure(entries.get(_INSECURE)),
         extra=tuple(sorted(k for k in entries if k not in _KNOWN)),
     )
 
@@ -253,6 +264,26 @@ def _decode_gpus(value: object) -> tuple[bytes, ...] | None:
     ):
         raise EvidenceError(f"claim 'gpus' must be an array of at most {MAX_GPU_CLAIMS} digests")
     return tuple(value)
+
+
+def _check_insecure(names: tuple[str, ...] | list[object]) -> tuple[str, ...]:
+    if not (
+        len(names) <= MAX_INSECURE_CLAIMS
+        and all(isinstance(n, str) and 0 < len(n) <= _MAX_INSECURE_NAME for n in names)
+    ):
+        raise EvidenceError(
+            f"claim 'insecure' must be at most {MAX_INSECURE_CLAIMS} names of 1 to "
+            f"{_MAX_INSECURE_NAME} characters"
+        )
+    return tuple(sorted(set(names)))  # type: ignore[arg-type]
+
+
+def _decode_insecure(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise EvidenceError("claim 'insecure' must be an array of text strings")
+    return _check_insecure(value)
 
 
 def report_data_for(claims_buffer: bytes) -> bytes:

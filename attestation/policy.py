@@ -15,6 +15,9 @@ and unknown keys are an error::
     require_enclave_claims = true                # our ohttp-keys and service claims
     insecure_any_measurement = false             # accept ANY measurements: development only
     insecure_allow_debug = false                 # accept debug TDs: NEVER in production
+    insecure_accept_service = []                 # accept a service declaring these insecure_*
+                                                 # settings (its "insecure" claim), e.g.
+                                                 # "insecure_dev_engine": development only
 
     [gpu]                                        # GPU expectations (attestation.gpu.policy)
     required_count = 8
@@ -106,6 +109,10 @@ class Policy:
     require_enclave_claims: bool = True
     insecure_allow_debug: bool = False
     insecure_any_measurement: bool = False
+    #: The service ``insecure_*`` settings (its ``insecure`` claim) this policy accepts; by
+    #: default none, so a service running the development engine or the simulated TEE fails
+    #: verification with ``service_insecure``.
+    insecure_accept_service: frozenset[str] = frozenset()
     note: str = ""
     gpu: GpuPolicy = DEFAULT_GPU_POLICY
 
@@ -153,7 +160,7 @@ class Policy:
     @property
     def insecure_options(self) -> tuple[str, ...]:
         """The ``insecure_*`` options this policy turns on (named in every result)."""
-        names = ("insecure_allow_debug", INSECURE_ANY_MEASUREMENT)
+        names = ("insecure_allow_debug", INSECURE_ANY_MEASUREMENT, "insecure_accept_service")
         found = tuple(name for name in names if getattr(self, name))
         return (
             (*found, "gpu.insecure_allow_devtools") if self.gpu.insecure_allow_devtools else found
@@ -334,6 +341,7 @@ _PARSERS: Final[dict[str, _Parser]] = {
     "note": _note,
     "allowed_tcb_statuses": _string_set,
     "allowed_advisory_ids": _string_set,
+    "insecure_accept_service": _string_set,
     **dict.fromkeys(MEASUREMENT_KEYS, _hex_set),
     "allowed_model_digests": _hex_set,
     **dict.fromkeys(

@@ -102,7 +102,10 @@ class RaTlsIssuer:
         include_model_digest_extension: bool = False,
         clock: Callable[[], datetime.datetime] = _utc_now,
         gpu_provider: GpuProvider | None = None,
+        insecure: tuple[str, ...] = (),
     ) -> None:
+        """``insecure``: the service's ``insecure_*`` settings in effect, bound into every
+        claims buffer (``insecure`` claim) so a verifier's policy can refuse them."""
         if lifetime <= datetime.timedelta(0):
             raise ValueError("certificate lifetime must be positive")
         if isinstance(quote_source, QuoteSource):
@@ -117,6 +120,7 @@ class RaTlsIssuer:
         self._model_extension = include_model_digest_extension
         self._clock = clock
         self._gpus = gpu_provider
+        self._insecure = tuple(sorted(set(insecure)))
 
     @property
     def gpu_provider(self) -> GpuProvider | None:
@@ -148,6 +152,7 @@ class RaTlsIssuer:
             ohttp_keys=None if ohttp_keys_body is None else ohttp_keys_digest(ohttp_keys_body),
             model=model,
             service_version=service_version,
+            insecure=self._insecure,
         )
 
     async def bind_gpus(self, claims: Claims) -> tuple[Claims, tuple[GpuEvidence, ...]]:

@@ -15,6 +15,7 @@ The steps, in the order of DESIGN.md ("Attestation evidence"); each failure rais
  9. the event log, when given, replays to the quote's RTMRs
 10. measurement policy: MRTD, RTMR0-3, MRCONFIGID allow-lists
 11. claims and model policy
+12. the service declares no insecure_* setting the policy does not accept (service_insecure)
 
 Only a returned :class:`VerifiedEvidence` means "verified"; there is no boolean result. It says
 whether the policy pinned the measurements (``measurements_pinned``) and names every
@@ -37,6 +38,7 @@ from attestation.checks import (
     check_not_debug,
     check_pubkey_hash,
     check_report_data,
+    check_service_settings,
     check_tdx,
 )
 from attestation.collateral import Collateral
@@ -155,6 +157,8 @@ def verify_evidence(
     # 11. Our claims, and model policy.
     check_enclave_claims(claims, required=policy.require_enclave_claims)
     check_model(claims.model, policy.allowed_model_digests, required=policy.require_model)
+    # 12. The service's own insecure_* settings (development engine, simulated TEE, ...).
+    check_service_settings(claims, policy.insecure_accept_service)
     return VerifiedEvidence(
         status=status,
         advisory_ids=advisories,
@@ -211,6 +215,9 @@ _INSECURE_MEANING = {
     INSECURE_ROOT_CA: "a root CA other than Intel's: the quote proves nothing about hardware",
     "insecure_allow_debug": "debug TDs accepted: the host can read their memory",
     "insecure_any_measurement": "measurements not checked: any TDX VM is trusted",
+    "insecure_accept_service": (
+        "a service declaring insecure settings (development engine, simulated TEE) is accepted"
+    ),
 }
 
 

@@ -246,6 +246,9 @@ async def _client_side(server: EnclaveServer, token: str, say: _Printer) -> None
             note="the demo's simulated TD (its measurements are the simulator's defaults)",
         ),
         gpu=GpuPolicy(required_count=1),
+        # The demo's service declares its development engine and simulated TEE in its claims;
+        # a policy refuses such a service unless it accepts them by name (INSECURE).
+        insecure_accept_service=frozenset(server.service.insecure),
     )
     gpu_root = bundle.parent / "simulated-gpu" / "root_ca.pem"
     verifier = Verifier(
@@ -260,7 +263,9 @@ async def _client_side(server: EnclaveServer, token: str, say: _Printer) -> None
     say.step(1, f"Verifying the service at {url}: RA-TLS certificate + fresh attestation report")
     say("    (real dcap-qvl, against the SIMULATED root in " + str(bundle) + ")")
     say("    (policy: MRTD, RTMR0-3 and MRCONFIGID pinned to the simulated TD's values;")
-    say("     one GPU required, verified against the SIMULATED GPU root in " + str(gpu_root) + ")")
+    say("     one GPU required, verified against the SIMULATED GPU root in " + str(gpu_root) + ";")
+    accepted = ", ".join(sorted(policy.insecure_accept_service))
+    say(f"     it accepts what the service declares about itself: {accepted})")
     endpoint = await attest_endpoint(verifier, url)
     _describe(say, endpoint)
 

@@ -123,6 +123,7 @@ class EnclaveServer:
                 lifetime=datetime.timedelta(seconds=service_settings.certificate_lifetime_seconds),
                 include_model_digest_extension=service_settings.emit_model_digest_extension,
                 gpu_provider=gpu_provider,
+                insecure=self.service.insecure,
             ),
             ohttp_keys=self.key_store.ohttp_keys,
             model=lambda: model_claim(self.service.manager.status()),

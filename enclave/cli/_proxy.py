@@ -164,6 +164,8 @@ def _run_argv(args: argparse.Namespace) -> list[str]:
         argv.append("--insecure-simulated-root")
     if args.insecure_any_measurement:
         argv.append("--insecure-any-measurement")
+    for name in args.insecure_accept_service or ():
+        argv += ["--insecure-accept-service", name]
     return argv
 
 

@@ -44,6 +44,13 @@ __all__ = ["add_verifier_arguments", "register", "verifier_from_args"]
 logger = logging.getLogger(__name__)
 
 INTEL_PCS_URL = "https://api.trustedservices.intel.com"
+#: The service settings a service may declare in its ``insecure`` claim.
+SERVICE_INSECURE_SETTINGS = (
+    "insecure_dev_engine",
+    "insecure_allow_simulated_tee",
+    "insecure_allow_simulated_gpu",
+    "insecure_dev_mode",
+)
 MAX_ROOT_CA_FILE = 64 << 10
 
 _HELP = """\
@@ -98,7 +105,16 @@ def add_verifier_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--insecure-simulated-root",
         action="store_true",
-        help="allow --root-ca, e.g. the simulated TEE's root: INSECURE, for tests and demos",
+        help="allow --root-ca, e.g. the simulated TEE's root: INSECURE, for tests and demos "
+        "(also accepts a service that declares insecure_allow_simulated_tee)",
+    )
+    parser.add_argument(
+        "--insecure-accept-service",
+        action="append",
+        choices=SERVICE_INSECURE_SETTINGS,
+        metavar="SETTING",
+        help="accept a service that declares this insecure_* setting in its attestation "
+        "claims (repeatable; refused by default): " + ", ".join(SERVICE_INSECURE_SETTINGS),
     )
 
 
@@ -123,6 +139,13 @@ def policy_from_args(args: argparse.Namespace, *, sending: bool) -> Policy:
         policy = DEFAULT_POLICY if args.policy is None else load_policy(args.policy)
         if args.insecure_any_measurement:
             policy = dataclasses.replace(policy, insecure_any_measurement=True)
+        accepted = set(getattr(args, "insecure_accept_service", None) or ())
+        if getattr(args, "insecure_simulated_root", False):
+            accepted.add("insecure_allow_simulated_tee")
+        if accepted:
+            policy = dataclasses.replace(
+                policy, insecure_accept_service=policy.insecure_accept_service | accepted
+            )
     except AttestationError as exc:
         raise InputError(str(exc)) from exc
     if sending and not (policy.pins_measurements or policy.insecure_any_measurement):
@@ -190,8 +213,11 @@ def _trust_description(args: argparse.Namespace) -> tuple[str, str]:
     return anchor, collateral
 
 
-def saved_policy(endpoint: VerifiedEndpoint, when: float) -> tuple[Policy, str]:
-    """The policy pinning exactly ``endpoint``'s measurements, and its file header."""
+def saved_policy(
+    endpoint: VerifiedEndpoint, when: float, accepted: frozenset[str] = frozenset()
+) -> tuple[Policy, str]:
+    """The policy pinning exactly ``endpoint``'s measurements (and accepting the service
+    settings ``accepted``, as the verification that saw them did), and its file header."""
     measured = {name: getattr(endpoint.measurements, name) for name in MEASUREMENT_KEYS}
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
     note = f"trust on first use of {endpoint.url} at {stamp} (enclave verify --save-policy)"
@@ -218,11 +244,11 @@ def saved_policy(endpoint: VerifiedEndpoint, when: float) -> tuple[Policy, str]:
                 measurements={index: frozenset(v) for index, v in pinned.items()},
             ),
         )
-    return policy, header
+    return dataclasses.replace(policy, insecure_accept_service=accepted), header
 
 
-def _save_policy(path: Path, endpoint: VerifiedEndpoint) -> None:
-    policy, header = saved_policy(endpoint, time.time())
+def _save_policy(path: Path, endpoint: VerifiedEndpoint, accepted: frozenset[str]) -> None:
+    policy, header = saved_policy(endpoint, time.time(), accepted)
     text = policy_to_toml(policy, header=header)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -258,7 +284,7 @@ def _verify(args: argparse.Namespace) -> int:
     saved = ""
     if args.save_policy is not None:
         try:
-            _save_policy(args.save_policy, endpoint)
+            _save_policy(args.save_policy, endpoint, verifier.policy.insecure_accept_service)
         except InputError as exc:
             return _input_error(args, str(exc))
         facts["saved_policy"] = str(args.save_policy)

@@ -60,6 +60,7 @@ _STEP_OF_REASON: dict[str, str] = {
     Reason.CLAIMS_INCOMPLETE: "4.11",
     Reason.MODEL_MISSING: "4.11",
     Reason.MODEL_NOT_ALLOWED: "4.11",
+    Reason.SERVICE_INSECURE: "4.11",
     "ohttp_keys_mismatch": "5",
     "ohttp_keys_unusable": "6",
     **{

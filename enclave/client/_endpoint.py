@@ -89,6 +89,9 @@ class VerifiedEndpoint:
     measurements_pinned: bool = False
     #: The ``insecure_*`` options the verification ran under.
     insecure: tuple[str, ...] = ()
+    #: The service's own ``insecure_*`` settings (its ``insecure`` claim), which the policy
+    #: accepted (``insecure_accept_service``); empty for a production service.
+    service_insecure: tuple[str, ...] = ()
     nonce: bytes = field(default=b"", repr=False)
     report_data: bytes = field(default=b"", repr=False)
     #: Every GPU's verified evidence (step 7), in NVML index order; empty without GPUs.
@@ -107,6 +110,7 @@ class VerifiedEndpoint:
             "advisory_ids": list(self.advisory_ids),
             "measurements_pinned": self.measurements_pinned,
             "insecure": list(self.insecure),
+            "service_insecure": list(self.service_insecure),
             "mrtd": m.mrtd.hex(),
             "rtmr0": m.rtmr0.hex(),
             "rtmr1": m.rtmr1.hex(),
@@ -298,6 +302,7 @@ async def _attest(
         verified_at=verifier.clock(),
         measurements_pinned=verified.measurements_pinned,
         insecure=verified.insecure,
+        service_insecure=() if claims is None else claims.insecure,
         nonce=nonce,
         report_data=verified.report_data,
         gpus=gpus,

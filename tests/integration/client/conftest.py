@@ -55,7 +55,10 @@ class Running:
     def policy(self, **changes: Any) -> Policy:
         """The policy pinning this simulated TD's measurements, with ``changes`` applied."""
         pinned = pinned_policy(self.simulator.measurements.registers())
-        return dataclasses.replace(pinned, **changes)
+        # The service under test runs the development engine and the simulated TEE, and says
+        # so in its claims: the policy accepts exactly what it declares.
+        accepted = frozenset(self.server.service.insecure)
+        return dataclasses.replace(pinned, **{"insecure_accept_service": accepted, **changes})
 
     def verifier(self, policy: Policy | None = None, **kwargs: Any) -> Verifier:
         return Verifier(

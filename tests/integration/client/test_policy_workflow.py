@@ -37,15 +37,19 @@ def run_cli(*argv: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def trust(running: Running) -> tuple[str, ...]:
+def trust(running: Running, accept: tuple[str, ...] = ("insecure_dev_engine",)) -> tuple[str, ...]:
+    """The simulated TEE's root and collateral; the service runs the development engine and
+    says so, which a policy accepts only by name (--insecure-accept-service)."""
     bundle = running.server.simulated.bundle_dir  # type: ignore[union-attr]
     assert bundle is not None
+    accepted = [arg for name in accept for arg in ("--insecure-accept-service", name)]
     return (
         "--collateral",
         str(bundle / "collateral.json"),
         "--root-ca",
         str(bundle / "root_ca.pem"),
         "--insecure-simulated-root",
+        *accepted,
     )
 
 
@@ -179,7 +183,12 @@ async def test_transports_refuse_an_unpinned_verifier(running: Running) -> None:
 async def test_insecure_any_measurement_is_named_and_warns_on_every_verification(
     running: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
-    verifier = running.verifier(Policy(insecure_any_measurement=True))
+    verifier = running.verifier(
+        Policy(
+            insecure_any_measurement=True,
+            insecure_accept_service=running.policy().insecure_accept_service,
+        )
+    )
     transport = AsyncOhttpTransport(running.url, verifier)
     with caplog.at_level(logging.WARNING, logger="attestation.verify"):
         async with httpx.AsyncClient(transport=transport) as client:

@@ -107,13 +107,15 @@ async def test_enclave_verify_prints_facts_or_the_reason(running: Running, tmp_p
         "--root-ca",
         str(bundle(running) / "root_ca.pem"),
         "--insecure-simulated-root",
+        "--insecure-accept-service",  # the service runs the development engine and says so
+        "insecure_dev_engine",
     )
     code, out = await asyncio.to_thread(run_cli, "verify", running.url, *trust, "--json")
     assert code == 0, out
     document = json.loads(out)
     assert document["verified"] is True
     assert document["measurements_pinned"] is False  # no --policy: verified, not pinned
-    assert document["insecure"] == ["insecure_root_ca_der"]
+    assert document["insecure"] == ["insecure_root_ca_der", "insecure_accept_service"]
     facts = document["facts"]
     assert facts["tcb_status"] == "UpToDate"
     assert facts["model"]["name"] == "tiny"

@@ -191,3 +191,29 @@ def test_model_claim_validates_its_fields() -> None:
 def test_ohttp_keys_claim_must_be_a_sha256_digest() -> None:
     with pytest.raises(EvidenceError):
         encode_claims(Claims(pubkey_hash=PubkeyHash.of(SPKI), ohttp_keys=b"short"))
+
+
+def test_the_insecure_claim_round_trips_sorted_and_is_absent_when_empty() -> None:
+    from attestation.evidence import Claims, PubkeyHash, decode_claims, encode_claims
+
+    base = Claims(pubkey_hash=PubkeyHash.of(b"spki"))
+    assert b"insecure" not in encode_claims(base)
+    marked = Claims(
+        pubkey_hash=base.pubkey_hash, insecure=("insecure_dev_engine", "insecure_allow_x")
+    )
+    decoded = decode_claims(encode_claims(marked))
+    assert decoded.insecure == ("insecure_allow_x", "insecure_dev_engine")
+    assert decoded.extra == ()
+    assert decoded.to_json_dict()["insecure"] == ["insecure_allow_x", "insecure_dev_engine"]
+
+
+@pytest.mark.parametrize("value", ["insecure_dev_engine", [1], [""], ["x" * 65], ["a"] * 17])
+def test_a_malformed_insecure_claim_is_refused(value: object) -> None:
+    import cbor2
+
+    from attestation.errors import EvidenceError
+    from attestation.evidence import PubkeyHash, decode_claims
+
+    buffer = cbor2.dumps({"pubkey-hash": PubkeyHash.of(b"spki").encode(), "insecure": value})
+    with pytest.raises(EvidenceError, match="insecure"):
+        decode_claims(buffer)

@@ -126,6 +126,7 @@ def test_every_policy_field_can_be_read_and_written() -> None:
         require_nonce=True,
         require_enclave_claims=False,
         insecure_allow_debug=True,
+        insecure_accept_service=frozenset({"insecure_dev_engine"}),
         note="all of it",
         gpu=GpuPolicy(
             required_count=2,
