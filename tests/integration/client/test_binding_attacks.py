@@ -97,7 +97,8 @@ async def test_verify_endpoint_and_averify_endpoint(running: Running) -> None:
         verify_endpoint, running.url, pinned(running), source, insecure_root_ca_der=root
     )
     assert endpoint.measurements_pinned
-    assert endpoint.insecure == ("insecure_root_ca_der",)
+    assert endpoint.insecure == ("insecure_root_ca_der", "insecure_accept_service")
+    assert "insecure_dev_engine" in endpoint.service_insecure
     assert endpoint.model is not None
     assert endpoint.model.name == "tiny"
     assert endpoint.measurements.mrtd == running.simulator.measurements.mrtd

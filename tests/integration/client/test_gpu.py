@@ -175,6 +175,9 @@ async def test_enclave_verify_shows_the_gpus_and_saves_them_in_the_policy(
         "--gpu-root-ca",
         str(gpus.gpu_root_pem),
         "--insecure-simulated-root",
+        *(  # what this simulated service declares in its claims
+            arg for name in server.service.insecure for arg in ("--insecure-accept-service", name)
+        ),
     )
     saved = tmp_path / "policy.toml"
     code, out = await asyncio.to_thread(

@@ -86,6 +86,26 @@ def _tampered_event_log() -> object:
     )
 
 
+def _declared_dev_engine() -> object:
+    """A service that declares its development engine (the ``insecure`` claim), verified
+    under a policy that accepts no such setting (the default)."""
+    sim = Simulator.create()
+
+    async def quote(report_data: bytes) -> bytes:
+        return sim.quote(report_data)
+
+    issuer = RaTlsIssuer(quote, insecure=("insecure_dev_engine",))
+    claims = issuer.claims(ohttp_keys_body=b"keys", service_version="0.1.0")
+    evidence = asyncio.run(issuer.evidence(claims)).encode()
+    return verify_evidence(
+        evidence,
+        collateral=Collateral.from_json(sim.collateral_json()),
+        peer_spki_der=issuer.spki_der,
+        now=sim.now,
+        insecure_root_ca_der=sim.root_ca_der,
+    )
+
+
 def _dcap_passes(monkeypatch: pytest.MonkeyPatch) -> None:
     """dcap-qvl 0.7 refuses debug TDs itself; take it out of the way to see OUR step 5."""
     monkeypatch.setattr(_dcap, "verify_quote_dcap", lambda *a: _dcap.DcapVerdict("UpToDate", ()))
@@ -108,6 +128,12 @@ CASES = {
         _debug_td,
         lambda mp: (_dcap_passes(mp), _set("check_not_debug", lambda report: None)(mp)),
         baseline=_dcap_passes,
+    ),
+    "step 12: a service declaring the development engine": Case(
+        "attestation.verify.check_service_settings",
+        "service_insecure",
+        _declared_dev_engine,
+        _set("check_service_settings", lambda claims, accepted: None),
     ),
     "step 9: the event log replays to the RTMRs": Case(
         "attestation.verify.verify_event_log",
