@@ -93,7 +93,8 @@ async def test_sdk_through_the_proxy_carries_confidential_headers(running: Runni
             )
             assert raw.headers["x-confidential-verified"] == "true"
             assert raw.headers["x-confidential-tcb"] == "UpToDate"
-            assert raw.headers["x-confidential-insecure"] == "insecure_root_ca_der,insecure_accept_service"
+            insecure = raw.headers["x-confidential-insecure"]
+            assert insecure == "insecure_root_ca_der,insecure_accept_service"
             endpoint = transport.endpoint
             assert endpoint is not None
             assert endpoint.model is not None
