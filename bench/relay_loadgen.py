@@ -214,8 +214,13 @@ async def warm(hop: Hop, streams: int) -> None:
             pass
         hop.connections[index].writer.close()
         hop.connections[index] = await connect(hop)
-        if not (await one_stream(hop, hop.connections[index], 2)).ok:
-            raise RuntimeError(f"{hop.name}: a warm-up request failed")
+        try:
+            if (await one_stream(hop, hop.connections[index], 2)).ok:
+                return
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            pass
+        # Say so and go on: the measured run counts what fails (an overloaded hop is a result).
+        print(f"{hop.name}: a warm-up request failed twice", file=sys.stderr)
 
     await asyncio.gather(*(check(index) for index in range(streams)))
 
