@@ -194,10 +194,8 @@ class EngineConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         self.status = self._parser.get_status_code()
-        if 100 <= self.status < 200:  # an interim response: the real one follows
-            self.headers = {}
-            self._parser = httptools.HttpResponseParser(self)
-            return
+        if self.status < 200:  # interim answers only follow Expect, which is never sent
+            raise httptools.HttpParserError("unexpected interim response")
         self._head_done = True
         self._wake()
 

@@ -303,3 +303,16 @@ async def test_a_connection_that_failed_after_answering_is_not_retried(serve) ->
         await client.post("/v1/embeddings", b"{}", [])
     assert server.connections == 1
     await client.aclose()
+
+
+async def test_an_unasked_interim_response_is_a_protocol_error(serve) -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await reader.read()
+
+    server = await serve(script)
+    client = client_for(server)
+    with pytest.raises(EngineProtocolError):
+        await client.post("/v1/chat/completions", b"{}", [])
+    await client.aclose()
