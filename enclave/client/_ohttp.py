@@ -124,9 +124,11 @@ class _Common:
         seen = verified_certificate(outer)
         if seen is None:
             return False
-        last = self.seen_certificate or endpoint.certificate_quote_sha256
+        known = (endpoint.certificate_quote_sha256, self.seen_certificate)
         self.seen_certificate = seen.quote_sha256
-        return seen.quote_sha256 != last
+        # The one the endpoint was verified with (a refresh verifies on its own connection,
+        # so a new connection then shows it) is no change either.
+        return seen.quote_sha256 not in known
 
     def whole_response(
         self,

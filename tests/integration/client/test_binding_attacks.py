@@ -13,9 +13,12 @@ import pytest
 from attestation.checks import Reason
 from attestation.simulator import SimulatedMeasurements
 from enclave.client import (
+    AsyncOhttpTransport,
+    AsyncRaTlsTransport,
     AttestationFailed,
     OhttpTransport,
     RaTlsTransport,
+    attested_endpoint,
     averify_endpoint,
     verify_endpoint,
 )
@@ -142,3 +145,32 @@ async def test_the_sync_transports_refuse_another_measurement_too(running: Runni
         for ohttp in (False, True):
             assert await asyncio.to_thread(send, ohttp) == "mrtd_not_allowed"
         assert attacker.received == b""
+
+
+async def test_a_refresh_then_the_new_certificate_is_not_verified_twice(running: Running) -> None:
+    """Regression (test_model_reload_is_reverified... saw 3 verifications under load): after a
+    max_age refresh has verified the reissued certificate on its own connection, a new outer
+    connection showing that same certificate is no change and triggers no second refresh."""
+    clock = [1000.0]
+    outer = AsyncRaTlsTransport(attacks.verifier(running), keepalive_expiry=0.0)
+    transport = AsyncOhttpTransport(
+        running.url,
+        attacks.verifier(running, clock=lambda: clock[0]),
+        outer_transport=outer,
+        max_age=60.0,
+    )
+    async with httpx.AsyncClient(transport=transport) as client:
+        await client.get(running.url + "/v1/models")
+        issued = running.server.certificates.current
+        await running.load_model("other")
+        try:
+            await attacks._reissued_since(running, issued)
+            clock[0] += 61.0
+            response = await client.get(running.url + "/v1/models")
+        finally:
+            await running.load_model("tiny")
+    endpoint = attested_endpoint(response)
+    assert endpoint is not None
+    assert endpoint.model is not None
+    assert endpoint.model.name == "other"
+    assert transport.refreshes == 2
