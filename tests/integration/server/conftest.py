@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import ssl
 import time
@@ -20,6 +21,7 @@ import pytest
 import pytest_asyncio
 
 from attestation.collateral import Collateral
+from attestation.policy import DEFAULT_POLICY, Policy
 from attestation.ratls import parse_certificate
 from attestation.simulator import Simulator
 from attestation.verify import VerifiedEvidence, verify_evidence
@@ -79,8 +81,16 @@ async def verified_certificate(running: Running) -> VerifiedEvidence:
         parsed.evidence,
         collateral=Collateral.from_json(running.simulator.collateral_json()),
         peer_spki_der=parsed.spki_der,
+        policy=accepting_policy(running),
         insecure_root_ca_der=running.simulator.root_ca_der,
     )
+
+
+def accepting_policy(running: Running) -> Policy:
+    """The default policy, accepting exactly the insecure settings this local service declares
+    (the development engine and the simulated TEE)."""
+    accepted = frozenset(running.server.service.insecure)
+    return dataclasses.replace(DEFAULT_POLICY, insecure_accept_service=accepted)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -33,6 +33,7 @@ from enclave.protocol import bhttp
 from enclave.protocol.ohttp import decode_key_configs
 from tests.integration.server.conftest import (
     Running,
+    accepting_policy,
     encapsulate,
     handshake_certificate,
     key_configs,
@@ -116,6 +117,7 @@ async def test_a_report_flood_through_the_gateway_leaves_direct_clients_a_fresh_
             collateral=Collateral.from_json(running.simulator.collateral_json()),
             peer_spki_der=spki,
             nonce=nonce,
+            policy=accepting_policy(running),
             insecure_root_ca_der=running.simulator.root_ca_der,
         )
         assert verified.claims is not None
