@@ -131,8 +131,15 @@ class Digester:
         cache_file = settings.state_dir / "digest-cache.json"
         self._cache = cache or DigestCache(cache_file if settings.digest_cache_on_disk else None)
 
-    async def digest(self, spec: ModelSpec, progress: DigestProgress | None = None) -> ModelDigest:
-        """The digest of ``spec``; ``progress`` gets 0.0..1.0 while a manifest is hashed."""
+    async def digest(
+        self,
+        spec: ModelSpec,
+        progress: DigestProgress | None = None,
+        *,
+        on_bytes: Callable[[int, int], None] | None = None,
+    ) -> ModelDigest:
+        """The digest of ``spec``; ``progress`` gets 0.0..1.0 and ``on_bytes`` (bytes hashed,
+        bytes in all) while a manifest is hashed."""
         expected = self._expected_root_hash(spec.name)
         live = await self._probe.probe(spec.path)
         if live is not None:
@@ -145,7 +152,7 @@ class Digester:
                 "reporting a manifest digest",
                 spec.name,
             )
-        value = await self._manifest(spec, progress)
+        value = await self._manifest(spec, progress, on_bytes)
         return ModelDigest("manifest-sha256", value)
 
     def _expected_root_hash(self, name: str) -> bytes | None:
@@ -168,10 +175,17 @@ class Digester:
             )
         return ModelDigest("dm-verity", live.root_hash, device=live.name)
 
-    async def _manifest(self, spec: ModelSpec, progress: DigestProgress | None) -> bytes:
+    async def _manifest(
+        self,
+        spec: ModelSpec,
+        progress: DigestProgress | None,
+        on_bytes: Callable[[int, int], None] | None = None,
+    ) -> bytes:
         cancel = threading.Event()
 
         def report(done: int, total: int) -> None:
+            if on_bytes is not None:
+                on_bytes(done, total)
             if progress is not None:
                 progress(1.0 if total == 0 else done / total)
 

@@ -115,6 +115,7 @@ class ModelManager:
         self._progress = 0.0
         self._since = clock()
         self._error: StatusError | None = None
+        self._hashing: tuple[int, int] | None = None
         self._generation = 0
         self._restarts = 0
         self._crash_times: deque[float] = deque()
@@ -137,6 +138,7 @@ class ModelManager:
             restarts=self._restarts,
             insecure=self._insecure,
             error=self._error,
+            hashing=self._hashing,
         )
 
     def add_hook(self, hook: TransitionHook) -> None:
@@ -277,9 +279,14 @@ class ModelManager:
             self._set("loading", model=name, digest=None, progress=0.0, message="restarting")
         spec = self._catalog.resolve(name)
         self._update(gen, message="verifying the model digest")
-        digest = await self._digester.digest(
-            spec, lambda f: self._raise_progress(gen, f * MANIFEST_PROGRESS_SHARE)
-        )
+        try:
+            digest = await self._digester.digest(
+                spec,
+                lambda f: self._raise_progress(gen, f * MANIFEST_PROGRESS_SHARE),
+                on_bytes=lambda done, total: self._hashed(gen, done, total),
+            )
+        finally:
+            self._hashing = None
         if gen != self._generation:
             return
         share = MANIFEST_PROGRESS_SHARE if digest.kind == "manifest-sha256" else 0.0
@@ -399,6 +406,11 @@ class ModelManager:
             self._message = str(fields["message"])
         if "error" in fields:
             self._error = fields["error"]
+
+    def _hashed(self, gen: int, done: int, total: int) -> None:
+        """Bytes callback of a manifest digest (a worker thread): one tuple, replaced whole."""
+        if gen == self._generation and self._state == "loading":
+            self._hashing = (done, total)
 
     def _raise_progress(self, gen: int, value: float) -> None:
         """Progress callback (may run in a worker thread): only ever raises the value."""

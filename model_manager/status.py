@@ -13,6 +13,8 @@ Document (JSON object)::
     error                {"code", "message"} | null   why the last load or the engine failed
     restarts             integer         automatic restarts since the last explicit load
     generation           integer         increases with every accepted transition
+    hashing              {"done_bytes", "total_bytes"} | null   while a manifest digest is
+                                         computed: the bytes hashed so far and in all
     insecure             [string]        the service's insecure_* settings in effect (e.g.
                                          "insecure_dev_engine": the engine is the development
                                          engine, not a language model); empty in production
@@ -54,6 +56,7 @@ class ModelStatus:
     restarts: int = 0
     error: StatusError | None = None
     insecure: tuple[str, ...] = ()
+    hashing: tuple[int, int] | None = None
 
     @property
     def digest_kind(self) -> DigestKind | None:
@@ -78,5 +81,8 @@ class ModelStatus:
             else {"code": self.error.code, "message": self.error.message},
             "restarts": self.restarts,
             "generation": self.generation,
+            "hashing": None
+            if self.hashing is None
+            else {"done_bytes": self.hashing[0], "total_bytes": self.hashing[1]},
             "insecure": list(self.insecure),
         }

@@ -2,9 +2,13 @@
 
 They talk to the service over RA-TLS (the same verifier options as ``enclave verify``), so
 the load token is only ever sent to an endpoint whose evidence verified. The token comes from
-``--token`` or the ``ENCLAVE_LOAD_TOKEN`` environment variable and is never printed.
-``load --wait`` draws a progress bar from ``proxy_progress`` until the model is ready (exit 0)
-or fails (exit 1).
+``--token`` or the ``ENCLAVE_LOAD_TOKEN`` (else ``LOAD_TOKEN``) environment variable and is
+never printed; load and unload without one stop before connecting and say how to give one.
+``load --wait`` shows progress on stderr (a bar redrawn in place on a terminal, plain lines
+otherwise; bytes hashed and an ETA while a manifest digest is computed) until the model is
+ready (exit 0) or fails (exit 1, with the engine's reason), then prints the final status.
+``check DIR`` validates a models directory offline. Exit status: 0 done, 1 refused or failed,
+2 unusable input (docs/client.md).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import httpx
@@ -22,9 +27,10 @@ import httpx
 from enclave.cli._verify import InputError, add_verifier_arguments, verifier_from_args
 from enclave.client import AsyncRaTlsTransport, AttestationFailed
 
-__all__ = ["TOKEN_ENV", "register", "render_progress"]
+__all__ = ["TOKEN_ENV", "TOKEN_ENV_SHORT", "ProgressView", "register", "render_progress"]
 
 TOKEN_ENV = "ENCLAVE_LOAD_TOKEN"  # noqa: S105 (the variable name, not a secret)
+TOKEN_ENV_SHORT = "LOAD_TOKEN"  # noqa: S105 (the service reads it too)
 POLL_SECONDS = 0.25
 BAR_WIDTH = 30
 
@@ -55,11 +61,26 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     unload = actions.add_parser("unload", help="unload a model")
     load.add_argument("name", metavar="NAME")
     unload.add_argument("name", metavar="NAME")
-    load.add_argument("--wait", action="store_true", help="wait for ready, with a progress bar")
-    load.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS")
+    load.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for ready or failure, with progress on stderr (a bar on a terminal, plain "
+        "lines otherwise); print the final status, and the engine's reason on failure",
+    )
+    load.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="how long --wait waits (default: %(default)s)",
+    )
     for parser in (status, load, unload):
         parser.add_argument("--url", required=True, help="the service's https:// base URL")
-        parser.add_argument("--token", help=f"load token (default: ${TOKEN_ENV})")
+        parser.add_argument(
+            "--token",
+            help=f"load token (default: ${TOKEN_ENV}, else ${TOKEN_ENV_SHORT}; the environment "
+            "keeps it out of the process list)",
+        )
         add_verifier_arguments(parser)
         parser.set_defaults(handler=_models)
 
@@ -98,24 +119,120 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def render_progress(status: dict[str, object]) -> str:
+def _size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"  # pragma: no cover - the loop returns
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def render_progress(status: dict[str, object], eta: float | None = None) -> str:
+    """One line: the bar, the percentage, the state and message; while a manifest is hashed,
+    the bytes hashed of all and (when known) the ETA of the hashing."""
     progress = status.get("proxy_progress")
     fraction = min(max(float(progress), 0.0), 1.0) if isinstance(progress, int | float) else 0.0
     filled = round(fraction * BAR_WIDTH)
     state, message = status.get("proxy_status", "?"), status.get("proxy_message", "")
     bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-    return f"[{bar}] {fraction * 100:5.1f}% {state}: {message}"
+    line = f"[{bar}] {fraction * 100:5.1f}% {state}: {message}"
+    hashing = _hashing(status)
+    if hashing is not None:
+        line += f" ({_size(hashing[0])} of {_size(hashing[1])} hashed"
+        line += ")" if eta is None else f", ETA {_duration(eta)})"
+    return line
+
+
+def _hashing(status: dict[str, object]) -> tuple[int, int] | None:
+    hashing = status.get("hashing")
+    if not isinstance(hashing, dict):
+        return None
+    done, total = hashing.get("done_bytes"), hashing.get("total_bytes")
+    if not isinstance(done, int) or not isinstance(total, int) or total <= 0:
+        return None
+    return done, total
+
+
+class ProgressView:
+    """``load --wait``'s progress on stderr. On a terminal: one line redrawn in place (carriage
+    return, clear to the end of the line). Elsewhere (a log, a pipe): a plain line whenever the
+    state or message changes or the progress passes another 10 %."""
+
+    def __init__(self, out: TextIO, *, tty: bool, clock: Callable[[], float] = time.monotonic):
+        self._out = out
+        self._tty = tty
+        self._clock = clock
+        self._last: tuple[object, ...] | None = None
+        self._hash_start: tuple[float, int] | None = None
+        self._open = False
+
+    def show(self, status: dict[str, object]) -> None:
+        line = render_progress(status, self._eta(status))
+        if self._tty:
+            self._out.write("\r\x1b[K" + line)
+            self._open = True
+        else:
+            progress = status.get("proxy_progress")
+            decile = int(float(progress) * 10) if isinstance(progress, int | float) else 0
+            hashing = _hashing(status)
+            key = (
+                status.get("proxy_status"),
+                status.get("proxy_message"),
+                decile,
+                None if hashing is None else hashing[0] * 10 // hashing[1],
+            )
+            if key == self._last:
+                return
+            self._last = key
+            self._out.write(line + "\n")
+        self._out.flush()
+
+    def close(self) -> None:
+        """End the redrawn line (before anything else is printed)."""
+        if self._open:
+            self._out.write("\n")
+            self._out.flush()
+            self._open = False
+
+    def _eta(self, status: dict[str, object]) -> float | None:
+        hashing = _hashing(status)
+        if hashing is None:
+            self._hash_start = None
+            return None
+        done, total = hashing
+        now = self._clock()
+        if self._hash_start is None or done < self._hash_start[1]:
+            self._hash_start = (now, done)
+            return None
+        started, first = self._hash_start
+        if done <= first or now <= started:
+            return None
+        rate = (done - first) / (now - started)
+        return (total - done) / rate
 
 
 def _models(args: argparse.Namespace) -> int:
     try:
         if not args.url.startswith("https://"):
-            raise InputError("--url must be https://")
+            raise InputError("--url must be https:// (the service's RA-TLS base URL)")
         verifier = verifier_from_args(args)
     except InputError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    token = args.token or os.environ.get(TOKEN_ENV)
+    token = args.token or os.environ.get(TOKEN_ENV) or os.environ.get(TOKEN_ENV_SHORT)
+    if not token and args.models_action in ("load", "unload"):
+        sys.stderr.write(
+            f"error: {args.models_action} needs the service's load token: set {TOKEN_ENV} "
+            f"(or {TOKEN_ENV_SHORT}) in the environment, or give --token TOKEN (visible to "
+            "other users in the process list)\n"
+        )
+        return 2
     headers = {} if not token else {"Authorization": f"Bearer {token}"}
     client = httpx.AsyncClient(
         transport=AsyncRaTlsTransport(verifier),
@@ -143,12 +260,29 @@ async def _act(
             response = await client.post(
                 f"/v1/models/{args.models_action}", json={"model": args.name}
             )
-        out.write(json.dumps(_document(response), indent=2) + "\n")
+        document = _document(response)
         if response.status_code >= 400:
+            err.write(f"error: {_refusal(response.status_code, document)}\n")
+            out.write(json.dumps(document, indent=2) + "\n")
             return 1
         if args.models_action != "load" or not args.wait:
+            out.write(json.dumps(document, indent=2) + "\n")
             return 0
-        return await _wait(client, args.name, args.timeout, err)
+        return await _wait(client, args.name, args.timeout, out, err)
+
+
+def _refusal(status: int, document: object) -> str:
+    error = document.get("error") if isinstance(document, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    text = f"the service refused: HTTP {status}"
+    if code:
+        text += f" {code}"
+    if message:
+        text += f": {message}"
+    if status == 401:
+        text += f" (check {TOKEN_ENV} or --token)"
+    return text
 
 
 def _document(response: httpx.Response) -> object:
@@ -158,23 +292,37 @@ def _document(response: httpx.Response) -> object:
         return {"status": response.status_code}
 
 
-async def _wait(client: httpx.AsyncClient, name: str, timeout: float, err: TextIO) -> int:
+async def _wait(
+    client: httpx.AsyncClient, name: str, timeout: float, out: TextIO, err: TextIO
+) -> int:
+    view = ProgressView(err, tty=err.isatty())
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = _document(await client.get("/v1/models/status"))
-        if not isinstance(status, dict):
-            err.write("\nerror: unexpected status document\n")
-            return 1
-        err.write("\r" + render_progress(status))
-        err.flush()
-        if status.get("proxy_status") == "ready" and status.get("loaded_model") == name:
-            err.write("\n")
-            return 0
-        if status.get("proxy_status") == "error":
-            error = status.get("error")
-            code = error.get("code") if isinstance(error, dict) else "unknown"
-            err.write(f"\nerror: the load failed ({code})\n")
-            return 1
-        await asyncio.sleep(POLL_SECONDS)
-    err.write(f"\nerror: not ready after {timeout}s\n")
+    status: object = None
+    try:
+        while time.monotonic() < deadline:
+            status = _document(await client.get("/v1/models/status"))
+            if not isinstance(status, dict):
+                view.close()
+                err.write("error: unexpected status document\n")
+                return 1
+            view.show(status)
+            if status.get("proxy_status") == "ready" and status.get("loaded_model") == name:
+                view.close()
+                out.write(json.dumps(status, indent=2) + "\n")
+                return 0
+            if status.get("proxy_status") == "error" and status.get("loaded_model") == name:
+                view.close()
+                out.write(json.dumps(status, indent=2) + "\n")
+                error = status.get("error")
+                code = error.get("code") if isinstance(error, dict) else "unknown"
+                reason = error.get("message") if isinstance(error, dict) else None
+                err.write(f"error: the load of {name} failed: {code}")
+                err.write(f": {reason}\n" if reason else "\n")
+                return 1
+            await asyncio.sleep(POLL_SECONDS)
+    finally:
+        view.close()
+    if isinstance(status, dict):
+        out.write(json.dumps(status, indent=2) + "\n")
+    err.write(f"error: {name} not ready after {timeout:g} s\n")
     return 1

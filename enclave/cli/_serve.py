@@ -10,39 +10,85 @@ import argparse
 import asyncio
 import shlex
 import sys
+import typing
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attestation.errors import AttestationError
 from enclave._logging import configure_logging
-from enclave.settings import SettingsError, insecure_warnings, load_settings
+from enclave.settings import SettingsError, load_settings
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from enclave.server import EnclaveServer
 
-# flag -> (settings field, type, help)
+__all__ = ["register", "verify_command"]
+
+# flag -> (settings field, type, help). The default, the choices and the environment variable
+# are added to each help from the settings models (_describe).
 _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
-    ("--host", "host", str, "address to listen on (default 0.0.0.0: the CVM's endpoint)"),
-    ("--port", "port", int, "TLS port (default 8443)"),
-    ("--models-dir", "models_dir", str, "where models live (default /models)"),
+    ("--host", "host", str, "address to listen on (0.0.0.0: every interface of the CVM)"),
+    ("--port", "port", int, "TLS port"),
+    ("--models-dir", "models_dir", str, "where models live"),
     ("--roothash-dir", "roothash_dir", str, "where <model>.roothash files live"),
     ("--state-dir", "state_dir", str, "persistent state (last loaded model)"),
-    ("--run-dir", "run_dir", str, "runtime files (engine socket)"),
+    ("--run-dir", "run_dir", str, "runtime files (engine socket, simulated TEE material)"),
     ("--vllm-port", "vllm_port", int, "engine port on 127.0.0.1 when --engine-transport tcp"),
-    ("--engine-transport", "engine_transport", str, "uds (default) or tcp"),
-    ("--load-token", "load_token", str, "bearer token for load/unload (prefer LOAD_TOKEN env)"),
+    ("--engine-transport", "engine_transport", str, "how the service reaches the engine"),
+    ("--load-token", "load_token", str, "bearer token for load/unload (prefer the environment)"),
     ("--push-url", "push_url", str, "where status documents are POSTed"),
-    ("--push-token", "push_token", str, "bearer token for the push (prefer ENCLAVE_PUSH_TOKEN)"),
-    ("--push-interval", "push_interval_seconds", float, "seconds between pushes (default 30)"),
-    ("--certificate-lifetime", "certificate_lifetime_seconds", float, "seconds (default 86400)"),
-    ("--ohttp-key-rotation", "ohttp_key_rotation_seconds", float, "seconds (default 7 days)"),
-    ("--replay-window", "replay_window_seconds", float, "seconds (default 60)"),
-    ("--body-limit", "body_limit_bytes", int, "request body limit in bytes (default 32 MiB)"),
-    ("--max-concurrent-streams", "max_concurrent_streams", int, "default 256"),
-    ("--shutdown-grace", "shutdown_grace_seconds", float, "drain time on SIGTERM (default 30)"),
-    ("--load-timeout", "load_timeout_seconds", float, "model load timeout (default 1800)"),
-    ("--log-format", "log_format", str, "text (default) or json"),
-    ("--service-log-level", "log_level", str, "DEBUG, INFO (default), WARNING, ERROR"),
+    ("--push-token", "push_token", str, "bearer token for the push (prefer the environment)"),
+    ("--push-interval", "push_interval_seconds", float, "seconds between status pushes"),
+    ("--certificate-lifetime", "certificate_lifetime_seconds", float, "seconds"),
+    ("--ohttp-key-rotation", "ohttp_key_rotation_seconds", float, "seconds"),
+    ("--replay-window", "replay_window_seconds", float, "seconds"),
+    ("--body-limit", "body_limit_bytes", int, "request body limit in bytes"),
+    ("--max-concurrent-streams", "max_concurrent_streams", int, "inference requests at once"),
+    ("--shutdown-grace", "shutdown_grace_seconds", float, "drain time on SIGTERM, seconds"),
+    ("--load-timeout", "load_timeout_seconds", float, "model load timeout, seconds"),
+    ("--log-format", "log_format", str, "the service log's format"),
+    ("--service-log-level", "log_level", str.upper, "the service log's level (any case)"),
 )
+_FIELD_OF_DEST = {flag.lstrip("-").replace("-", "_"): field for flag, field, _, _ in _FLAGS}
+_SECRET_FIELDS = frozenset({"load_token", "push_token"})
+
+
+def _settings_fields() -> dict[str, Any]:
+    from enclave.settings import ServiceSettings
+    from model_manager import ModelManagerSettings
+
+    return {**ModelManagerSettings.model_fields, **ServiceSettings.model_fields}
+
+
+def _env_names(field: str) -> str:
+    names = [f"ENCLAVE_{field.upper()}"]
+    if field == "load_token":
+        names.append("LOAD_TOKEN")
+    return " or ".join(f"${name}" for name in names)
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """End each option's help with its choices, its default and its environment variable."""
+    fields = _settings_fields()
+    for action in parser._actions:
+        field = _FIELD_OF_DEST.get(action.dest, action.dest)
+        info = fields.get(field)
+        if info is None or not action.option_strings:
+            continue
+        parts = []
+        choices = typing.get_args(info.annotation)
+        if action.choices is None and choices and all(isinstance(c, str) for c in choices):
+            parts.append("choices: " + ", ".join(choices))
+        default = info.default
+        if isinstance(default, bool):
+            parts.append("default: " + ("on" if default else "off"))
+        elif isinstance(default, tuple):
+            parts.append("default: " + (shlex.join(default) or "none"))
+        elif default is not None and field not in _SECRET_FIELDS:
+            parts.append(f"default: {default}")
+        else:
+            parts.append("default: unset")
+        parts.append("env " + _env_names(field))
+        action.help = f"{action.help} ({'; '.join(parts)})".replace("%", "%%")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,7 +100,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "supervised engine and the model lifecycle API. Quotes come from configfs-tsm or the "
             "dstack guest agent (--tee auto), or from the CoCo attestation agent (--tee coco, "
             "chosen explicitly). The simulated TEE proves nothing and is refused "
-            "unless --tee simulated and --insecure-allow-simulated-tee are both given."
+            "unless --tee simulated and --insecure-allow-simulated-tee are both given. "
+            "Every option is also an environment variable (named in its help); a flag "
+            "overrides the variable. Settings without a flag are variables only: "
+            + ", ".join(sorted(f"ENCLAVE_{name.upper()}" for name in _flagless_fields()))
+            + " (docs/operations.md, 'Settings reference')."
         ),
     )
     for flag, _, kind, text in _FLAGS:
@@ -64,14 +114,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=["auto", "configfs-tsm", "dstack", "coco", "simulated"],
         default=None,
         help=(
-            "quote provider (default auto: configfs-tsm, then dstack; never coco or simulated; "
+            "quote provider (auto: configfs-tsm, then dstack; never coco or simulated; "
             "coco: the CoCo attestation agent on http://127.0.0.1:8006)"
         ),
     )
     parser.add_argument(
         "--engine-command",
         default=None,
-        help="the engine program and its leading arguments (default: vllm); split like a shell",
+        help="the engine program and its leading arguments, split like a shell",
     )
     parser.add_argument(
         "--insecure-allow-simulated-tee",
@@ -83,7 +133,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--gpu",
         choices=["none", "nvml", "simulated"],
         default=None,
-        help="GPU evidence provider (default none; nvml needs the 'gpu' extra)",
+        help="GPU evidence provider (nvml needs the 'gpu' extra)",
     )
     parser.add_argument(
         "--insecure-allow-simulated-gpu",
@@ -112,7 +162,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=None,
         help="load the last successfully loaded model at start",
     )
+    _describe(parser)
     parser.set_defaults(handler=run)
+
+
+def _flagless_fields() -> list[str]:
+    flagged = {*_FIELD_OF_DEST.values()}
+    flagged |= {"tee", "engine_command", "gpu", "restore_on_boot"}
+    flagged |= {name for name in _settings_fields() if name.startswith("insecure_")}
+    return [name for name in _settings_fields() if name not in flagged]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -133,9 +191,8 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"enclave serve: {exc}", file=sys.stderr)
         return 2
+    # The service logs each insecure setting once at start (enclave.service).
     configure_logging(settings.service.log_level, settings.service.log_format)
-    for line in insecure_warnings(settings):
-        print(f"enclave serve: {line}", file=sys.stderr)
 
     from enclave.server import EnclaveServer  # heavy imports only when serving
     from model_manager.supervisor import become_subreaper
@@ -151,11 +208,58 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-            runner.run(server.serve())
+            runner.run(_serve_and_announce(server))
     except AttestationError as exc:  # e.g. the first certificate: GPUs not in CC mode
         print(f"enclave serve: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+async def _serve_and_announce(server: EnclaveServer) -> None:
+    """Serve; with the simulated TEE, print the ``enclave verify`` command that works against it
+    once the port is bound."""
+    serving = asyncio.ensure_future(server.serve())
+    if server.simulated is not None and server.simulated.bundle_dir is not None:
+        while server.bound_port is None and not serving.done():
+            await asyncio.sleep(0.05)
+        if server.bound_port is not None:
+            sys.stderr.write(verify_hint(server, server.bound_port))
+            sys.stderr.flush()
+    await serving
+
+
+def verify_command(server: EnclaveServer, port: int) -> list[str]:
+    """``enclave verify`` with the simulated TEE's root and collateral (and the simulated GPU
+    root, when there is one): the exact command that verifies this service."""
+    from attestation.gpu.providers import SimulatedGpuProvider
+
+    if server.simulated is None or server.simulated.bundle_dir is None:
+        raise ValueError("the service has no simulated TEE material to verify against")
+    bundle = server.simulated.bundle_dir
+    host = server.settings.service.host
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - the wildcard: connect on loopback
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    command = [
+        "enclave", "verify", f"https://{host}:{port}",
+        "--collateral", str(bundle / "collateral.json"),
+        "--root-ca", str(bundle / "root_ca.pem"),
+    ]  # fmt: skip
+    if isinstance(server.gpu_provider, SimulatedGpuProvider):
+        gpu_root = server.settings.model_manager.run_dir / "simulated-gpu" / "root_ca.pem"
+        command += ["--gpu-root-ca", str(gpu_root)]
+    return [*command, "--insecure-simulated-root"]
+
+
+def verify_hint(server: EnclaveServer, port: int) -> str:
+    return (
+        "enclave serve: SIMULATED TEE: verify this service with\n"
+        f"    {shlex.join(verify_command(server, port))}\n"
+        "  then keep the measurements it printed: add --save-policy FILE, and give --policy "
+        "FILE with the same --collateral/--root-ca options to enclave models and enclave "
+        "proxy\n"
+    )
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

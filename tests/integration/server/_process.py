@@ -81,8 +81,10 @@ class Serve:
             tmp, self.port, "--tee", "simulated", "--insecure-allow-simulated-tee",
             *(() if push_url is None else ("--push-url", push_url)), *extra,
         )  # fmt: skip
+        self.log = tmp / "serve.log"
+        self._log_file = self.log.open("w")
         self.process = subprocess.Popen(
-            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, env=env, stdout=self._log_file, stderr=subprocess.STDOUT, text=True
         )
         self.client = httpx.Client(base_url=f"https://127.0.0.1:{self.port}", verify=False)
         deadline = time.monotonic() + WAIT
@@ -93,7 +95,7 @@ class Serve:
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "the service did not start"
-            assert self.process.poll() is None, self.output()
+            assert self.process.poll() is None, self.log.read_text()
             time.sleep(0.1)
 
     def load(self, name: str) -> dict[str, Any]:
@@ -146,16 +148,14 @@ class Serve:
         if self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=60)
-        assert self.process.stdout is not None
-        return self.process.stdout.read()
+        return self.log.read_text()
 
     def close(self) -> None:
         self.client.close()
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        self._log_file.close()
 
 
 def wait_until(predicate: Any, what: str) -> None:

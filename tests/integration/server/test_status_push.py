@@ -51,7 +51,7 @@ def test_start_transitions_and_interval_pushes_reach_a_real_receiver(
             "for ready",
         )
         # Each transition carries the generation of the load it belongs to.
-        assert ready["generation"] == status["generation"]
+        assert loading["generation"] == ready["generation"] == status["generation"]
         assert loading["loaded_model"] == "tiny"
         assert ready["loaded_model"] == "tiny"
         assert ready["loaded_model_digest"] == status["loaded_model_digest"]

@@ -69,6 +69,7 @@ async def test_status_document_fields(
         "error": None,
         "restarts": 0,
         "generation": 0,
+        "hashing": None,
         "insecure": [],
     }
     assert response.json()["since"].endswith("Z")
