@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from model_manager.devengine._loading import ENGINE_VERSION
 from tests.integration.server._process import Serve, wait_until
 from tests.integration.server.test_serve_process import descendants
 
@@ -98,7 +99,7 @@ def test_the_metrics_an_operator_needs(tmp_path: Path) -> None:
         assert serve.metric("enclave_model_load_seconds_count") == 1
         assert serve.metric('enclave_model_loads_total{outcome="ready"}') == 1
         # build_info: the service, the engine's own version (asked at ready), the TEE kind.
-        wait_until(lambda: "0.11.0+devengine" in serve.client.get("/metrics").text, "vllm ver")
+        wait_until(lambda: ENGINE_VERSION in serve.client.get("/metrics").text, "vllm ver")
         info = [
             line
             for line in serve.client.get("/metrics").text.splitlines()
@@ -106,7 +107,7 @@ def test_the_metrics_an_operator_needs(tmp_path: Path) -> None:
         ]
         assert len(info) == 1
         assert 'tee="simulated"' in info[0]
-        assert 'vllm_version="0.11.0+devengine"' in info[0]
+        assert f'vllm_version="{ENGINE_VERSION}"' in info[0]
         assert info[0].endswith(" 1.0")
 
         # The engine's own metrics, filtered to vLLM's families.
