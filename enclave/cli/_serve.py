@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from attestation.errors import AttestationError
 from enclave._logging import configure_logging
-from enclave.settings import SettingsError, load_settings
+from enclave.settings import SettingsError, insecure_settings, load_settings
 
 if TYPE_CHECKING:
     from enclave.server import EnclaveServer
@@ -249,6 +249,11 @@ def verify_command(server: EnclaveServer, port: int) -> list[str]:
     if isinstance(server.gpu_provider, SimulatedGpuProvider):
         gpu_root = server.settings.model_manager.run_dir / "simulated-gpu" / "root_ca.pem"
         command += ["--gpu-root-ca", str(gpu_root)]
+    # The insecure settings this service declares in its claims, which a verifier refuses
+    # unless told (--insecure-simulated-root already accepts the simulated TEE).
+    for name in insecure_settings(server.settings):
+        if name != "insecure_allow_simulated_tee":
+            command += ["--insecure-accept-service", name]
     return [*command, "--insecure-simulated-root"]
 
 
@@ -257,8 +262,7 @@ def verify_hint(server: EnclaveServer, port: int) -> str:
         "enclave serve: SIMULATED TEE: verify this service with\n"
         f"    {shlex.join(verify_command(server, port))}\n"
         "  then keep the measurements it printed: add --save-policy FILE, and give --policy "
-        "FILE with the same --collateral/--root-ca options to enclave models and enclave "
-        "proxy\n"
+        "FILE with the same options to enclave models and enclave proxy\n"
     )
 
 
