@@ -74,6 +74,11 @@ def test_enclave_serve_with_simulated_gpus_and_enclave_verify(tmp_path: Path) ->
                 "--gpu-root-ca",
                 str(tmp_path / "run" / "simulated-gpu" / "root_ca.pem"),
                 "--insecure-simulated-root",
+                # the service declares its insecure settings in its claims; accept them by name
+                "--insecure-accept-service",
+                "insecure_allow_simulated_gpu",
+                "--insecure-accept-service",
+                "insecure_dev_engine",
                 "--json",
             ],
             capture_output=True,
