@@ -94,15 +94,16 @@ def reap_zombie_children(sid: int, proc: Path = PROC) -> None:
                 os.waitpid(info.pid, os.WNOHANG)
 
 
-def become_subreaper() -> bool:
-    """Make this process the reaper of orphaned descendants (prctl PR_SET_CHILD_SUBREAPER).
+def become_subreaper(enable: bool = True) -> bool:
+    """Make this process the reaper of orphaned descendants (prctl PR_SET_CHILD_SUBREAPER);
+    ``enable=False`` gives the role back (tests that set it only for their own scope).
 
     Without it, an engine worker orphaned by the engine's death is re-parented to PID 1, which
     may not reap it. Returns whether the call succeeded.
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-        ok = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        ok = libc.prctl(_PR_SET_CHILD_SUBREAPER, int(enable), 0, 0, 0) == 0
     except (OSError, AttributeError):
         ok = False
     if not ok:

@@ -14,6 +14,7 @@ import sys
 
 import uvicorn
 
+from enclave.cli._listen import parse_listen
 from enclave.client._relay import RELAY_PATH, build_relay_app
 
 __all__ = ["register"]
@@ -42,9 +43,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _relay(args: argparse.Namespace) -> int:
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        sys.stderr.write("error: --listen must be HOST:PORT\n")
+    try:
+        host, port = parse_listen(args.listen)
+    except ValueError as exc:
+        sys.stderr.write(f"error: --listen: {exc}\n")
         return 2
     api_key = None
     if args.api_key_env:
@@ -58,5 +60,5 @@ def _relay(args: argparse.Namespace) -> int:
         insecure_skip_tls_verify=args.insecure_skip_gateway_tls_verify,
     )
     logger.warning("OHTTP relay on http://%s:%s%s -> %s", host, port, RELAY_PATH, args.gateway)
-    uvicorn.run(app, host=host, port=int(port), log_level="warning", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     return 0

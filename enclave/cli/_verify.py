@@ -19,6 +19,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -264,6 +265,13 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         if not args.url.startswith("https://"):
             raise InputError("URL must be https://")
+        path = urlsplit(args.url).path
+        if path not in ("", "/"):
+            base = args.url[: len(args.url) - len(path)] if args.url.endswith(path) else ""
+            raise InputError(
+                f"give the service's base URL, without {path!r}"
+                + (f": enclave verify {base}" if base else "")
+            )
         verifier = verifier_from_args(args, sending=False)
     except InputError as exc:
         return _input_error(args, str(exc))

@@ -33,6 +33,7 @@ _STEP_OF_REASON: dict[str, str] = {
     "endpoint_unreachable": "2",
     "not_verified": "2",
     "report_unavailable": "2",
+    "report_rate_limited": "2",
     "report_too_large": "2",
     "report_malformed": "2",
     "report_certificate_mismatch": "3",

@@ -43,6 +43,7 @@ from attestation.gpu import VerifiedGpu
 from attestation.policy import Policy
 from attestation.ratls import parse_certificate
 from attestation.verify import Measurements
+from enclave.client._neterrors import describe_connection_error
 from enclave.client._ratls import AsyncRaTlsTransport, verified_certificate
 from enclave.client._verifier import Verifier, run_sync
 from enclave.client.errors import AttestationFailed
@@ -204,6 +205,9 @@ async def _read_capped(response: httpx.Response) -> bytes:
     """The report body, refused as soon as it passes MAX_REPORT_BYTES (never buffered whole)."""
     if verified_certificate(response) is None:
         raise AttestationFailed("not_verified", "the report did not come over RA-TLS")
+    if response.status_code == 429:  # the report's rate limit: say so, and when to retry
+        retry_after = response.headers.get("retry-after", "")
+        raise AttestationFailed("report_rate_limited", retry_after if retry_after.isdigit() else "")
     if response.status_code != 200:
         raise AttestationFailed("report_unavailable", f"status {response.status_code}")
     declared = response.headers.get("content-length", "")
@@ -227,13 +231,13 @@ async def _fetch_report(
         exc.stage = exc.stage or "certificate"
         raise
     except httpx.HTTPError as exc:
-        raise AttestationFailed("endpoint_unreachable", type(exc).__name__) from exc
+        raise AttestationFailed("endpoint_unreachable", describe_connection_error(exc)) from exc
     try:
         return response, await _read_capped(response)
     except AttestationFailed:
         raise
     except httpx.HTTPError as exc:
-        raise AttestationFailed("endpoint_unreachable", type(exc).__name__) from exc
+        raise AttestationFailed("endpoint_unreachable", describe_connection_error(exc)) from exc
     finally:
         await response.aclose()
 

@@ -4,9 +4,16 @@ translated) on loopback, every request forwarded end-to-end encrypted through
 
 The caller's own headers (its API key among them) travel only inside the encryption. Each
 response carries ``X-Confidential-Verified``, ``X-Confidential-Tcb`` and
-``X-Confidential-Model-Digest`` from the endpoint verification its key came from. It fails
+``X-Confidential-Model-Digest`` from the endpoint verification its key came from, and
+``x-request-id`` / ``request-id`` (the OpenAI and Anthropic SDKs read one each). It fails
 closed: when the endpoint does not verify, the answer is ``503`` with the code
-``attestation_unverified`` and nothing was sent to the endpoint.
+``attestation_unverified`` and nothing was sent to the endpoint. Its other refusals are in
+:mod:`enclave.client._proxy_errors` (a body over ``body_limit_bytes`` is its own 413).
+
+``/proxy/health`` says what the proxy knows: the endpoint, the compat mode, whether it is
+verified now and when it was last verified. A verification older than ``recheck_seconds`` is
+redone when health is asked, and a failed upstream request clears ``verified``, so health does
+not stay ``verified: true`` after the service is gone.
 """
 
 from __future__ import annotations
@@ -14,8 +21,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import secrets
+import time
+from asyncio import timeout as asyncio_timeout
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 from starlette.applications import Starlette
@@ -34,15 +46,52 @@ from enclave.client._anthropic import (
 from enclave.client._anthropic_stream import AnthropicStream, SseDecoder
 from enclave.client._endpoint import VerifiedEndpoint
 from enclave.client._ohttp import AsyncOhttpTransport, attested_endpoint
+from enclave.client._proxy_errors import Refusal, refusal_for
 from enclave.client.errors import AttestationFailed, ClientError
 from enclave.protocol import api
 
-__all__ = ["HEALTH_PATH", "build_proxy_app", "confidential_headers"]
+__all__ = ["HEALTH_PATH", "ProxyOptions", "build_proxy_app", "confidential_headers"]
 
 logger = logging.getLogger(__name__)
 
 HEALTH_PATH = "/proxy/health"
 COMPAT_MODES = ("openai", "anthropic", "both")
+#: Environment variable a daemon's parent sets so that ``proxy start`` knows the health answer
+#: came from its own child (not from another process on the port).
+INSTANCE_ENV = "ENCLAVE_PROXY_INSTANCE"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyOptions:
+    """The proxy's limits: request bodies larger than ``body_limit_bytes`` are refused (413)
+    before anything is encrypted; health re-verifies an endpoint verified longer than
+    ``recheck_seconds`` ago (at most ``recheck_timeout_seconds``)."""
+
+    body_limit_bytes: int = 32 * 1024 * 1024
+    recheck_seconds: float = 30.0
+    recheck_timeout_seconds: float = 15.0
+    through_relay: bool = False
+
+
+class _BodyTooLargeError(Exception):
+    pass
+
+
+class _Health:
+    """Verification state as the proxy last saw it."""
+
+    def __init__(self) -> None:
+        self.failure: str | None = None
+        self.checked_at: float = 0.0
+
+    def failed(self, refusal: Refusal) -> None:
+        self.failure = refusal.code
+        self.checked_at = time.time()
+
+    def succeeded(self) -> None:
+        self.failure = None
+        self.checked_at = time.time()
+
 
 _REQUEST_DROPPED = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "upgrade"}
@@ -62,21 +111,55 @@ def confidential_headers(endpoint: VerifiedEndpoint) -> dict[str, str]:
     }
 
 
-def _error(code: str, message: str | None = None) -> JSONResponse:
+def _request_id_headers(request_id: str) -> dict[str, str]:
+    return {"x-request-id": request_id, "request-id": request_id}
+
+
+def _error(refusal: Refusal, request_id: str) -> JSONResponse:
     """The proxy's own refusal, in the service's one error vocabulary."""
     return JSONResponse(
-        api.error_document(code, message=message),
-        status_code=api.ERRORS[code].status,
-        headers={"X-Confidential-Verified": "false"},
+        api.error_document(refusal.code, message=refusal.message),
+        status_code=refusal.status,
+        headers={
+            "X-Confidential-Verified": "false",
+            **refusal.headers,
+            **_request_id_headers(request_id),
+        },
     )
 
 
-def _anthropic_error(status: int, error_type: str, message: str) -> JSONResponse:
+def _anthropic_error(
+    status: int, error_type: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     return JSONResponse(
         error_document(error_type, message),
         status_code=status,
-        headers={"X-Confidential-Verified": "false"},
+        headers={"X-Confidential-Verified": "false", **(headers or {})},
     )
+
+
+def _anthropic_refusal(refusal: Refusal, request_id: str) -> JSONResponse:
+    error_type = error_type_for_status(refusal.status)
+    if refusal.code == "gateway_overloaded":
+        error_type = "overloaded_error"
+    headers = {**refusal.headers, **_request_id_headers(request_id)}
+    return _anthropic_error(refusal.status, error_type, refusal.message, headers)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _BodyTooLargeError
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise _BodyTooLargeError
+    return bytes(body)
+
+
+def _new_request_id() -> str:
+    return "req_" + secrets.token_hex(12)
 
 
 def _anthropic_headers(request: Request) -> dict[str, str]:
@@ -128,34 +211,54 @@ async def _anthropic_stream(
         await upstream.aclose()
 
 
-def build_proxy_app(transport: AsyncOhttpTransport, *, compat: str = "openai") -> Starlette:
+def build_proxy_app(
+    transport: AsyncOhttpTransport,
+    *,
+    compat: str = "openai",
+    options: ProxyOptions | None = None,
+) -> Starlette:
     """The proxy app over ``transport`` (which knows the endpoint's URL and verifier)."""
     if compat not in COMPAT_MODES:
         raise ValueError(f"compat must be one of {COMPAT_MODES}")
+    options = options or ProxyOptions()
     client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(30.0, read=None))
     base = transport.url
+    state = _Health()
+
+    async def send(outgoing: httpx.Request) -> httpx.Response | Refusal:
+        try:
+            upstream = await client.send(outgoing, stream=True)
+        except (ClientError, httpx.HTTPError) as exc:
+            refusal = refusal_for(exc, through_relay=options.through_relay)
+            reason = exc.reason if isinstance(exc, AttestationFailed) else type(exc).__name__
+            logger.warning("request refused: %s (%s)", refusal.code, reason)
+            state.failed(refusal)
+            return refusal
+        state.succeeded()
+        return upstream
 
     async def forward(request: Request) -> Response:
         path = "/v1/" + request.path_params["path"]
         query = request.url.query
+        request_id = request.headers.get("x-request-id") or _new_request_id()
         headers = [
             (name, value) for name, value in request.headers.items() if name not in _REQUEST_DROPPED
         ]
-        body = await request.body()
+        try:
+            body = await _read_body(request, options.body_limit_bytes)
+        except _BodyTooLargeError:
+            return _error(_too_large(options), request_id)
         outgoing = client.build_request(
             request.method,
             base + path + ("?" + query if query else ""),
-            headers=headers,
+            headers=[*headers, ("x-request-id", request_id)]
+            if "x-request-id" not in request.headers
+            else headers,
             content=body,
         )
-        try:
-            upstream = await client.send(outgoing, stream=True)
-        except AttestationFailed as exc:
-            logger.warning("refused: the endpoint did not verify (%s)", exc.reason)
-            return _error("attestation_unverified", f"endpoint not verified: {exc.reason}")
-        except (ClientError, httpx.HTTPError) as exc:
-            logger.warning("upstream failed: %s", type(exc).__name__)
-            return _error("upstream_failed")
+        upstream = await send(outgoing)
+        if isinstance(upstream, Refusal):
+            return _error(upstream, request_id)
         endpoint = attested_endpoint(upstream)
         extra = {} if endpoint is None else confidential_headers(endpoint)
         kept = {
@@ -163,6 +266,7 @@ def build_proxy_app(transport: AsyncOhttpTransport, *, compat: str = "openai") -
             for name, value in upstream.headers.items()
             if name.lower() not in _RESPONSE_DROPPED
         }
+        kept.update(_request_id_headers(upstream.headers.get("x-request-id") or request_id))
 
         async def body_stream() -> AsyncIterator[bytes]:
             try:
@@ -177,8 +281,13 @@ def build_proxy_app(transport: AsyncOhttpTransport, *, compat: str = "openai") -
 
     async def messages(request: Request) -> Response:
         """``POST /v1/messages``: translated to ``/v1/chat/completions`` and back."""
+        request_id = _new_request_id()
         try:
-            translated = to_openai_request(json.loads(await request.body()))
+            raw = await _read_body(request, options.body_limit_bytes)
+        except _BodyTooLargeError:
+            return _anthropic_refusal(_too_large(options), request_id)
+        try:
+            translated = to_openai_request(json.loads(raw))
         except (ValueError, RecursionError):
             return _anthropic_error(400, "invalid_request_error", "the body is not valid JSON")
         except AnthropicRequestError as exc:
@@ -186,20 +295,15 @@ def build_proxy_app(transport: AsyncOhttpTransport, *, compat: str = "openai") -
         outgoing = client.build_request(
             "POST",
             base + "/v1/chat/completions",
-            headers=_anthropic_headers(request),
+            headers={**_anthropic_headers(request), "x-request-id": request_id},
             json=translated.body,
         )
-        try:
-            upstream = await client.send(outgoing, stream=True)
-        except AttestationFailed as exc:
-            logger.warning("refused: the endpoint did not verify (%s)", exc.reason)
-            message = f"endpoint not verified: {exc.reason}"
-            return _anthropic_error(503, "attestation_unverified", message)
-        except (ClientError, httpx.HTTPError) as exc:
-            logger.warning("upstream failed: %s", type(exc).__name__)
-            return _anthropic_error(502, "api_error", "the encrypted request failed")
+        upstream = await send(outgoing)
+        if isinstance(upstream, Refusal):
+            return _anthropic_refusal(upstream, request_id)
         endpoint = attested_endpoint(upstream)
         extra = {} if endpoint is None else confidential_headers(endpoint)
+        extra.update(_request_id_headers(upstream.headers.get("x-request-id") or request_id))
         if upstream.status_code != 200:
             try:
                 return await _upstream_error(upstream, extra)
@@ -224,26 +328,66 @@ def build_proxy_app(transport: AsyncOhttpTransport, *, compat: str = "openai") -
             await upstream.aclose()
         return JSONResponse(document, headers=extra)
 
-    async def health(_: Request) -> Response:
+    async def recheck() -> None:
+        """Re-verify the endpoint when the last verification is older than the recheck time
+        (a service that went away then shows as not verified, with the reason)."""
         endpoint = transport.endpoint
+        last = max(state.checked_at, 0.0 if endpoint is None else endpoint.verified_at)
+        if time.time() - last < options.recheck_seconds and (
+            endpoint is not None or state.failure is not None
+        ):
+            return
+        try:
+            async with asyncio_timeout(options.recheck_timeout_seconds):
+                await transport.refresh()
+        except (ClientError, httpx.HTTPError, TimeoutError) as exc:
+            state.failed(refusal_for(exc, through_relay=options.through_relay))
+            return
+        state.succeeded()
+
+    async def health(_: Request) -> Response:
+        await recheck()
+        endpoint = transport.endpoint
+        verified = endpoint is not None and state.failure is None
         return JSONResponse(
             {
                 "status": "ok",
+                "pid": os.getpid(),
+                "instance": os.environ.get(INSTANCE_ENV),
                 "endpoint": base,
-                "verified": endpoint is not None,
+                "compat": compat,
+                "verified": verified,
+                "failure": state.failure,
+                "last_verified": None if endpoint is None else _iso(endpoint.verified_at),
+                "last_checked": _iso(state.checked_at) if state.checked_at else None,
                 "tcb_status": None if endpoint is None else endpoint.tcb_status,
-            }
+                "model_digest": None if endpoint is None else endpoint.model_digest_hex,
+            },
+            headers={"Cache-Control": "no-store"},
         )
+
+    async def anthropic_unsupported(request: Request) -> Response:
+        path = request.url.path
+        if path.endswith("/count_tokens"):
+            message = "count_tokens is not available through this proxy"
+        elif path.rstrip("/").endswith("/models"):
+            message = "the model list is not available in Anthropic mode; use --compat both"
+        else:
+            message = "no such route"
+        return _anthropic_error(404, "not_found_error", message)
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
     routes = [Route(HEALTH_PATH, health, methods=["GET"])]
-    if compat == "anthropic":
+    if compat in ("anthropic", "both"):  # in "both", /v1/messages also works at the root
         routes.append(Route("/v1/messages", messages, methods=["POST"]))
+    if compat == "anthropic":
+        routes.append(Route("/{path:path}", anthropic_unsupported, methods=methods))
     else:
         routes.append(Route("/v1/{path:path}", forward, methods=methods))
     if compat == "both":
         routes.append(Route("/openai/v1/{path:path}", forward, methods=methods))
         routes.append(Route("/anthropic/v1/messages", messages, methods=["POST"]))
+        routes.append(Route("/anthropic/{path:path}", anthropic_unsupported, methods=methods))
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -253,3 +397,14 @@ def build_proxy_app(transport: AsyncOhttpTransport, *, compat: str = "openai") -
             await client.aclose()
 
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _too_large(options: ProxyOptions) -> Refusal:
+    return Refusal(
+        "body_too_large",
+        f"the request body is larger than the proxy's limit of {options.body_limit_bytes} bytes",
+    )
+
+
+def _iso(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, UTC).isoformat().replace("+00:00", "Z")

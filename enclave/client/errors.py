@@ -21,7 +21,8 @@ The hierarchy::
 
 The client's own ``AttestationFailed.reason`` codes (next to ``attestation.checks.Reason``):
 
-- ``endpoint_unreachable``: the TLS connection or the report request failed;
+- ``endpoint_unreachable``: the TLS connection or the report request failed; the detail says
+  how (DNS, connection refused, not a TLS port, TLS handshake, timed out);
 - ``report_malformed``: the report is not the documented JSON, or its evidence is not hex;
 - ``report_certificate_mismatch``: the report's certificate is not the connection's;
 - ``ohttp_keys_mismatch``: the served key configurations do not hash to the ``ohttp-keys`` claim;
@@ -30,6 +31,8 @@ The client's own ``AttestationFailed.reason`` codes (next to ``attestation.check
 - ``not_tls`` / ``not_verified``: an http:// URL, or a response that did not come over a
   verified RA-TLS connection;
 - ``report_unavailable``: the report request was answered with a status other than 200;
+- ``report_rate_limited``: the report request was refused by the service's rate limit (429);
+  the detail is the ``Retry-After`` seconds;
 - ``report_too_large``: the report is larger than ``MAX_REPORT_BYTES`` (refused while it is
   being read).
 """

@@ -29,9 +29,14 @@ WAIT = 60.0
 DEV_ENGINE = (sys.executable, "-m", "model_manager.devengine")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _subreaper() -> None:
+@pytest.fixture(scope="package", autouse=True)
+def _subreaper() -> Iterator[None]:
+    # Orphaned fake workers must come back to this process to be reaped (PID 1 may not reap).
+    # Only for this package: a session-wide subreaper adopted other suites' daemons, which
+    # then stayed zombies (nothing here reaps them) and made `enclave proxy stop` wait.
     become_subreaper()
+    yield
+    become_subreaper(enable=False)
 
 
 @pytest.fixture

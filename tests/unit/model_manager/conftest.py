@@ -4,7 +4,7 @@ limits, and the tiny fake engine of ``_fake_engine.py``."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,14 @@ FAKE_ENGINE = Path(__file__).resolve().parent / "_fake_engine.py"
 SettingsFactory = Callable[..., ModelManagerSettings]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _subreaper() -> None:
+@pytest.fixture(scope="package", autouse=True)
+def _subreaper() -> Iterator[None]:
     # Orphaned fake workers must come back to this process to be reaped (PID 1 may not reap).
+    # Only for this package: a session-wide subreaper adopted other suites' daemons, which
+    # then stayed zombies (nothing here reaps them) and made `enclave proxy stop` wait.
     become_subreaper()
+    yield
+    become_subreaper(enable=False)
 
 
 @pytest.fixture
