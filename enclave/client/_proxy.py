@@ -142,6 +142,8 @@ def _anthropic_refusal(refusal: Refusal, request_id: str) -> JSONResponse:
     error_type = error_type_for_status(refusal.status)
     if refusal.code == "gateway_overloaded":
         error_type = "overloaded_error"
+    elif refusal.code == "attestation_unverified":  # the type a caller matches fail-closed on
+        error_type = refusal.code
     headers = {**refusal.headers, **_request_id_headers(request_id)}
     return _anthropic_error(refusal.status, error_type, refusal.message, headers)
 
