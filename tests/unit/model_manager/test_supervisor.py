@@ -109,6 +109,24 @@ async def test_crash_after_ready_is_seen_and_orphaned_workers_are_reaped(
     assert live_members(proc.pid) == []
 
 
+async def test_the_failure_reason_comes_only_from_output_before_healthy(
+    make_settings: SettingsFactory, models_dir: Path
+) -> None:
+    """After the first healthy /health requests may reach the engine: nothing it prints from
+    then on may become a shown reason."""
+    proc = engine(make_settings, models_dir)
+    proc._take_line("ValueError: printed while loading")
+    assert proc.failure_reason() == "ValueError: printed while loading"
+    await proc.start()
+    try:
+        assert proc.failure_reason() is None  # the startup lines are dropped once healthy
+        proc._take_line("ValueError: could echo a prompt")
+        assert proc.failure_reason() is None
+        assert "ValueError: could echo a prompt" in proc.log_tail()  # kept for debugging only
+    finally:
+        await proc.stop()
+
+
 async def test_wait_down_sees_a_member_process_die_while_the_main_one_lives(
     make_settings: SettingsFactory, models_dir: Path
 ) -> None:
