@@ -80,6 +80,19 @@ class _OncePerMessage(logging.Filter):
         return True
 
 
+def _configure_logging(level: str) -> None:
+    """``logging.basicConfig`` (nothing when the root logger has handlers already), with each
+    distinct warning printed once."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_OncePerMessage())
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
 def _log_level(value: str) -> str:
     level = value.upper()
     if level not in LOG_LEVELS:
@@ -162,9 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
-    for handler_ in logging.getLogger().handlers:
-        handler_.addFilter(_OncePerMessage())
+    _configure_logging(args.log_level)
     try:
         return handler(args)
     except KeyboardInterrupt:
