@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -15,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from tests.integration.server.test_serve_process import free_port, serve_command
+from tests.integration.server.test_serve_process import descendants, free_port, serve_command
 
 RECEIVER = Path(__file__).with_name("push_receiver.py")
 LOAD_TOKEN = "push-test-load-token-8d1e4b7a0c93f2"
@@ -151,10 +153,20 @@ class Serve:
         return self.log.read_text()
 
     def close(self) -> None:
+        """Stop the service the way an operator would (SIGTERM: it stops its engine); only if
+        that fails, kill it and every process it had started, so a failed test leaks none."""
         self.client.close()
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            started = descendants(self.process.pid)
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=WAIT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+            for pid in started:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         self._log_file.close()
 
 
