@@ -15,11 +15,10 @@ import json
 import logging
 from typing import Literal
 
-__all__ = ["STRUCTURED_FIELDS", "configure_logging", "log_time"]
+__all__ = ["ACCESS_FIELDS", "STRUCTURED_FIELDS", "configure_logging", "log_time"]
 
-#: The ``extra`` fields a log line may carry into the JSON form (the access record's fields,
-#: ``enclave.routes._access.ACCESS_FIELDS``, then those of the model lines).
-STRUCTURED_FIELDS: tuple[str, ...] = (
+#: Every field an access record (``enclave.routes._access``) may hold.
+ACCESS_FIELDS: tuple[str, ...] = (
     "request_id",
     "method",
     "route",
@@ -30,10 +29,10 @@ STRUCTURED_FIELDS: tuple[str, ...] = (
     "model",
     "generation",
     "reason",
-    "load_seconds",
-    "digest_kind",
-    "digest",
 )
+#: The ``extra`` fields a log line may carry into the JSON form: the access record's fields,
+#: then those of the model lines.
+STRUCTURED_FIELDS: tuple[str, ...] = (*ACCESS_FIELDS, "load_seconds", "digest_kind", "digest")
 
 
 def log_time(created: float) -> str:

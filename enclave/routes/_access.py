@@ -16,23 +16,12 @@ from typing import Any
 
 from starlette.types import Scope
 
+from enclave._logging import ACCESS_FIELDS
+
 __all__ = ["ACCESS_FIELDS", "ACCESS_SCOPE_KEY", "access_record", "annotate", "request_id"]
 
 #: The scope key of the record (a dict) shared by the middleware, the routes and the handlers.
 ACCESS_SCOPE_KEY = "enclave.access"
-#: Every field an access record may hold; the JSON log formatter passes exactly these on.
-ACCESS_FIELDS: tuple[str, ...] = (
-    "request_id",
-    "method",
-    "route",
-    "status",
-    "duration_ms",
-    "bytes_in",
-    "bytes_out",
-    "model",
-    "generation",
-    "reason",
-)
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
