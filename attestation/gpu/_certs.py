@@ -145,6 +145,13 @@ def _check_link(cert: x509.Certificate, issuer: x509.Certificate, position: int)
         raise GpuChainError(
             "gpu_chain_invalid", f"certificate {position} is not issued by the next one"
         )
+    _check_issuer_is_ca(issuer, position)
+    _check_signed_by(cert, issuer, position)
+
+
+def _check_issuer_is_ca(issuer: x509.Certificate, position: int) -> None:
+    """A certificate that is not a CA (no basicConstraints cA) may not issue: a leaf's key
+    signing another "leaf" would otherwise extend the chain."""
     try:
         constraints = issuer.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
@@ -153,6 +160,9 @@ def _check_link(cert: x509.Certificate, issuer: x509.Certificate, position: int)
         raise GpuChainError(
             "gpu_chain_invalid", f"the issuer of certificate {position} is not a CA"
         )
+
+
+def _check_signed_by(cert: x509.Certificate, issuer: x509.Certificate, position: int) -> None:
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature) as exc:

@@ -210,8 +210,12 @@ def parse_gpu_report(data: bytes) -> GpuReport:
     opaque = _parse_opaque(response.take(response.le(2, "OpaqueLength"), "OpaqueData"))
     signed_end = REQUEST_SIZE + response.offset
     signature = response.take(SIGNATURE_SIZE, "Signature")
-    if response.remaining:
-        raise GpuReportError(f"{response.remaining} bytes after the signature")
+    # Some drivers (a Hopper in a Confidential Containers guest) hand over the report with
+    # zero bytes after the signature. They are not signed and carry nothing: accepted, as
+    # NVIDIA's and the Trustee project's verifiers do; any other trailing byte is refused.
+    trailing = response.take(response.remaining, "trailing bytes")
+    if trailing.count(0) != len(trailing):
+        raise GpuReportError(f"{len(trailing)} bytes after the signature, not all zero")
     return GpuReport(
         raw=data,
         request_version=request_version,

@@ -24,6 +24,7 @@ from attestation.ratls import RaTlsIssuer
 from attestation.simulator import SimulatedMeasurements, Simulator
 from attestation.verify import verify_evidence, verify_quote
 from tests.integration.client.attacks import MUTATIONS as CLIENT_MUTATIONS
+from tests.unit.attestation import gpu_chains
 from tests.vectors import load_bytes, vector_path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -141,6 +142,31 @@ CASES = {
         _tampered_event_log,
         _set("verify_event_log", lambda log, rtmrs: None),
     ),
+    # The GPU chain (attestation.gpu._certs, steps 3 and 4 of verify_gpu_report).
+    "gpu step 3: the chain ends in the pinned root": Case(
+        "attestation.gpu._certs.check_root",
+        "gpu_root_untrusted",
+        gpu_chains.foreign_root,
+        gpu_chains.disable("attestation.gpu.verify", "check_root"),
+    ),
+    "gpu step 4: every issuer is a CA": Case(
+        "attestation.gpu._certs._check_issuer_is_ca",
+        "gpu_chain_invalid",
+        gpu_chains.issued_by_a_leaf,
+        gpu_chains.disable("attestation.gpu._certs", "_check_issuer_is_ca"),
+    ),
+    "gpu step 4: every signature verifies": Case(
+        "attestation.gpu._certs._check_signed_by",
+        "gpu_chain_invalid",
+        gpu_chains.forged_signature,
+        gpu_chains.disable("attestation.gpu._certs", "_check_signed_by"),
+    ),
+    "gpu step 4: every certificate is valid now": Case(
+        "attestation.gpu._certs._check_validity",
+        "gpu_cert_expired",
+        gpu_chains.expired,
+        gpu_chains.disable("attestation.gpu._certs", "_check_validity"),
+    ),
 }
 
 
@@ -206,4 +232,20 @@ def test_every_check_has_a_mutation() -> None:
     }
     assert "verify_evidence" in client  # step 4, disabled through the nonce it passes
     assert len(checks) >= 15  # 11 in attestation.verify, 4 in the client
+    assert checks <= targets, sorted(checks - targets)
+
+
+def test_every_gpu_chain_check_has_a_mutation() -> None:
+    """The checks ``check_chain`` makes (``check_root``, and every ``_check_*`` of a link):
+    each has a case above whose attack it stops (the issuer-name comparison is repeated by
+    cryptography's ``verify_directly_issued_by``, so disabling it alone lets nothing through)."""
+    targets = {case.target for case in CASES.values()}
+    certs = ROOT / "attestation" / "gpu" / "_certs.py"
+    called = _called(certs, {"check_chain", "check_links", "_check_link"})
+    checks = {
+        f"attestation.gpu._certs.{name}"
+        for name in called
+        if name.startswith(("check_", "_check_")) and name not in {"check_links", "_check_link"}
+    }
+    assert len(checks) >= 4
     assert checks <= targets, sorted(checks - targets)

@@ -161,8 +161,22 @@ def test_wrong_fwid_is_refused() -> None:
 
 def test_truncated_and_extended_reports_are_malformed() -> None:
     original = report()
-    for data in (original[:-1], original + b"\x00", original[: REQUEST_SIZE + 10]):
+    for data in (original[:-1], original + b"\x01", original[: REQUEST_SIZE + 10]):
         assert reason_of(data=data) == GpuReason.REPORT_MALFORMED
+
+
+@pytest.mark.parametrize("zeros", [1, 7])
+def test_zero_bytes_after_the_signature_are_accepted(zeros: int) -> None:
+    """Regression: a Hopper report from a Confidential Containers guest carries one zero byte
+    after the signature and was refused (``1 bytes after the signature``)."""
+    verified = verify(report() + bytes(zeros))
+    assert verified.fwid.hex() == FWID
+    assert verified.report.signed == parse_gpu_report(report()).signed
+
+
+@pytest.mark.parametrize("tail", [b"\x01", bytes(6) + b"\x80", b"\x00\xff\x00"])
+def test_non_zero_bytes_after_the_signature_are_refused(tail: bytes) -> None:
+    assert reason_of(data=report() + tail) == GpuReason.REPORT_MALFORMED
 
 
 def test_architecture_claimed_wrongly_is_refused() -> None:
