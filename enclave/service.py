@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import httpx
 
+from enclave._cache_salt import CacheSalter
 from enclave.engine import EngineClient, EngineClientProtocol, EngineTimeouts
 from enclave.metrics import ServiceMetrics
 from enclave.settings import EnclaveSettings, insecure_settings, insecure_warnings
@@ -81,6 +82,8 @@ class Service:
         self.manager = manager or ModelManager(settings.model_manager, insecure=self.insecure)
         self.metrics = metrics or ServiceMetrics()
         self.streams = StreamSlots(settings.service.max_concurrent_streams)
+        #: The prefix-cache salts of engine requests (its secret lives in memory only).
+        self.cache_salter = CacheSalter()
         self.readiness_checks: list[ReadinessCheck] = []
         self._client_factory = engine_client_factory or self._new_client
         self._endpoint: EngineEndpoint | None = None

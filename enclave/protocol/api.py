@@ -67,6 +67,9 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "invalid_model": _e(400, '"model" must be a string'),
     "missing_model": _e(400, 'the body needs a "model" field'),
     "invalid_stream": _e(400, '"stream" must be a boolean'),
+    "invalid_cache_isolation_key": _e(
+        400, "x-cache-isolation-key must be 16 to 256 visible ASCII characters"
+    ),
     "invalid_nonce": _e(400, "nonce must be 32 to 64 bytes, hex-encoded"),
     "not_found": _e(404, "no such route"),
     "route_not_allowed": _e(404, "no such route through the gateway"),

@@ -5,7 +5,10 @@ Per request, in order: a stream slot (else 429 ``too_many_streams``: requests ar
 queued, so a saturated service answers at once and the client decides when to retry); the
 content type (415); the body limit (413); JSON with a string ``model`` (400); a ready model
 (503 ``model_not_ready``) that is the one named (404 ``model_not_found``); then the engine.
-Only ``model`` and ``stream`` are read; the body goes to the engine byte for byte.
+Only ``model``, ``stream`` and ``cache_salt`` are read; the body goes to the engine byte for byte
+but for the prefix-cache salt the service sets itself (:mod:`enclave._cache_salt`: a
+client's ``cache_salt`` is replaced; the ``x-cache-isolation-key`` header chooses a shared
+domain, 400 ``invalid_cache_isolation_key`` when malformed).
 
 Headers to the engine: ``content-type``, the client's ``accept``, ``accept-encoding:
 identity`` and a fresh ``x-request-id``; nothing else (no ``Authorization``, no hop-by-hop
@@ -25,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from enclave._cache_salt import CACHE_ISOLATION_HEADER, InvalidIsolationKeyError, salted_body
 from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.gateway import through_gateway
 from enclave.metrics import OHTTP_INNER_ROUTE
@@ -85,7 +89,12 @@ async def _pass_through(
     started = time.monotonic()
     limit = service.settings.service.body_limit_bytes
     body = await _read_body(request, limit)
-    model = _requested_model(body)
+    document = _request_document(body)
+    model = str(document["model"])
+    try:
+        salt = service.cache_salter.salt(request.headers.get(CACHE_ISOLATION_HEADER))
+    except InvalidIsolationKeyError as exc:
+        raise ApiError("invalid_cache_isolation_key") from exc
     status = service.ready_model()
     if status is None:
         raise ApiError("model_not_ready", headers={"Retry-After": "5"})
@@ -102,7 +111,7 @@ async def _pass_through(
         ("x-request-id", request_id),
     )
     try:
-        upstream = await client.post(path, body, headers)
+        upstream = await client.post(path, salted_body(body, document, salt), headers)
     except EngineTimeoutError as exc:
         logger.warning("request %s on %s: engine timeout", request_id, path)
         raise ApiError("engine_timeout") from exc
@@ -155,7 +164,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
-def _requested_model(body: bytes) -> str:
+def _request_document(body: bytes) -> dict[str, object]:
+    """The body as a JSON object with a string ``model`` and a boolean ``stream`` if any."""
     try:
         document = json.loads(body)
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deep is bad input too
@@ -169,7 +179,7 @@ def _requested_model(body: bytes) -> str:
         raise ApiError("invalid_model", param="model")
     if not isinstance(document.get("stream", False), bool):
         raise ApiError("invalid_stream", param="stream")
-    return model
+    return document
 
 
 async def _engine_refusal(upstream: EngineResponseProtocol, request_id: str, path: str) -> Response:

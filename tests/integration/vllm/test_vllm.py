@@ -3,9 +3,10 @@ service (tests run in file order; each leaves the engine as the next one expects
 
 load with progress from real log lines -> /v1/models -> chat and completions, streamed and not,
 with and without usage -> the OHTTP path with the project's client -> the local proxy in
-Anthropic mode -> kill -9 of EngineCore mid-stream (error event, end, ready left, restart with
-backoff) -> kill -9 of the API server mid-stream -> unload (no process, no socket) -> a load
-vLLM refuses, with its reason in the status and the log.
+Anthropic mode -> prefix-cache isolation (the service's cache_salt) -> kill -9 of EngineCore
+mid-stream (error event, end, ready left, restart with backoff) -> kill -9 of the API server
+mid-stream -> unload (no process, no socket) -> a load vLLM refuses, with its reason in the
+status and the log.
 """
 
 from __future__ import annotations
@@ -138,6 +139,64 @@ async def test_the_local_proxy_in_anthropic_mode(vllm_service: VllmService) -> N
             streamed = await stream.get_final_message()
         assert streamed.stop_reason in ("end_turn", "max_tokens")
         await client.close()
+
+
+#: Long enough for two full KV blocks (vLLM's CPU block is 128 tokens): only full blocks hit.
+CACHE_PROMPT = " ".join(f"entry {i} of the ledger," for i in range(45))
+DOMAIN_A = "isolation-domain-a-5f1c0e9a2b7d"
+DOMAIN_B = "isolation-domain-b-93d4a61e0c58"
+
+
+async def prefix_cache_counters(vllm_service: VllmService) -> tuple[float, float]:
+    """vLLM's own (queries, hits) prefix-cache token counters, read from the engine."""
+    async with vllm_service.manager.engine_client() as engine:
+        text = (await engine.get("/metrics")).text
+    totals = {"vllm:prefix_cache_queries_total": 0.0, "vllm:prefix_cache_hits_total": 0.0}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            totals[name] += float(line.rsplit(" ", 1)[1])
+    return totals["vllm:prefix_cache_queries_total"], totals["vllm:prefix_cache_hits_total"]
+
+
+async def cached_tokens(
+    vllm_service: VllmService, client: httpx.AsyncClient, **headers: str
+) -> tuple[int, float]:
+    """Send CACHE_PROMPT; (its prompt tokens, the prefix-cache hits it made, in tokens)."""
+    queries, hits = await prefix_cache_counters(vllm_service)
+    body = completion(prompt=CACHE_PROMPT, max_tokens=1, cache_salt="client-chosen-salt")
+    answer = await client.post("/v1/completions", json=body, headers=headers)
+    assert answer.status_code == 200, answer.text
+    prompt_tokens = answer.json()["usage"]["prompt_tokens"]
+    async with asyncio.timeout(10):  # vLLM records the request's stats just after it answers
+        while (now := await prefix_cache_counters(vllm_service))[0] < queries + prompt_tokens:
+            await asyncio.sleep(0.05)
+    return prompt_tokens, now[1] - hits
+
+
+async def test_prefix_cache_is_isolated_between_domains(vllm_service: VllmService) -> None:
+    """CVE-2025-46570: a second identical prompt from another isolation domain (or with no
+    key, or with the same client-chosen ``cache_salt``) gets no prefix-cache hit on real vLLM;
+    from the same domain it does."""
+    if vllm_service.manager.status().proxy_status != "ready":  # run alone (-k)
+        assert (await vllm_service.post_model("/v1/models/load", MODEL)).status_code == 202
+        assert (await vllm_service.wait_for("ready", "error"))[-1]["proxy_status"] == "ready"
+    key = "x-cache-isolation-key"
+    async with vllm_service.plain_client() as client:
+        tokens, first = await cached_tokens(vllm_service, client, **{key: DOMAIN_A})
+        assert 256 < tokens < 500, tokens
+        _, same_domain = await cached_tokens(vllm_service, client, **{key: DOMAIN_A})
+        _, other_domain = await cached_tokens(vllm_service, client, **{key: DOMAIN_B})
+        _, no_key = await cached_tokens(vllm_service, client)
+        _, no_key_again = await cached_tokens(vllm_service, client)
+    print(
+        f"\nprefix-cache hits of a {tokens}-token prompt: first {first:.0f}, same domain "
+        f"{same_domain:.0f}, other domain {other_domain:.0f}, no key {no_key:.0f} then "
+        f"{no_key_again:.0f}"
+    )
+    assert first == 0
+    assert same_domain >= 256
+    assert other_domain == no_key == no_key_again == 0
 
 
 async def long_stream(vllm_service: VllmService, client: httpx.AsyncClient) -> AsyncIterator[str]:
