@@ -1,7 +1,8 @@
 """The Starlette application of the service.
 
-Routes: ``/health``, ``/ready``, ``/metrics``, ``/metrics/engine`` (the engine's own
-metrics, filtered), ``/v1/models``, the lifecycle routes of the
+Routes: ``/health``, ``/ready``, ``/metrics`` and ``/metrics/engine`` (the engine's own
+metrics, filtered; only with a ``metrics_token``, see :mod:`enclave.routes.metrics`),
+``/v1/models``, the lifecycle routes of the
 model manager (``/v1/models/status|load|unload``), the inference routes, and any
 ``extra_routes`` (the OHTTP gateway and the attestation report). Errors leave in OpenAI's
 shape ``{"error": {"message", "type", "param", "code"}}`` with stable codes; a foreign
@@ -23,7 +24,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from enclave._ratelimit import TokenBuckets
-from enclave.metrics import CONTENT_TYPE
 from enclave.routes import (
     ApiError,
     error_response,
@@ -34,27 +34,17 @@ from enclave.routes import (
 from enclave.routes._access import annotate
 from enclave.routes._middleware import ObservedApp
 from enclave.routes._token_guard import guard_lifecycle_routes
-from enclave.routes.engine_metrics import engine_metrics_routes
+from enclave.routes.metrics import METRICS_PATH, metrics_routes
 from enclave.service import Service
 from model_manager import model_routes
 
-__all__ = ["METRICS_PATH", "build_app"]
+__all__ = ["METRICS_PATH", "build_app", "build_metrics_app"]
 
 logger = logging.getLogger(__name__)
-
-METRICS_PATH = "/metrics"
 
 
 def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     """The app serving ``service``; ``extra_routes`` are added after the built-in ones."""
-
-    async def metrics(_: Request) -> Response:
-        service.metrics.set_model_state(service.manager.status().proxy_status)
-        return Response(
-            service.metrics.render(),
-            media_type=CONTENT_TYPE,
-            headers={"Cache-Control": "no-store"},
-        )
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -66,8 +56,7 @@ def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> St
 
     routes: list[BaseRoute] = [
         *health_routes(service),
-        Route(METRICS_PATH, metrics, methods=["GET"]),
-        *engine_metrics_routes(service),
+        *metrics_routes(service, listener="main"),
         *model_list_routes(service),
         *guard_lifecycle_routes(
             model_routes(service.manager, service.settings.model_manager, error_response),
@@ -84,6 +73,15 @@ def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> St
         middleware=[Middleware(ObservedApp, metrics=service.metrics)],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         lifespan=lifespan,
+    )
+
+
+def build_metrics_app(service: Service) -> Starlette:
+    """The metrics listener's app: ``/metrics`` and ``/metrics/engine`` only (no lifespan:
+    the main app starts and closes the service)."""
+    return Starlette(
+        routes=metrics_routes(service, listener="metrics"),
+        exception_handlers={ApiError: _api_error, HTTPException: _http_error},
     )
 
 

@@ -16,7 +16,9 @@ import contextlib
 import datetime
 import hashlib
 import logging
+import socket
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +31,7 @@ from attestation.gpu.providers import GpuProvider, SimulatedGpuProvider, make_gp
 from attestation.providers import QuoteProvider, detect_provider
 from attestation.ratls import RaTlsIssuer
 from enclave import __version__
-from enclave.app import build_app
+from enclave.app import build_app, build_metrics_app
 from enclave.gateway import OhttpGateway, gateway_routes
 from enclave.metrics import ServiceMetrics
 from enclave.net import BodyGuard, BodyLimits, ConnectionLimits, GuardedServer
@@ -64,6 +66,14 @@ class GatewayMetrics:
 
     def request_served(self, chunked: bool) -> None:
         return None
+
+
+class _MetricsListener(uvicorn.Server):
+    """The metrics listener's server: the main listener owns the signals and stops it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +179,8 @@ class EnclaveServer:
         operations.track_ohttp_keys(lambda: self._keys_generated)
         self._tasks: list[asyncio.Task[None]] = []
         self.uvicorn: GuardedServer | None = None
+        #: The metrics listener's port once bound (``metrics_port``; None when off).
+        self.metrics_port: int | None = None
 
     def _write_simulated_bundle(self, simulator: Simulator) -> Path | None:
         directory = self.settings.model_manager.run_dir / "simulated-tee"
@@ -291,8 +303,35 @@ class EnclaveServer:
             return None
         return server.bound_port
 
+    def _bind_metrics_listener(self) -> tuple[_MetricsListener, socket.socket] | None:
+        """The metrics listener (plain HTTP, ``metrics_host:metrics_port``), bound now so that
+        an address in use fails the start; None when ``metrics_port`` is unset."""
+        settings = self.settings.service
+        if settings.metrics_port is None:
+            return None
+        family = socket.AF_INET6 if ":" in settings.metrics_host else socket.AF_INET
+        sock = socket.create_server((settings.metrics_host, settings.metrics_port), family=family)
+        self.metrics_port = int(sock.getsockname()[1])
+        config = uvicorn.Config(
+            build_metrics_app(self.service),
+            lifespan="off",
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            limit_concurrency=16,
+            timeout_keep_alive=5,
+        )
+        logger.info(
+            "metrics listener on %s:%d (%s)",
+            settings.metrics_host,
+            self.metrics_port,
+            "bearer token required" if settings.metrics_token is not None else "no token",
+        )
+        return _MetricsListener(config), sock
+
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`request_shutdown`); then drain and stop."""
+        metrics = self._bind_metrics_listener()
         await self.start_background()
         self.uvicorn = GuardedServer(
             self.uvicorn_config(),
@@ -300,9 +339,17 @@ class EnclaveServer:
             grace_seconds=self.settings.service.shutdown_grace_seconds,
             on_grace_over=self.service.end_streams,
         )
+        listener = None
+        if metrics is not None:
+            listener = asyncio.create_task(metrics[0].serve(sockets=[metrics[1]]))
         try:
             await self.uvicorn.serve()
         finally:
+            if metrics is not None and listener is not None:
+                metrics[0].should_exit = True
+                with contextlib.suppress(Exception):
+                    await listener
+                metrics[1].close()
             await self.stop_background()
 
     def request_shutdown(self) -> None:

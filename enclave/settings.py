@@ -15,17 +15,19 @@ a token).
 from __future__ import annotations
 
 import importlib.util
+import ipaddress
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from enclave.gateway import GatewayLimits
 from enclave.protocol.chunked import MIN_CHUNK_SIZE
 from model_manager import ModelManagerSettings
+from model_manager.settings import MIN_LOAD_TOKEN_CHARS, MIN_LOAD_TOKEN_DISTINCT_CHARS
 
 __all__ = [
     "EnclaveSettings",
@@ -130,9 +132,33 @@ class ServiceSettings(BaseSettings):
     insecure_allow_simulated_gpu: bool = False
     simulated_gpu_count: int = Field(default=1, ge=1, le=16)
 
+    # Metrics (docs/service.md, "Metrics"): closed by default. /metrics and /metrics/engine are
+    # served on the main listener only to a bearer of metrics_token, and on a separate plain
+    # HTTP listener (metrics_host:metrics_port, off unless metrics_port is set) to anyone who
+    # reaches it, or to a bearer of metrics_token when one is set. A metrics listener on an
+    # address that is not loopback needs metrics_token.
+    metrics_token: SecretStr | None = None
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+
     # Logging.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _metrics_token_is_a_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """Refuse a guessable token, as for the load token. The message never shows the value."""
+        if value is None:
+            return value
+        token = value.get_secret_value()
+        if len(token) < MIN_LOAD_TOKEN_CHARS or len(set(token)) < MIN_LOAD_TOKEN_DISTINCT_CHARS:
+            raise ValueError(
+                f"the metrics token is too guessable: use at least {MIN_LOAD_TOKEN_CHARS} random "
+                f"characters, {MIN_LOAD_TOKEN_DISTINCT_CHARS} of them different "
+                "(e.g. openssl rand -hex 32)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _checks(self) -> ServiceSettings:
@@ -153,7 +179,22 @@ class ServiceSettings(BaseSettings):
             raise ValueError("body_memory_budget_bytes may not be below body_limit_bytes")
         if self.max_connections_per_address > self.max_connections:
             raise ValueError("max_connections_per_address may not exceed max_connections")
+        if (
+            self.metrics_port is not None
+            and self.metrics_token is None
+            and not _is_loopback(self.metrics_host)
+        ):
+            raise ValueError(
+                "a metrics listener on an address that is not loopback needs metrics_token"
+            )
         return self
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 @dataclass(frozen=True, slots=True)

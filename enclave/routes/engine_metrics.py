@@ -1,12 +1,19 @@
 """``GET /metrics/engine``: the engine's own Prometheus metrics (vLLM's ``vllm:*``), filtered.
 
-vLLM's metrics hold counts, latencies and cache usage labelled with the served model name and
-engine index, never request content. The service fetches the engine's ``/metrics`` at scrape
-time (at most :data:`MAX_ENGINE_METRICS_BYTES`, within :data:`ENGINE_METRICS_TIMEOUT_SECONDS`)
-and passes on only the ``vllm:`` families (their ``# HELP``/``# TYPE`` lines and samples): the
-engine's process and Python collectors, and anything else, are dropped. 503
-``model_not_ready`` while no model is ready; 502 ``engine_unavailable`` / ``engine_error`` and
-504 ``engine_timeout`` when the engine cannot answer.
+The service fetches the engine's ``/metrics`` at scrape time (at most
+:data:`MAX_ENGINE_METRICS_BYTES`, within :data:`ENGINE_METRICS_TIMEOUT_SECONDS`) and passes on
+only the families of :data:`ENGINE_METRICS_KEPT` (their ``# HELP``/``# TYPE`` lines and
+samples): the engine's load (requests running and waiting, KV-cache use, preemptions, sleep
+state, its cache configuration). Everything else is dropped: vLLM's per-request histograms
+(prompt and generation token counts, time to first token, inter-token latency, queue, prefill,
+decode and end-to-end times, ``max_tokens`` and ``n``), its token counters, its finish-reason
+counter (``request_success{finished_reason}``), its prefix-cache hits and queries (whether a
+prompt shared a prefix with another), and its process and Python collectors: an authorised
+scraper reading between two requests would otherwise learn one request's exact prompt length,
+answer length and how it ended, which padding hides from the wire. 503 ``model_not_ready``
+while no model is ready; 502 ``engine_unavailable`` / ``engine_error`` and 504
+``engine_timeout`` when the engine cannot answer. Served only to an authorised scraper
+(:mod:`enclave.routes.metrics`).
 """
 
 from __future__ import annotations
@@ -22,8 +29,8 @@ from enclave.routes._errors import ApiError
 from enclave.service import Service
 
 __all__ = [
+    "ENGINE_METRICS_KEPT",
     "ENGINE_METRICS_PATH",
-    "ENGINE_METRICS_PREFIX",
     "ENGINE_METRICS_TIMEOUT_SECONDS",
     "MAX_ENGINE_METRICS_BYTES",
     "engine_metrics_routes",
@@ -33,24 +40,45 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ENGINE_METRICS_PATH = "/metrics/engine"
-ENGINE_METRICS_PREFIX = "vllm:"
+#: The vLLM families passed on: the engine's load, nothing per request (module docstring).
+ENGINE_METRICS_KEPT: frozenset[str] = frozenset(
+    {
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:num_requests_waiting_by_reason",
+        "vllm:kv_cache_usage_perc",
+        "vllm:num_preemptions",
+        "vllm:engine_sleep_state",
+        "vllm:cache_config_info",
+    }
+)
+#: What a sample's name may add to its family's (counters, histograms, summaries, info).
+_SAMPLE_SUFFIXES = ("_total", "_created", "_bucket", "_count", "_sum", "_info")
 #: The largest engine exposition read; a larger one is refused as an engine error.
 MAX_ENGINE_METRICS_BYTES = 4 * 1024 * 1024
 ENGINE_METRICS_TIMEOUT_SECONDS = 5.0
 _CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def filter_engine_metrics(text: str, prefix: str = ENGINE_METRICS_PREFIX) -> str:
-    """Only the families whose name starts with ``prefix``: their HELP, TYPE and samples."""
-    kept = []
+def filter_engine_metrics(text: str, kept: frozenset[str] = ENGINE_METRICS_KEPT) -> str:
+    """Only the families named in ``kept``: their HELP, TYPE and samples."""
+    lines = []
     for line in text.splitlines():
         if line.startswith("#"):
             parts = line.split(None, 3)
-            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE") and parts[2].startswith(prefix):
-                kept.append(line)
-        elif line.startswith(prefix):
-            kept.append(line)
-    return "\n".join(kept) + ("\n" if kept else "")
+            if len(parts) >= 3 and parts[1] in ("HELP", "TYPE") and _family(parts[2], kept):
+                lines.append(line)
+        elif _family(line.split("{", 1)[0].split(" ", 1)[0], kept):
+            lines.append(line)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def _family(name: str, kept: frozenset[str]) -> bool:
+    if name in kept:
+        return True
+    return any(
+        name.endswith(suffix) and name[: -len(suffix)] in kept for suffix in _SAMPLE_SUFFIXES
+    )
 
 
 def engine_metrics_routes(service: Service) -> list[BaseRoute]:

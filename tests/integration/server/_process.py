@@ -22,6 +22,8 @@ from tests.integration.server.test_serve_process import descendants, free_port, 
 RECEIVER = Path(__file__).with_name("push_receiver.py")
 LOAD_TOKEN = "push-test-load-token-8d1e4b7a0c93f2"
 PUSH_TOKEN = "push-test-push-token"
+METRICS_TOKEN = "serve-test-metrics-token-4e7a1c9d0b26f3"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 WAIT = 60.0
 
 
@@ -73,12 +75,14 @@ class Serve:
             **os.environ,
             "LOAD_TOKEN": LOAD_TOKEN,
             "ENCLAVE_PUSH_TOKEN": PUSH_TOKEN,
+            "ENCLAVE_METRICS_TOKEN": METRICS_TOKEN,
             "ENCLAVE_INSTANCE_ID": "slot-7",
             "ENCLAVE_PUSH_TIMEOUT_SECONDS": "2",
             "ENCLAVE_PUSH_BACKOFF_INITIAL_SECONDS": "0.1",
             "ENCLAVE_PUSH_BACKOFF_MAX_SECONDS": "0.2",
             **(env or {}),
         }
+        env = {name: value for name, value in env.items() if value != ""}  # "": unset it
         command = serve_command(
             tmp, self.port, "--tee", "simulated", "--insecure-allow-simulated-tee",
             *(() if push_url is None else ("--push-url", push_url)), *extra,
@@ -140,7 +144,7 @@ class Serve:
         return hashlib.sha256(der).hexdigest()
 
     def metric(self, name: str) -> float:
-        for line in self.client.get("/metrics").text.splitlines():
+        for line in self.client.get("/metrics", headers=METRICS_AUTH).text.splitlines():
             if line.startswith(name + " "):
                 return float(line.rsplit(" ", 1)[1])
         raise AssertionError(f"no metric {name}")

@@ -32,6 +32,9 @@ from enclave.protocol.ohttp import KeyConfig, decode_key_configs
 from enclave.server import EnclaveServer
 
 TOKEN = "integration-load-token-2a7c9e1f05b3"
+METRICS_TOKEN = "integration-metrics-token-6b0d3f8e9a21c4"
+#: The scraper's credentials (the metrics routes are served only to a bearer of the token).
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 CANARY = "canary-5b9f2e71-never-logged"
 MODELS_TOML = """
 [models.crashy]
@@ -103,6 +106,7 @@ async def running(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Run
         tmp,
         load_token=TOKEN,
         engine_flags=("--dev-load-seconds", "0.3"),
+        metrics_token=METRICS_TOKEN,
         shutdown_grace_seconds=5,
         restart_backoff_initial_seconds=0.2,
     )

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from model_manager.devengine._loading import ENGINE_VERSION
-from tests.integration.server._process import Serve, wait_until
+from tests.integration.server._process import METRICS_AUTH, Serve, wait_until
 from tests.integration.server.test_serve_process import descendants
 
 pytestmark = pytest.mark.slow
@@ -99,10 +99,13 @@ def test_the_metrics_an_operator_needs(tmp_path: Path) -> None:
         assert serve.metric("enclave_model_load_seconds_count") == 1
         assert serve.metric('enclave_model_loads_total{outcome="ready"}') == 1
         # build_info: the service, the engine's own version (asked at ready), the TEE kind.
-        wait_until(lambda: ENGINE_VERSION in serve.client.get("/metrics").text, "vllm ver")
+        wait_until(
+            lambda: ENGINE_VERSION in serve.client.get("/metrics", headers=METRICS_AUTH).text,
+            "vllm ver",
+        )
         info = [
             line
-            for line in serve.client.get("/metrics").text.splitlines()
+            for line in serve.client.get("/metrics", headers=METRICS_AUTH).text.splitlines()
             if line.startswith("enclave_build_info{")
         ]
         assert len(info) == 1
@@ -110,12 +113,15 @@ def test_the_metrics_an_operator_needs(tmp_path: Path) -> None:
         assert f'vllm_version="{ENGINE_VERSION}"' in info[0]
         assert info[0].endswith(" 1.0")
 
-        # The engine's own metrics, filtered to vLLM's families.
-        engine = serve.client.get("/metrics/engine")
+        # The engine's own metrics, filtered to vLLM's load families (no per-request ones).
+        engine = serve.client.get("/metrics/engine", headers=METRICS_AUTH)
         assert engine.status_code == 200
         assert "vllm:num_requests_running" in engine.text
         for line in engine.text.splitlines():
             assert line.startswith(("vllm:", "# HELP vllm:", "# TYPE vllm:")), line
+            assert "prompt_tokens" not in line
+            assert "generation_tokens" not in line
+            assert "finished_reason" not in line
 
         # Reports refused by the rate limit (10 per client per minute by default).
         nonce = "ab" * 32

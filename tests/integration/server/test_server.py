@@ -13,6 +13,7 @@ from enclave.protocol import bhttp
 from enclave.protocol.errors import TruncatedMessageError
 from tests.integration.server.conftest import (
     CANARY,
+    METRICS_AUTH,
     Running,
     chat_request,
     encapsulate,
@@ -155,7 +156,7 @@ async def test_gateway_refusals_over_tls(running: Running):
             "/.well-known/ohttp-gateway", content=body, headers={"content-type": "text/plain"}
         )
         assert wrong_type.status_code == 415
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get("/metrics", headers=METRICS_AUTH)).text
     assert 'reason="replay"' in metrics
     assert 'reason="unknown_key"' in metrics
 
@@ -206,7 +207,7 @@ async def test_canary_never_reaches_logs_metrics_or_error_bodies(
                     )
                 ).content
             )
-        metrics = (await client.get("/metrics")).text
+        metrics = (await client.get("/metrics", headers=METRICS_AUTH)).text
     assert wrong.status_code == 404
     for item in bodies:
         assert CANARY.encode() not in item
@@ -226,12 +227,12 @@ async def test_encrypted_requests_are_not_counted_by_their_inner_route(running: 
     await load_model(running, "tiny")
     config = (await key_configs(running))[0]
     async with running.client() as client:
-        before = (await client.get("/metrics")).text
+        before = (await client.get("/metrics", headers=METRICS_AUTH)).text
         body, decoder = encapsulate(config, chat_request("which route was this?"))
         assert (await post_ohttp(client, body, decoder)).complete
         # the inner request is counted as its task ends, just after the outer body
         for _ in range(100):
-            after = (await client.get("/metrics")).text
+            after = (await client.get("/metrics", headers=METRICS_AUTH)).text
             if _count(after, "ohttp_inner") > _count(before, "ohttp_inner"):
                 break
             await asyncio.sleep(0.05)

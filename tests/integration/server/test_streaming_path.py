@@ -16,6 +16,8 @@ from attestation.simulator import Simulator
 from enclave.local import local_settings, serve_locally
 from enclave.protocol import bhttp
 from tests.integration.server.conftest import (
+    METRICS_AUTH,
+    METRICS_TOKEN,
     TOKEN,
     Running,
     chat_request,
@@ -47,6 +49,7 @@ async def stalling(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ru
         engine_flags=("--dev-load-seconds", "0.2", "--dev-tokens-per-second", "0"),
         engine_stall_timeout_seconds=STALL_SECONDS,
         engine_first_token_timeout_seconds=30,
+        metrics_token=METRICS_TOKEN,
     )
     simulator = Simulator.create()
     async with serve_locally(settings, simulator=simulator) as server:
@@ -65,7 +68,7 @@ async def test_a_stalled_stream_ends_with_the_error_event(stalling: Running) -> 
     async with stalling.client() as client:
         response = await client.post("/v1/chat/completions", json=body)
         for _ in range(100):  # the outcome is counted as the relay ends, just after the body
-            metrics = (await client.get("/metrics")).text
+            metrics = (await client.get("/metrics", headers=METRICS_AUTH)).text
             if outcome in metrics:
                 break
             await asyncio.sleep(0.05)
@@ -102,10 +105,10 @@ async def test_each_encrypted_event_is_counted_once(stalling: Running) -> None:
     chunks = r'enclave_streamed_chunks_total\{route="ohttp_inner"\}'
     sealed = r"enclave_ohttp_chunks_sealed_total"
     async with stalling.client() as client:
-        before = (await client.get("/metrics")).text
+        before = (await client.get("/metrics", headers=METRICS_AUTH)).text
         body, decoder = encapsulate(config, chat_request("count me once", max_tokens=8))
         result = await post_ohttp(client, body, decoder)
-        after = (await client.get("/metrics")).text
+        after = (await client.get("/metrics", headers=METRICS_AUTH)).text
     events = events_of(bhttp.decode_response(result.plaintext).content)
     assert _value(after, chunks) - _value(before, chunks) == len(events)
     assert "/.well-known/ohttp-gateway" not in "".join(

@@ -70,6 +70,37 @@ def test_engine_metrics_keep_only_vllm_families() -> None:
     assert filter_engine_metrics("process_cpu_seconds_total 1\n") == ""
 
 
+#: vLLM 0.32 families that tie sizes, timings or outcomes to single requests (issue 20 #6).
+PER_REQUEST = (
+    ("vllm:prompt_tokens", "counter", 'vllm:prompt_tokens_total{engine="0"} 396.0'),
+    ("vllm:generation_tokens", "counter", 'vllm:generation_tokens_total{engine="0"} 5.0'),
+    (
+        "vllm:request_success",
+        "counter",
+        'vllm:request_success_total{engine="0",finished_reason="length"} 1.0',
+    ),
+    ("vllm:request_prompt_tokens", "histogram", 'vllm:request_prompt_tokens_bucket{le="500"} 1'),
+    ("vllm:time_to_first_token_seconds", "histogram", "vllm:time_to_first_token_seconds_sum 0.2"),
+    ("vllm:prefix_cache_hits", "counter", 'vllm:prefix_cache_hits_total{engine="0"} 384.0'),
+    ("vllm:request_params_max_tokens", "histogram", "vllm:request_params_max_tokens_count 1"),
+)
+
+
+def test_engine_metrics_drop_every_per_request_family() -> None:
+    """Regression (issue 20 #6): /metrics/engine gave each request's exact prompt and output
+    token counts and its finish reason."""
+    text = "".join(
+        f"# HELP {name} x\n# TYPE {name} {kind}\n{sample}\n" for name, kind, sample in PER_REQUEST
+    )
+    kept = (
+        "# TYPE vllm:kv_cache_usage_perc gauge\n"
+        'vllm:kv_cache_usage_perc{engine="0"} 0.1\n'
+        "# TYPE vllm:num_preemptions counter\n"
+        'vllm:num_preemptions_total{engine="0"} 0.0\n'
+    )
+    assert filter_engine_metrics(text + kept) == kept
+
+
 def test_json_lines_carry_only_the_structured_fields() -> None:
     assert set(ACCESS_FIELDS) <= set(STRUCTURED_FIELDS)
     record = logging.LogRecord("enclave.access", logging.INFO, __file__, 1, "%s", ("x",), None)

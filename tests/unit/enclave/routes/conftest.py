@@ -23,6 +23,8 @@ from enclave.settings import EnclaveSettings, ServiceSettings
 from model_manager import EngineEndpoint, ModelManager, ModelManagerSettings, ModelSpec
 
 MODEL = "tiny"
+METRICS_TOKEN = "unit-metrics-token-3f9a0c7e1d5b82"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
 Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 

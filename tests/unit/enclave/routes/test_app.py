@@ -12,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from enclave.app import build_app
-from tests.unit.enclave.routes.conftest import MODEL, Harness
+from tests.unit.enclave.routes.conftest import METRICS_AUTH, METRICS_TOKEN, MODEL, Harness
 
 MakeHarness = Callable[..., Awaitable[Harness]]
 SECRET = "exception-text-d41d8cd9"
@@ -119,10 +119,10 @@ async def test_unhandled_exception_is_an_opaque_500(
 
 
 async def test_metrics_come_from_the_service_registry(make_harness: MakeHarness) -> None:
-    harness = await make_harness()
+    harness = await make_harness(metrics_token=METRICS_TOKEN)
     await harness.client.get("/health")
     await harness.client.get("/not-a-route-9e1f")
-    response = await harness.client.get("/metrics")
+    response = await harness.client.get("/metrics", headers=METRICS_AUTH)
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
