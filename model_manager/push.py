@@ -13,7 +13,11 @@
 - Documents wait in a bounded queue (``push_queue_size``); when it is full the oldest is dropped
   (counted as ``dropped``). A failure (network error, timeout, non-2xx) keeps the document at the
   head and waits with exponential backoff from ``push_backoff_initial_seconds`` to
-  ``push_backoff_max_seconds``. Nothing here ever blocks or fails the lifecycle:
+  ``push_backoff_max_seconds``. One push has a total deadline, ``push_deadline_seconds``
+  (``push_timeout_seconds`` bounds each connect, write and read; a receiver trickling its
+  answer a byte at a time would pass those forever), and at most ``push_max_answer_bytes`` of
+  the answer are read (it is ignored: the status code decides; past the cap the connection is
+  closed, so a huge answer costs no memory). Nothing here ever blocks or fails the lifecycle:
   :meth:`StatusPusher.on_transition` only queues the document and wakes the sender.
 - ``observer`` is called with ``sent``, ``failed`` or ``dropped`` for every outcome (metrics).
 """
@@ -162,18 +166,18 @@ class StatusPusher:
         if settings.push_token is not None:
             headers["Authorization"] = f"Bearer {settings.push_token.get_secret_value()}"
         try:
-            response = await self._client.post(
-                str(settings.push_url), json=document, headers=headers
-            )
-        except httpx.HTTPError as exc:
+            async with asyncio.timeout(settings.push_deadline_seconds):
+                status = await self._post(str(settings.push_url), document, headers)
+        except (httpx.HTTPError, TimeoutError) as exc:
             self.failures += 1
             self._observe("failed")
-            logger.warning("status push failed: %s", type(exc).__name__)
+            what = "deadline" if isinstance(exc, TimeoutError) else type(exc).__name__
+            logger.warning("status push failed: %s", what)
             return False
-        if not response.is_success:
+        if not 200 <= status <= 299:
             self.failures += 1
             self._observe("failed")
-            logger.warning("status push refused: HTTP %d", response.status_code)
+            logger.warning("status push refused: HTTP %d", status)
             return False
         self.sent += 1
         self._observe("sent")
@@ -184,6 +188,20 @@ class StatusPusher:
             document.get("generation"),
         )
         return True
+
+    async def _post(self, url: str, document: dict[str, object], headers: dict[str, str]) -> int:
+        """POST ``document``; the answer's status, having read at most the answer cap."""
+        if self._client is None:
+            raise httpx.TransportError("the push client is closed")
+        cap = self._settings.push_max_answer_bytes
+        async with self._client.stream("POST", url, json=document, headers=headers) as response:
+            read = 0
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read > cap:
+                    logger.warning("status push: answer over %d bytes, not read further", cap)
+                    break
+            return response.status_code
 
     def _observe(self, outcome: PushOutcome) -> None:
         if self._observer is not None:

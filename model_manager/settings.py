@@ -128,6 +128,11 @@ class ModelManagerSettings(BaseSettings):
     push_interval_seconds: float = Field(default=30.0, gt=0)
     push_jitter_fraction: float = Field(default=0.1, ge=0, le=1)
     push_timeout_seconds: float = Field(default=10.0, gt=0)
+    # One push from connecting to the last byte of the answer read, however slowly the
+    # receiver trickles; and how much of the answer is read (the rest is not: the status
+    # code decides, the connection is closed).
+    push_deadline_seconds: float = Field(default=30.0, gt=0)
+    push_max_answer_bytes: int = Field(default=64 * 1024, ge=0)
     push_backoff_initial_seconds: float = Field(default=1.0, gt=0)
     push_backoff_max_seconds: float = Field(default=300.0, gt=0)
     push_queue_size: int = Field(default=64, ge=1, le=10_000)

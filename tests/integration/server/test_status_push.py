@@ -4,6 +4,7 @@ certificate it comes from; a receiver that hangs or fails never holds up a load.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,3 +115,54 @@ def test_a_failing_receiver_is_retried_counted_and_does_not_hold_up_loads(
         serve.close()
     assert "status push refused: HTTP 500" in output
     assert "Traceback" not in output, output
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_a_trickling_receiver_is_cut_at_the_push_deadline(tmp_path: Path, receivers: Any) -> None:
+    """Regression (issue 20 #8): a receiver answering a byte every 0.5 s (under the 10 s read
+    timeout each time) held one push for over 36 s; the push deadline cuts it and the next
+    push goes out."""
+    receiver = receivers("trickle")
+    serve = Serve(
+        tmp_path,
+        receiver.url,
+        "--push-interval",
+        "0.5",
+        env={"ENCLAVE_PUSH_DEADLINE_SECONDS": "1.5", "ENCLAVE_PUSH_TIMEOUT_SECONDS": "10"},
+    )
+    try:
+        wait_until(lambda: len(receiver.entries()) >= 3, "three pushes")
+        arrivals = [entry["at"] for entry in receiver.entries()[:3]]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+        failed = serve.metric('enclave_status_pushes_total{outcome="failed"}')
+    finally:
+        output = serve.output()
+        serve.close()
+    print(f"\ntrickling receiver: pushes {gaps} s apart (deadline 1.5 s, backoff 0.1-0.2 s)")
+    assert all(gap < 5 for gap in gaps), gaps
+    assert failed >= 2
+    assert "status push failed: deadline" in output
+
+
+def test_a_huge_answer_is_not_read(tmp_path: Path, receivers: Any) -> None:
+    """Regression (issue 20 #8): a 400 MiB answer grew the service from 92 to 2,792 MiB (it
+    was read whole); now at most push_max_answer_bytes are read and the push still counts."""
+    receiver = receivers("huge")
+    serve = Serve(tmp_path, receiver.url, "--push-interval", "0.3")
+    try:
+        before = _rss_mib(serve.process.pid)
+        wait_until(lambda: len(receiver.entries()) >= 5, "five pushes")
+        wait_until(lambda: serve.metric('enclave_status_pushes_total{outcome="sent"}') >= 5, "sent")
+        after = _rss_mib(serve.process.pid)
+    finally:
+        output = serve.output()
+        serve.close()
+    print(f"\nfive 400 MiB answers: service RSS {before:.0f} -> {after:.0f} MiB")
+    assert after - before < 100
+    assert "answer over 65536 bytes, not read further" in output
