@@ -10,6 +10,10 @@ are in docs/attestation-report.md.
 
 ``GET /v1/attestation/gpus``: the GPU evidence of the current RA-TLS certificate (whose
 claims carry only the digests), for clients that verified that certificate in the handshake.
+Its answer is about a thousand times its request, so it is rate-limited like the report, with
+a budget of its own (``gpus_limiter``: ``gpus_rate_*`` settings). It changes only with the
+certificate, so it carries ``ETag: "<certificate_sha256>"`` and ``Cache-Control: no-cache``;
+``If-None-Match`` with that tag gets ``304 Not Modified`` with no body and is not charged.
 """
 
 from __future__ import annotations
@@ -109,12 +113,29 @@ def _nonce(request: Request) -> bytes | None:
     return bytes.fromhex(text)
 
 
+def _matches(if_none_match: str | None, digest: str) -> bool:
+    """``If-None-Match`` names the current tag (RFC 9110 13.1.2, weak comparison), or ``*``."""
+    if if_none_match is None:
+        return False
+    for tag in if_none_match.split(","):
+        tag = tag.strip().removeprefix("W/")
+        if tag == "*" or tag == f'"{digest}"':
+            return True
+    return False
+
+
 def gpu_evidence_json(items: tuple[GpuEvidence, ...]) -> list[str]:
     """Each GPU's evidence (deterministic CBOR, docs/attestation.md 7.4), base64."""
     return [base64.b64encode(item.encode()).decode("ascii") for item in items]
 
 
-def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
+def report_routes(
+    source: ReportSource, limiter: RateLimiter, gpus_limiter: RateLimiter | None = None
+) -> list[Route]:
+    """The report (charged to ``limiter``) and the GPU evidence route (to ``gpus_limiter``,
+    by default a budget of its own at the report's default rates)."""
+    gpu_budget = gpus_limiter if gpus_limiter is not None else RateLimiter(10, 60)
+
     async def report(request: Request) -> Response:
         nonce = _nonce(request)
         if nonce is None:
@@ -175,12 +196,19 @@ def report_routes(source: ReportSource, limiter: RateLimiter) -> list[Route]:
         certificate = source.certificates.current
         if certificate is None:
             return error_response("not_attested", headers={"Retry-After": "1"})
+        digest = hashlib.sha256(certificate.certificate_der).hexdigest()
+        headers = {"Cache-Control": "no-cache", "ETag": f'"{digest}"'}
+        if _matches(request.headers.get("if-none-match"), digest):
+            return Response(status_code=304, headers=headers)
+        wait = gpu_budget.wait(request_origin(request.scope))
+        if wait:
+            return error_response("rate_limited", headers={"Retry-After": str(int(wait))})
         document = {
             "version": REPORT_VERSION,
-            "certificate_sha256": hashlib.sha256(certificate.certificate_der).hexdigest(),
+            "certificate_sha256": digest,
             "gpu_evidence": gpu_evidence_json(certificate.gpu_evidence),
         }
-        return JSONResponse(document, headers={"Cache-Control": "no-store"})
+        return JSONResponse(document, headers=headers)
 
     return [
         Route(REPORT_PATH, report, methods=["GET"]),

@@ -155,9 +155,18 @@ class EnclaveServer:
             service_settings.report_rate_relayed_per_peer_per_minute,
             service_settings.report_rate_relayed_global_per_minute,
         )
+        gpus_limiter = RateLimiter(
+            service_settings.gpus_rate_per_client_per_minute,
+            service_settings.gpus_rate_global_per_minute,
+            service_settings.gpus_rate_per_client_per_minute,
+            service_settings.gpus_rate_global_per_minute,
+        )
         self.app: Starlette = build_app(
             self.service,
-            extra_routes=[*gateway_routes(self.gateway), *report_routes(report, limiter)],
+            extra_routes=[
+                *gateway_routes(self.gateway),
+                *report_routes(report, limiter, gpus_limiter),
+            ],
         )
         self.gateway.set_app(self.app)
         self.service.readiness_checks.append(

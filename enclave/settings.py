@@ -84,6 +84,11 @@ class ServiceSettings(BaseSettings):
     report_rate_global_per_minute: int = Field(default=60, ge=1)
     report_rate_relayed_per_peer_per_minute: int = Field(default=30, ge=1)
     report_rate_relayed_global_per_minute: int = Field(default=60, ge=1)
+    # The GPU evidence route (/v1/attestation/gpus) has a budget of its own, kept the same way:
+    # per client address (or, through the OHTTP gateway, per outer peer) and all together.
+    # Answers with the current ETag (304) are not charged.
+    gpus_rate_per_client_per_minute: int = Field(default=30, ge=1)
+    gpus_rate_global_per_minute: int = Field(default=300, ge=1)
 
     # Failed load-token attempts on the lifecycle API (per peer address, or per relay through
     # the OHTTP gateway; and all together), before 429 too_many_token_failures.

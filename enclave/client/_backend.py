@@ -62,7 +62,11 @@ def _with_gpus(
     verifier: Verifier, verified: VerifiedCertificate, answer: GpusResponse
 ) -> VerifiedCertificate:
     gpus = verifier.verify_gpus(verified.evidence.claims, answer.items(verified.certificate_der))
-    return dataclasses.replace(verified, gpus=gpus)
+    checked = dataclasses.replace(verified, gpus=gpus)
+    # The GPU evidence belongs to the certificate: the next connection to it (the pool opens
+    # many) needs no fetch of its own, so the service's rate limit on it is never reached.
+    verifier.remember_gpus(checked)
+    return checked
 
 
 class _Stream(httpcore.NetworkStream):

@@ -128,6 +128,13 @@ class Verifier:
             self._cache.move_to_end(key)
             return entry
 
+    def remember_gpus(self, verified: VerifiedCertificate) -> None:
+        """Keep ``verified`` with its verified GPUs in the cache, in place of the entry without
+        them (same certificate, same lifetime)."""
+        key = (verified.quote_sha256, verified.spki_sha256)
+        if verified.gpus and self._cached(key) is not None:
+            self._remember(key, verified)
+
     def _remember(self, key: tuple[bytes, bytes], entry: VerifiedCertificate) -> None:
         with self._lock:
             self._cache[key] = entry

@@ -37,6 +37,7 @@ def test_enclave_serve_with_simulated_gpus_and_enclave_verify(tmp_path: Path) ->
         "ENCLAVE_MODELS_DIR": str(tmp_path / "models"),
         "ENCLAVE_ROOTHASH_DIR": str(tmp_path / "roothash"),
         "ENCLAVE_SIMULATED_GPU_COUNT": "2",
+        "ENCLAVE_GPUS_RATE_PER_CLIENT_PER_MINUTE": "4",
     }
     command = [
         sys.executable, "-m", "enclave", "serve", "--host", "127.0.0.1", "--port", str(port),
@@ -89,6 +90,14 @@ def test_enclave_serve_with_simulated_gpus_and_enclave_verify(tmp_path: Path) ->
         assert verify.returncode == 0, verify.stdout + verify.stderr
         document = json.loads(verify.stdout)
         assert [gpu["architecture"] for gpu in document["facts"]["gpus"]] == ["hopper", "hopper"]
+        # The GPU evidence route has its budget (4 a minute here, gpus_rate_per_client_per_
+        # minute); revalidating with its ETag is free.
+        url = f"https://127.0.0.1:{port}/v1/attestation/gpus"
+        with httpx.Client(verify=False) as client:
+            tag = client.get(url).headers["etag"]
+            codes = [client.get(url).status_code for _ in range(4)]
+            assert 429 in codes, codes
+            assert client.get(url, headers={"If-None-Match": tag}).status_code == 304
     finally:
         server.terminate()
         _, stderr = server.communicate(timeout=60)

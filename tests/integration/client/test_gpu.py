@@ -96,6 +96,34 @@ async def test_ratls_transport_verifies_the_gpus_before_the_first_request(
     assert len(connection.gpus) == 2
 
 
+def _gpus_fetched(service: GpuService) -> float:
+    text = service.running.server.service.metrics.render().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith('enclave_http_requests_total{route="/v1/attestation/gpus"')
+    )
+
+
+async def test_new_connections_reuse_the_gpus_verified_for_the_certificate(
+    gpus: GpuService,
+) -> None:
+    """The GPU evidence is fetched once per certificate, not once per connection: a pool of
+    connections never meets the route's rate limit (gpus_rate_per_client_per_minute)."""
+    verifier = gpus.running.verifier(
+        gpu_policy(gpus, required_count=2), insecure_gpu_root_der=gpus.gpu_root_der
+    )
+    before = _gpus_fetched(gpus)
+    for _ in range(5):  # a new connection each time
+        transport = AsyncRaTlsTransport(verifier)
+        async with httpx.AsyncClient(transport=transport, base_url=gpus.running.url) as client:
+            response = await client.get("/v1/models/status")
+        connection = verified_certificate(response)
+        assert connection is not None
+        assert len(connection.gpus) == 2
+    assert _gpus_fetched(gpus) - before == 1
+
+
 async def test_ohttp_transport_sends_only_after_the_gpus_verified(gpus: GpuService) -> None:
     verifier = gpus.running.verifier(
         gpu_policy(gpus, required_count=2), insecure_gpu_root_der=gpus.gpu_root_der

@@ -46,7 +46,9 @@ class _Refusing:
         raise GpuNotInCcModeError("the GPUs are not in confidential-computing mode (canary-7f3a)")
 
 
-def build(sim: Simulator, gpu_provider: object) -> tuple[Starlette, CertificateManager]:
+def build(
+    sim: Simulator, gpu_provider: object, gpus_limiter: RateLimiter | None = None
+) -> tuple[Starlette, CertificateManager]:
     provider = SimulatedQuoteProvider(sim)
 
     async def quote(report_data: bytes) -> bytes:
@@ -61,13 +63,16 @@ def build(sim: Simulator, gpu_provider: object) -> tuple[Starlette, CertificateM
     source = ReportSource(
         manager, provider, lambda: b"keys", lambda: STATUS, "0.1.0", on_outcome=OUTCOMES.append
     )
-    return Starlette(routes=report_routes(source, RateLimiter(100, 1000))), manager
+    routes = report_routes(source, RateLimiter(100, 1000), gpus_limiter)
+    return Starlette(routes=routes), manager
 
 
-async def get(app: Starlette, path: str) -> httpx.Response:
-    transport = httpx.ASGITransport(app=app, client=("198.51.100.7", 1234))
+async def get(
+    app: Starlette, path: str, headers: dict[str, str] | None = None, peer: str = "198.51.100.7"
+) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app, client=(peer, 1234))
     async with httpx.AsyncClient(transport=transport, base_url="https://enclave.test") as client:
-        return await client.get(path)
+        return await client.get(path, headers=headers)
 
 
 def items(document: dict[str, object]) -> tuple[GpuEvidence, ...]:
@@ -171,3 +176,43 @@ async def test_gpus_outside_cc_mode_make_the_report_unavailable(sim: Simulator, 
     assert response.json()["error"]["code"] == "gpu_evidence_unavailable"
     assert OUTCOMES[-1] == "gpu_evidence_unavailable"
     assert "canary-7f3a" not in response.text  # the provider's message stays in the log
+
+
+GPUS = "/v1/attestation/gpus"
+
+
+async def test_gpu_evidence_is_rate_limited_per_client(sim: Simulator, gpus: GpuSimulator):
+    """Regression (issue 20 #10): the route answers ~1,000x its request and had no limit."""
+    app, manager = build(sim, SimulatedGpuProvider(gpus), RateLimiter(3, 100, 3, 100))
+    await manager.reissue("start")
+    codes = [(await get(app, GPUS)).status_code for _ in range(5)]
+    assert codes == [200, 200, 200, 429, 429]
+    refused = await get(app, GPUS)
+    assert refused.json()["error"]["code"] == "rate_limited"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert (await get(app, GPUS, peer="203.0.113.9")).status_code == 200  # another client
+
+
+async def test_gpu_evidence_has_the_certificate_as_etag(sim: Simulator, gpus: GpuSimulator):
+    app, manager = build(sim, SimulatedGpuProvider(gpus), RateLimiter(2, 100, 2, 100))
+    first = await manager.reissue("start")
+    answer = await get(app, GPUS)
+    tag = answer.headers["etag"]
+    assert tag == f'"{answer.json()["certificate_sha256"]}"'
+    assert answer.headers["cache-control"] == "no-cache"
+    # Revalidation answers 304 without a body and is not charged: ten of them, then a full one.
+    for header in (tag, f"W/{tag}", f'"other", {tag}', "*"):
+        unchanged = await get(app, GPUS, {"If-None-Match": header})
+        assert unchanged.status_code == 304
+        assert unchanged.content == b""
+        assert unchanged.headers["etag"] == tag
+    for _ in range(6):
+        assert (await get(app, GPUS, {"If-None-Match": tag})).status_code == 304
+    assert (await get(app, GPUS, {"If-None-Match": '"other"'})).status_code == 200
+    # A new certificate is a new tag: the old one gets the full document.
+    second = await manager.reissue("model_change")
+    assert second.certificate_der != first.certificate_der
+    assert (await get(app, GPUS, {"If-None-Match": tag})).status_code == 429  # budget spent
+    fresh = await get(app, GPUS, {"If-None-Match": tag}, peer="203.0.113.9")
+    assert fresh.status_code == 200
+    assert fresh.headers["etag"] != tag
