@@ -249,39 +249,43 @@ def load_settings(cli_overrides: Mapping[str, object] | None = None) -> EnclaveS
 
 
 def insecure_settings(settings: EnclaveSettings) -> tuple[str, ...]:
-    """The names of the ``insecure_*`` settings in effect, sorted. The service declares them in
-    ``/v1/models``, the status document and its attestation claims (``insecure``), so a client
-    policy can refuse such a service (it does by default)."""
+    """The names of the ``insecure_*`` settings that are on, sorted: every field so named of
+    every package's settings (one added later is declared with no change here), whether or not
+    another setting makes it take effect. The service declares them in ``/v1/models``, the
+    status document and its attestation claims (``insecure``), so a client policy can refuse
+    such a service (it does by default: tests/unit/test_insecure_settings.py holds both)."""
     names = set(settings.model_manager.insecure_names())
-    if settings.service.insecure_allow_simulated_tee and settings.service.tee == "simulated":
-        names.add("insecure_allow_simulated_tee")
-    if settings.service.insecure_allow_simulated_gpu and settings.service.gpu == "simulated":
-        names.add("insecure_allow_simulated_gpu")
+    service = settings.service
+    names.update(
+        name
+        for name in type(service).model_fields
+        if name.startswith("insecure_") and getattr(service, name)
+    )
     return tuple(sorted(names))
+
+
+#: What the service logs at start for an insecure setting (others: "INSECURE: <name> is on").
+_WARNINGS: dict[str, str] = {
+    "insecure_allow_simulated_tee": (
+        "INSECURE: the simulated TEE is allowed (insecure_allow_simulated_tee); its quotes are "
+        "signed by a simulated root and prove nothing about this machine"
+    ),
+    "insecure_allow_simulated_gpu": (
+        "INSECURE: the simulated GPU is allowed (insecure_allow_simulated_gpu); its reports "
+        "are signed by a simulated root and prove nothing about this machine's GPUs"
+    ),
+    "insecure_dev_mode": "INSECURE: development mode is on (lifecycle API may be open)",
+    "insecure_dev_engine": (
+        "INSECURE: the development engine is in use; it is NOT a language model (its "
+        "answers are generated text patterns), and the service says so in /v1/models, "
+        "its status and its attestation claims"
+    ),
+}
 
 
 def insecure_warnings(settings: EnclaveSettings) -> list[str]:
     """One line per security-weakening setting in use; the service logs each at start."""
-    warnings = []
-    if settings.service.insecure_allow_simulated_tee and settings.service.tee == "simulated":
-        warnings.append(
-            "INSECURE: the simulated TEE is in use; its quotes are signed by a simulated root "
-            "and prove nothing about this machine"
-        )
-    if settings.service.insecure_allow_simulated_gpu and settings.service.gpu == "simulated":
-        warnings.append(
-            "INSECURE: the simulated GPU is in use; its reports are signed by a simulated root "
-            "and prove nothing about this machine's GPUs"
-        )
-    if settings.model_manager.insecure_dev_mode:
-        warnings.append("INSECURE: development mode is on (lifecycle API may be open)")
-    if settings.model_manager.insecure_dev_engine:
-        warnings.append(
-            "INSECURE: the development engine is in use; it is NOT a language model (its "
-            "answers are generated text patterns), and the service says so in /v1/models, "
-            "its status and its attestation claims"
-        )
-    return warnings
+    return [_WARNINGS.get(name, f"INSECURE: {name} is on") for name in insecure_settings(settings)]
 
 
 def _describe(exc: ValidationError) -> str:

@@ -202,9 +202,12 @@ class ModelManagerSettings(BaseSettings):
         return self
 
     def insecure_names(self) -> tuple[str, ...]:
-        """The ``insecure_*`` settings of this package that are on."""
+        """The ``insecure_*`` settings of this package that are on (every field so named: one
+        added later is declared without a change here)."""
         return tuple(
-            name for name in ("insecure_dev_engine", "insecure_dev_mode") if getattr(self, name)
+            name
+            for name in type(self).model_fields
+            if name.startswith("insecure_") and getattr(self, name)
         )
 
     def engine_socket_path(self) -> Path:
