@@ -3,7 +3,7 @@
 #
 # Usage: build-image.sh [--flavour ubuntu|debian] [--model NAME=ROOTHASH_FILE]...
 #                       [--vllm-lock FILE | --without-vllm] [--wheel FILE] [--stage DIR]
-#                       [--insecure-test] [-- MKOSI_ARGS...]
+#                       [--insecure-test] [--tools-tree DIR] [-- MKOSI_ARGS...]
 #
 #   --flavour    ubuntu (default: Ubuntu 24.04 with the NVIDIA driver) or debian (Debian 13,
 #                CPU only); they share everything but the distribution and the package names
@@ -17,6 +17,9 @@
 #   --insecure-test  INSECURE, tests only: the insecure test flavour (deploy/image/insecure-test:
 #                the declared insecure_allow_simulated_tee and insecure_dev_engine settings, the
 #                simulator and development engine they need; image id enclave-cvm-insecure-test)
+#   --tools-tree DIR  run mkosi's tools (systemd-repart, ukify, mkfs, apt) from DIR
+#                (deploy/image/build-tools-tree builds Debian 13's; needed for a reproducible
+#                debian build on a bookworm host, whose systemd-repart 254 salts verity randomly)
 #   --wheel      use this service wheel instead of building one from the repository
 #   --stage DIR  only assemble the extra tree into DIR (no mkosi); used by the tests
 #
@@ -34,6 +37,7 @@ models=()
 flavour=ubuntu
 without_vllm=""
 insecure_test=""
+tools_tree=""
 lock=""
 wheel=""
 stage=""
@@ -54,6 +58,10 @@ while (($#)); do
     --insecure-test)
         insecure_test=1
         shift
+        ;;
+    --tools-tree)
+        tools_tree=${2:?--tools-tree needs a directory}
+        shift 2
         ;;
     --vllm-lock)
         lock=${2:?--vllm-lock needs a file}
@@ -107,7 +115,11 @@ install -d "$tree/opt/enclave-dist" "$tree/usr/local/lib/enclave/verity" \
 if [[ -n $wheel ]]; then
     install -m 0644 -- "$wheel" "$tree/opt/enclave-dist/"
 else
-    python3 -m pip wheel --quiet --no-deps --wheel-dir "$tree/opt/enclave-dist" -- "$repo"
+    # SOURCE_DATE_EPOCH (mkosi.conf's): the wheel's file times, so the same source gives the
+    # same wheel (and the same archive hash in the image's direct_url.json)
+    sde=$(sed -n 's/^SourceDateEpoch=//p' "$here/mkosi.conf")
+    SOURCE_DATE_EPOCH=${sde:?mkosi.conf sets SourceDateEpoch=} python3 -m pip wheel --quiet \
+        --no-deps --wheel-dir "$tree/opt/enclave-dist" -- "$repo"
 fi
 if [[ -n $lock ]]; then
     install -m 0644 -- "$lock" "$tree/opt/enclave-dist/vllm-requirements.txt"
@@ -168,9 +180,15 @@ python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: 
 mkosi_args=(--directory "$here" --distribution "$flavour" --extra-tree "$tree")
 if [[ -n $without_vllm ]]; then
     mkosi_args+=(--environment=VLLM_VERSION=none)
+else
+    # vLLM from PyPI inside the image build (mkosi.postinst.chroot)
+    mkosi_args+=(--with-network=yes)
 fi
 if [[ -n $insecure_test ]]; then
     mkosi_args+=(--image-id enclave-cvm-insecure-test)
+fi
+if [[ -n $tools_tree ]]; then
+    mkosi_args+=(--tools-tree "$(cd -- "$tools_tree" && pwd)")
 fi
 mkosi "${mkosi_args[@]}" "$@" build
 echo "image: $here/mkosi.output; expected measurements: $here/measure.py --help"
