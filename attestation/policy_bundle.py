@@ -69,6 +69,8 @@ __all__ = [
     "check_predicate",
     "check_version",
     "parse_statement",
+    "policy_predicate",
+    "policy_statement",
     "verify_policy_bundle",
     "verify_statement_bundle",
 ]
@@ -380,6 +382,39 @@ def _hex_set(value: object, where: str) -> frozenset[bytes] | None:
         return frozenset(bytes.fromhex(item) for item in value)
     except ValueError as exc:
         raise _refuse(BundleReason.STATEMENT, f"predicate {where}: {exc}") from exc
+
+
+def policy_predicate(policy: Policy, version: int) -> dict[str, object]:
+    """The project predicate for ``policy`` at ``version`` (what a release signs)."""
+    if type(version) is not int or not 0 < version <= MAX_VERSION:
+        raise PolicyError(f"a policy version is an integer from 1 to {MAX_VERSION}")
+
+    def half(names: tuple[str, ...]) -> dict[str, list[str]]:
+        return {
+            name: sorted(value.hex() for value in getattr(policy, name))
+            for name in names
+            if getattr(policy, name) is not None
+        }
+
+    return {
+        "version": version,
+        "image": half(IMAGE_REGISTERS),
+        "vm_shape": half(VM_SHAPE_REGISTERS),
+    }
+
+
+def policy_statement(policy_bytes: bytes, policy: Policy, name: str, version: int) -> bytes:
+    """The in-toto statement a release signs for the policy file ``name`` (its bytes, parsed:
+    ``policy``), canonical JSON (sorted keys, no spaces)."""
+    if not policy.pins_measurements:
+        raise PolicyError("a released policy pins " + ", ".join(policy.unpinned))
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": hashlib.sha256(policy_bytes).hexdigest()}}],
+        "predicateType": POLICY_PREDICATE_TYPE,
+        "predicate": policy_predicate(policy, version),
+    }
+    return json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
 
 
 def check_version(signed: SignedPolicy, seen: Mapping[str, object] | None) -> None:
