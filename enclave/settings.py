@@ -90,8 +90,9 @@ class ServiceSettings(BaseSettings):
     gpus_rate_per_client_per_minute: int = Field(default=30, ge=1)
     gpus_rate_global_per_minute: int = Field(default=300, ge=1)
 
-    # Failed load-token attempts on the lifecycle API (per peer address, or per relay through
-    # the OHTTP gateway; and all together), before 429 too_many_token_failures.
+    # Failed load-token attempts on the lifecycle API (per peer address, IPv6 per /64, or per
+    # relay through the OHTTP gateway; and all together), before 429 too_many_token_failures.
+    # Only failures are charged; the right token is never held back by the shared budget.
     load_token_failures_per_peer_per_minute: int = Field(default=10, ge=1)
     load_token_failures_global_per_minute: int = Field(default=30, ge=1)
 
