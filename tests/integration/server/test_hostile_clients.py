@@ -124,6 +124,43 @@ async def test_a_report_flood_through_the_gateway_leaves_direct_clients_a_fresh_
         assert verified.claims.nonce == nonce
 
 
+async def test_a_many_address_report_flood_leaves_a_rare_client_its_report(serve: Serve) -> None:
+    """Issue 20 point 4 over real sockets (default limits): 16 addresses ask for reports at
+    2 Hz each, which spends the direct shared budget; clients that ask once, during the flood,
+    still get their report (from the rare clients' reserve; 429 before)."""
+
+    async def report(client: httpx.AsyncClient) -> int:
+        nonce = os.urandom(NONCE_BYTES).hex()
+        return (await client.get("/v1/attestation/report", params={"nonce": nonce})).status_code
+
+    async with serve() as running:
+        flooders = [direct(running, f"127.0.0.{n}") for n in range(10, 26)]
+        clients = [await flooder.__aenter__() for flooder in flooders]
+        statuses: list[int] = []
+        stop = asyncio.Event()
+
+        async def flood() -> None:
+            while not stop.is_set():
+                statuses.extend(await asyncio.gather(*(report(client) for client in clients)))
+                await asyncio.sleep(0.5)
+
+        task = asyncio.create_task(flood())
+        try:
+            await asyncio.sleep(3.0)
+            rare = []
+            for n in range(3):
+                async with direct(running, f"127.0.0.{99 + n}") as client:
+                    rare.append(await report(client))
+                await asyncio.sleep(0.5)
+        finally:
+            stop.set()
+            await task
+            for flooder in flooders:
+                await flooder.__aexit__(None, None, None)
+        assert statuses.count(429) > len(statuses) / 3  # the flooders met the shared budget
+        assert rare == [200, 200, 200]
+
+
 async def _unload(client: httpx.AsyncClient, token: str) -> httpx.Response:
     return await client.post(
         "/v1/models/unload", json={"model": "tiny"}, headers={"Authorization": f"Bearer {token}"}
