@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import time
@@ -187,6 +188,31 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return bytes(body)
 
 
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number out of range")
+    return value
+
+
+def strict_json(raw: bytes) -> object:
+    """``raw`` as JSON (RFC 8259), refusing what Python's json reads beyond it: ``NaN``,
+    ``Infinity``, numbers out of range (``1e999``) and strings that are not Unicode (a lone
+    surrogate ``\\ud800``, which no UTF-8 encoder can write). ``ValueError`` otherwise."""
+    document = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+    _encode(document)  # a lone surrogate anywhere, key or value: UnicodeEncodeError
+    return document
+
+
+def _encode(document: object) -> bytes:
+    """The compact UTF-8 JSON of ``document``; ``ValueError`` for what is not JSON."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
 def _new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
@@ -277,6 +303,11 @@ def build_proxy_app(
             body = await _read_body(request, options.body_limit_bytes)
         except _BodyTooLargeError:
             return _error(_too_large(options), request_id)
+        if body:  # JSON by its content type (the door refuses any other)
+            try:
+                strict_json(body)
+            except (ValueError, RecursionError):
+                return _error(_INVALID_JSON, request_id)
         outgoing = client.build_request(
             request.method,
             base + path + ("?" + query if query else ""),
@@ -316,16 +347,21 @@ def build_proxy_app(
         except _BodyTooLargeError:
             return _anthropic_refusal(_too_large(options), request_id)
         try:
-            translated = to_openai_request(json.loads(raw))
+            translated = to_openai_request(strict_json(raw))
+            content = _encode(translated.body)
         except (ValueError, RecursionError):
-            return _anthropic_error(400, "invalid_request_error", "the body is not valid JSON")
+            return _anthropic_error(400, "invalid_request_error", _INVALID_JSON.message)
         except AnthropicRequestError as exc:
             return _anthropic_error(400, "invalid_request_error", str(exc))
         outgoing = client.build_request(
             "POST",
             base + "/v1/chat/completions",
-            headers={**_anthropic_headers(request), "x-request-id": request_id},
-            json=translated.body,
+            headers={
+                **_anthropic_headers(request),
+                "x-request-id": request_id,
+                "content-type": "application/json",
+            },
+            content=content,
         )
         upstream = await send(outgoing)
         if isinstance(upstream, Refusal):
@@ -444,6 +480,13 @@ def build_proxy_app(
         token=options.token,
     )
     return Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
+
+
+_INVALID_JSON = Refusal(
+    "invalid_json",
+    "the body is not valid JSON (NaN, Infinity, numbers out of range and lone surrogates are "
+    "not JSON)",
+)
 
 
 def _too_large(options: ProxyOptions) -> Refusal:
