@@ -115,12 +115,18 @@ class ServiceSettings(BaseSettings):
     # Connections and request bodies: what an unauthenticated client can hold. A body must
     # arrive whole within the body timeout before any work starts; the bodies of all requests
     # in flight together stay under the budget. Connections are capped overall and per peer
-    # address (an IPv6 peer counts by its /64); a TLS handshake, the request head, and the
-    # idle time between two requests of a keep-alive connection each have a deadline.
+    # address (an IPv6 peer counts by its /64, and also by its /56), the last places (at most
+    # an eighth of max_connections) are kept for peers (IPv4 address, IPv6 /56) holding fewer
+    # than light_peer_connections, and max_connections is lowered at start to fit the
+    # process's RLIMIT_NOFILE (with a warning); a TLS handshake, the request head, and the idle
+    # time between two requests of a keep-alive connection each have a deadline.
     body_timeout_seconds: float = Field(default=30.0, gt=0)
     body_memory_budget_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_connections: int = Field(default=2048, ge=1)
     max_connections_per_address: int = Field(default=256, ge=1)
+    max_connections_per_prefix: int = Field(default=512, ge=1)
+    connections_reserved_for_light_peers: int = Field(default=256, ge=0)
+    light_peer_connections: int = Field(default=8, ge=1)
     tls_handshake_timeout_seconds: float = Field(default=10.0, gt=0)
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
