@@ -391,7 +391,9 @@ def _health(listen: str, instance: str | None, timeout: float = 20.0) -> dict[st
 
 
 def _run_argv(args: argparse.Namespace, settings: ProxySettings) -> list[str]:
-    argv = [sys.executable, "-m", "enclave", "proxy", "run", args.url]
+    # -P: the working directory is not put on sys.path, so a directory named like a package
+    # there (``~/enclave`` from the README) cannot shadow it; PYTHONPATH is still honoured.
+    argv = [sys.executable, "-P", "-m", "enclave", "proxy", "run", args.url]
     argv += ["--listen", settings.listen, "--compat", settings.compat]
     argv += ["--body-limit-bytes", str(settings.body_limit_bytes)]
     argv += ["--log-level", settings.log_level]
