@@ -18,6 +18,14 @@
   ``data: [DONE]``) becomes an error event ``data: {"error": {...}}`` then ``data: [DONE]``,
   as vLLM itself reports in-stream errors. The model being unloaded ends open streams the
   same way with the code ``model_unloaded``.
+- Sizes (issue 19, :mod:`enclave.protocol.padding`): with ``padding`` (a bucket, in bytes)
+  every message of events is prefixed with an SSE comment line that makes its length a
+  multiple of the bucket (the error event and ``[DONE]`` too), and a JSON body gets trailing
+  spaces to its bucket (its ``content-length`` says the padded size). Only the continuation
+  of an event over ``MAX_EVENT_BYTES``, which does not start at an event boundary, cannot be.
+- Timing (``cadence``, seconds, off when None): events are sent only at that fixed cadence,
+  what arrived since the last tick coalesced into one message, a comment-only keep-alive
+  piece of one bucket when nothing did; so arrival times carry no token boundaries.
 - Other (non-SSE) bodies are relayed as they arrive; a failure mid-body leaves the response
   incomplete (the connection is closed without the final chunk, or short of its
   Content-Length), so a client can never mistake it for a complete body.
@@ -37,6 +45,7 @@ from starlette.types import Receive, Scope, Send
 
 from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.metrics import ServiceMetrics
+from enclave.protocol.padding import json_padding, pad_events, padded_length
 from enclave.routes._errors import sse_error_event
 
 __all__ = ["DONE_EVENT", "MAX_EVENT_BYTES", "Relay", "RelayContext", "complete_events_end"]
@@ -76,6 +85,9 @@ class RelayContext:
     #: Seconds without an event before the stream counts as stalled, and before the first.
     stall_timeout: float = 60.0
     first_token_timeout: float = 300.0
+    #: The size bucket every piece is padded to (0: none), and the fixed cadence (None: none).
+    padding: int = 0
+    cadence: float | None = None
 
 
 class Relay(Response):
@@ -93,10 +105,16 @@ class Relay(Response):
             (b"x-request-id", context.request_id.encode("ascii")),
         ]
         length = upstream.header("content-length")
+        media_type = content_type.split(";")[0].strip().lower()
+        #: Trailing spaces fill a JSON body's bucket (JSON allows whitespace after the value).
+        self._pad_json = context.padding if media_type == "application/json" else 0
+        self._body_bytes = 0
+        self._at_boundary = True  # the next SSE message starts at an event boundary
         if self._sse:
             headers.append((b"x-accel-buffering", b"no"))
         elif length is not None and length.isdigit():
-            headers.append((b"content-length", length.encode("ascii")))
+            declared = padded_length(int(length), self._pad_json)
+            headers.append((b"content-length", str(declared).encode("ascii")))
         self._start_headers = headers
         self._events = 0
         self._last_event = 0.0
@@ -148,7 +166,11 @@ class Relay(Response):
             if self._sse:
                 return await self._pump_events(send)
             while data := await self._upstream.read():
+                self._body_bytes += len(data)
                 await send({"type": "http.response.body", "body": data, "more_body": True})
+            if self._pad_json:
+                padding = json_padding(self._body_bytes, self._pad_json)
+                await send({"type": "http.response.body", "body": padding, "more_body": True})
         except EngineError as exc:
             logger.warning(
                 "request %s: engine failed mid-response (%s)",
@@ -219,12 +241,19 @@ class Relay(Response):
             self._done_seen = self._done_seen or done
             if _starts_an_event(piece, _ERROR_PREFIX):
                 self._error_seen = True
-        await send({"type": "http.response.body", "body": piece, "more_body": True})
+        await self._send_events(send, piece, whole=events > 0)
+
+    async def _send_events(self, send: Send, piece: bytes, *, whole: bool = True) -> None:
+        """One message of events, padded to the bucket when it starts at an event boundary
+        (``whole``: it also ends at one, so the next message starts at one)."""
+        body = pad_events(piece, self._ctx.padding) if self._at_boundary else piece
+        self._at_boundary = whole
+        await send({"type": "http.response.body", "body": body, "more_body": True})
 
     async def _end_with_error(self, send: Send, code: str) -> None:
         # Two events, two messages: the gateway seals each one as its own chunk.
-        await send({"type": "http.response.body", "body": sse_error_event(code), "more_body": True})
-        await send({"type": "http.response.body", "body": DONE_EVENT, "more_body": True})
+        await self._send_events(send, sse_error_event(code))
+        await self._send_events(send, DONE_EVENT)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _close_upstream(self) -> None:
