@@ -58,18 +58,25 @@ class _RecordParser:
 
 class TlsRecordForwarder:
     """``async with TlsRecordForwarder(port) as forwarder``: connect to ``forwarder.port``
-    instead of ``port``; :attr:`records` holds the service-to-client records seen so far."""
+    instead of ``port``; :attr:`records` holds the service-to-client records seen so far,
+    :attr:`sent_records` the client-to-service ones."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.port = 0
         self._parser = _RecordParser()
+        self._sent = _RecordParser()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def records(self) -> list[TlsRecord]:
         return self._parser.records
+
+    @property
+    def sent_records(self) -> list[TlsRecord]:
+        """The client-to-service records seen so far."""
+        return self._sent.records
 
     def application_data(self, since: int = 0) -> list[TlsRecord]:
         """The application-data records from index ``since`` of :attr:`records` on."""
@@ -93,12 +100,11 @@ class TlsRecordForwarder:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
 
         async def pipe(
-            source: asyncio.StreamReader, sink: asyncio.StreamWriter, parse: bool
+            source: asyncio.StreamReader, sink: asyncio.StreamWriter, parser: _RecordParser
         ) -> None:
             try:
                 while data := await source.read(65536):
-                    if parse:
-                        self._parser.feed(data, time.monotonic())
+                    parser.feed(data, time.monotonic())
                     sink.write(data)
                     await sink.drain()
             except (ConnectionError, OSError):
@@ -108,8 +114,8 @@ class TlsRecordForwarder:
                     sink.close()
 
         for task in (
-            asyncio.create_task(pipe(reader, up_writer, False)),
-            asyncio.create_task(pipe(up_reader, writer, True)),
+            asyncio.create_task(pipe(reader, up_writer, self._sent)),
+            asyncio.create_task(pipe(up_reader, writer, self._parser)),
         ):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
