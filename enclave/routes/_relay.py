@@ -41,11 +41,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.metrics import ServiceMetrics
-from enclave.protocol.padding import json_padding, pad_events, padded_length
+from enclave.protocol.padding import json_padding, keep_alive, pad_events, padded_length
 from enclave.routes._errors import sse_error_event
 
 __all__ = ["DONE_EVENT", "MAX_EVENT_BYTES", "Relay", "RelayContext", "complete_events_end"]
@@ -56,6 +56,8 @@ DONE_EVENT = b"data: [DONE]\n\n"
 #: An event larger than this is relayed in pieces rather than buffered further.
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 _ERROR_PREFIX = b'data: {"error"'
+#: At a fixed cadence, what may wait for the next tick before the engine is read no further.
+_OUTBOX_BYTES = 1024 * 1024
 _DONE_PREFIX = b"data: [DONE]"
 
 
@@ -163,6 +165,8 @@ class Relay(Response):
 
     async def _pump(self, send: Send) -> str:
         try:
+            if self._sse and self._ctx.cadence is not None:
+                return await self._pump_at_cadence(send, self._ctx.cadence)
             if self._sse:
                 return await self._pump_events(send)
             while data := await self._upstream.read():
@@ -183,6 +187,60 @@ class Relay(Response):
             return "engine_failed"
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return "completed"
+
+    async def _pump_at_cadence(self, send: Send, cadence: float) -> str:
+        """:meth:`_pump_events` into an outbox that a ticker empties every ``cadence`` seconds
+        (one message: what arrived since the last tick, else a keep-alive piece), so no
+        message leaves at a time an event arrived. The reader waits while the outbox holds
+        more than ``_OUTBOX_BYTES``: a slow client still slows the engine."""
+        outbox: list[bytes] = []
+        waiting, ended = 0, False
+        drained = asyncio.Event()
+        keep = keep_alive(self._ctx.padding)
+
+        async def enqueue(message: Message) -> None:
+            nonlocal waiting, ended
+            if not message.get("more_body", False):
+                ended = True
+                return
+            body = message.get("body", b"")
+            if body:
+                outbox.append(body)
+                waiting += len(body)
+            while waiting > _OUTBOX_BYTES:
+                drained.clear()
+                await drained.wait()
+
+        async def tick() -> None:
+            nonlocal waiting
+            loop = asyncio.get_running_loop()
+            due = loop.time()
+            while True:
+                due += cadence
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                due = max(due, loop.time() - cadence)  # a slow client: no burst to catch up
+                if outbox:
+                    body = b"".join(outbox)
+                    outbox.clear()
+                    waiting = 0
+                    drained.set()
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                elif ended:
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                    return
+                else:
+                    await send({"type": "http.response.body", "body": keep, "more_body": True})
+
+        ticker = asyncio.create_task(tick())
+        try:
+            outcome = await self._pump_events(enqueue)
+            ended = True
+            await ticker
+            return outcome
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
 
     async def _pump_events(self, send: Send) -> str:
         read, ctx = self._upstream.read, self._ctx

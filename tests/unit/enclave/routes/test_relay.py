@@ -190,3 +190,36 @@ async def test_no_first_event_within_its_allowance_is_a_stall(make_harness: Make
     assert b'"code":"engine_stalled"' in strip_event_padding(response.content)
     assert strip_event_padding(response.content).endswith(b"data: [DONE]\n\n")
     assert harness.service.streams.active == 0
+
+
+async def test_at_a_cadence_a_stall_still_ends_with_the_error_event(
+    make_harness: MakeHarness,
+) -> None:
+    harness = await ready(
+        make_harness,
+        engine_stall_timeout_seconds=0.3,
+        engine_first_token_timeout_seconds=30,
+        stream_cadence_ms=20,
+    )
+    never = asyncio.Event()
+
+    async def events() -> AsyncIterator[bytes]:
+        yield event(0) + event(1)
+        await never.wait()
+        yield b"data: [DONE]\n\n"
+
+    async def handler(_: httpx.Request) -> httpx.Response:
+        return sse_response(events())
+
+    harness.engine.handler = handler
+    response = await asyncio.wait_for(
+        harness.client.post(CHAT, json={"model": MODEL, "stream": True}), 10
+    )
+    relayed = strip_event_padding(response.content)
+    assert relayed.startswith(event(0) + event(1))
+    assert b'"code":"engine_stalled"' in relayed
+    assert relayed.endswith(b"data: [DONE]\n\n")
+    assert len(response.content) % 256 == 0
+    # 0.3 s of silence at 20 ms: keep-alive pieces (comment lines only) filled the ticks.
+    assert response.content.count(b"\n:") + 1 - relayed.count(b"\n\n") >= 5
+    assert harness.service.streams.active == 0
