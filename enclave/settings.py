@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from enclave.gateway import GatewayLimits
 from enclave.protocol.chunked import MIN_CHUNK_SIZE
+from enclave.protocol.padding import DEFAULT_BUCKET
 from model_manager import ModelManagerSettings
 from model_manager.settings import MIN_LOAD_TOKEN_CHARS, MIN_LOAD_TOKEN_DISTINCT_CHARS
 
@@ -157,6 +158,15 @@ class ServiceSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
+    # Sizes and timing (issue 19, docs/threat-model.md "Sizes and timing"): every streamed
+    # piece (SSE event group, OHTTP chunk) and every non-streamed answer is padded to a
+    # multiple of stream_padding_bytes. 0 turns padding off and needs
+    # insecure_no_stream_padding, which also turns it off. stream_cadence_ms (off by default)
+    # sends streamed pieces only at that fixed cadence, an empty padded piece when nothing came.
+    stream_padding_bytes: int = Field(default=DEFAULT_BUCKET, ge=0, le=65536)
+    insecure_no_stream_padding: bool = False
+    stream_cadence_ms: int | None = Field(default=None, ge=5, le=10_000)
+
     # Logging.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -203,7 +213,17 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 "a metrics listener on an address that is not loopback needs metrics_token"
             )
+        if self.stream_padding_bytes == 0 and not self.insecure_no_stream_padding:
+            raise ValueError(
+                "stream_padding_bytes=0 turns size padding off, so an observer reads every "
+                "token's length from the ciphertext; set insecure_no_stream_padding to do so"
+            )
         return self
+
+    @property
+    def padding_bucket(self) -> int:
+        """The bucket every padded piece is rounded up to; 0 when padding is off."""
+        return 0 if self.insecure_no_stream_padding else self.stream_padding_bytes
 
 
 def _is_loopback(host: str) -> bool:
@@ -230,6 +250,7 @@ class EnclaveSettings:
             replay_window_seconds=service.replay_window_seconds,
             replay_cache_size=service.replay_cache_size,
             max_concurrent_requests=service.max_concurrent_streams,
+            padding=service.padding_bucket,
         )
 
 
@@ -284,6 +305,10 @@ _WARNINGS: dict[str, str] = {
     "insecure_allow_simulated_gpu": (
         "INSECURE: the simulated GPU is allowed (insecure_allow_simulated_gpu); its reports "
         "are signed by a simulated root and prove nothing about this machine's GPUs"
+    ),
+    "insecure_no_stream_padding": (
+        "INSECURE: size padding is off (insecure_no_stream_padding): the length of every "
+        "streamed token and of every answer can be read from the ciphertext"
     ),
     "insecure_dev_mode": "INSECURE: development mode is on (lifecycle API may be open)",
     "insecure_dev_engine": (

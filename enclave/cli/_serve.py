@@ -45,6 +45,20 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--max-concurrent-streams", "max_concurrent_streams", int, "inference requests at once"),
     ("--shutdown-grace", "shutdown_grace_seconds", float, "drain time on SIGTERM, seconds"),
     ("--load-timeout", "load_timeout_seconds", float, "model load timeout, seconds"),
+    (
+        "--stream-padding-bytes",
+        "stream_padding_bytes",
+        int,
+        "pad every streamed event, OHTTP chunk and answer to a multiple of this many bytes, "
+        "so sizes say nothing of token lengths (0 needs --insecure-no-stream-padding)",
+    ),
+    (
+        "--stream-cadence-ms",
+        "stream_cadence_ms",
+        int,
+        "send streamed pieces only every this many milliseconds (what arrived coalesced, an "
+        "empty padded piece when nothing did), so timing says nothing of token boundaries",
+    ),
     ("--log-format", "log_format", str, "the service log's format"),
     ("--service-log-level", "log_level", str.upper, "the service log's level (any case)"),
 )
@@ -155,6 +169,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         default=None,
         help="INSECURE: development mode (lifecycle API open without a token)",
+    )
+    parser.add_argument(
+        "--insecure-no-stream-padding",
+        action="store_true",
+        default=None,
+        help="INSECURE: no size padding (an observer reads each token's length from the sizes)",
     )
     parser.add_argument(
         "--restore-on-boot",

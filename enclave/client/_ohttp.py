@@ -52,6 +52,7 @@ from enclave.protocol.ohttp import (
     ClientRequestContext,
     encapsulate_request,
 )
+from enclave.protocol.padding import DEFAULT_BUCKET, bhttp_padding
 
 __all__ = ["ENDPOINT_EXTENSION", "AsyncOhttpTransport", "OhttpTransport", "attested_endpoint"]
 
@@ -103,6 +104,7 @@ class _Common:
         self.stale = False
         self.refreshes = 0  # endpoint verifications done (for tests and logs)
         self.seen_certificate: bytes | None = None  # quote digest on the direct connection
+        self.padding_bytes = DEFAULT_BUCKET  # every request is padded to a multiple of this
 
     def needs_refresh(self) -> bool:
         endpoint = self.endpoint
@@ -115,7 +117,13 @@ class _Common:
     def seal(
         self, request: httpx.Request, content: bytes, endpoint: VerifiedEndpoint
     ) -> tuple[bytes, dict[str, str], _Opener]:
-        message = bhttp.encode_request(inner_request(request, content, self.verifier.clock()))
+        inner = inner_request(request, content, self.verifier.clock())
+        # Zero padding to the size bucket (RFC 9292 section 3.8), inside the encryption: the
+        # relay and the network see the bucket, not the prompt's length.
+        message = bhttp.encode_request(inner)
+        message = bhttp.encode_request(
+            inner, padding=bhttp_padding(len(message), self.padding_bytes)
+        )
         config = endpoint.key_configs[0]
         headers = dict(self.relay_headers)
         if self.chunked:

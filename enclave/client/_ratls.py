@@ -19,6 +19,7 @@ from enclave.client._backend import (
 )
 from enclave.client._verifier import VerifiedCertificate, Verifier
 from enclave.client.errors import AttestationFailed
+from enclave.protocol.padding import DEFAULT_BUCKET, json_padding
 
 __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
@@ -76,6 +77,7 @@ def verified_certificate(response: httpx.Response) -> VerifiedCertificate | None
 def _core_request(request: httpx.Request) -> httpcore.Request:
     if request.url.scheme != "https":
         raise AttestationFailed("not_tls", "RA-TLS needs an https:// URL")
+    headers, content = _padded(request)
     return httpcore.Request(
         method=request.method,
         url=httpcore.URL(
@@ -84,10 +86,27 @@ def _core_request(request: httpx.Request) -> httpcore.Request:
             port=request.url.port,
             target=request.url.raw_path,
         ),
-        headers=request.headers.raw,
-        content=typing.cast(typing.Any, request.stream),
+        headers=headers,
+        content=content,
         extensions=request.extensions,
     )
+
+
+def _padded(request: httpx.Request) -> tuple[list[tuple[bytes, bytes]], typing.Any]:
+    """A JSON body whose bytes are known, with spaces to its size bucket (JSON allows them
+    after the value; the service reads the same document), so the request's size says nothing
+    more of the prompt's length than its bucket; any other body as it is."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" or "content-length" not in request.headers:
+        return request.headers.raw, request.stream
+    try:
+        body = request.content
+    except httpx.RequestNotRead:
+        return request.headers.raw, request.stream
+    padded = body + json_padding(len(body), DEFAULT_BUCKET)
+    headers = [(n, v) for n, v in request.headers.raw if n.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(padded)).encode("ascii")))
+    return headers, padded
 
 
 def _extensions(response: httpcore.Response) -> dict[str, typing.Any]:
