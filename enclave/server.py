@@ -32,7 +32,13 @@ from attestation.providers import QuoteProvider, detect_provider
 from attestation.ratls import RaTlsIssuer
 from enclave import __version__
 from enclave.app import build_app, build_metrics_app
-from enclave.gateway import OhttpGateway, gateway_routes
+from enclave.gateway import (
+    OhttpGateway,
+    RedisReplayStore,
+    ReplayStore,
+    ReplayStoreUnavailableError,
+    gateway_routes,
+)
 from enclave.metrics import ServiceMetrics
 from enclave.net import BodyGuard, BodyLimits, ConnectionLimits, GuardedServer
 from enclave.protocol.ohttp import KeyStore, generate_default_key_configs
@@ -68,6 +74,20 @@ class GatewayMetrics:
         return None
 
 
+def _shared_replay_store(settings: EnclaveSettings) -> ReplayStore | None:
+    """The replay set shared by replicas (``replay_store`` a Redis URL), or None: memory."""
+    service = settings.service
+    if service.replay_store == "memory":
+        return None
+    password = service.replay_store_password
+    return RedisReplayStore(
+        service.replay_store,
+        password=None if password is None else password.get_secret_value(),
+        prefix=service.replay_store_prefix,
+        timeout_seconds=service.replay_store_timeout_seconds,
+    )
+
+
 class _MetricsListener(uvicorn.Server):
     """The metrics listener's server: the main listener owns the signals and stops it."""
 
@@ -101,10 +121,12 @@ class EnclaveServer:
         self.service = Service(settings)
         self.key_store = KeyStore(generate_default_key_configs())
         self._keys_generated = time.time()
+        self.replay_store = _shared_replay_store(settings)
         self.gateway = OhttpGateway(
             self.key_store,
             limits=settings.gateway,
             observer=GatewayMetrics(self.service.metrics),
+            replay_store=self.replay_store,
         )
         self.simulated: SimulatedTee | None = None
         if provider is None:
@@ -259,10 +281,30 @@ class EnclaveServer:
         """Issue the first certificate and start the refresh and rotation loops."""
         await self.certificates.reissue("start")
         self.certificates.start()
+        await self._check_replay_store()
         self._tasks.append(asyncio.create_task(self._rotation_loop()))
         await self.pusher.start()
 
+    async def _check_replay_store(self) -> None:
+        """Say at start whether the shared replay store answers (requests are refused while
+        it does not; nothing here makes the service accept one unchecked)."""
+        store = self.replay_store
+        if not isinstance(store, RedisReplayStore):
+            return
+        try:
+            await store.ping()
+        except ReplayStoreUnavailableError:
+            logger.error(
+                "the shared replay store %s does not answer: OHTTP requests are refused (503 "
+                "replay_store_unavailable) until it does",
+                store.where,
+            )
+        else:
+            logger.info("shared replay store: %s", store.where)
+
     async def stop_background(self) -> None:
+        if self.replay_store is not None:
+            await self.replay_store.aclose()
         await self.pusher.aclose()
         await self.certificates.aclose()
         tasks, self._tasks = self._tasks, []

@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from enclave.gateway import GatewayLimits
+from enclave.gateway import GatewayLimits, check_redis_url
 from enclave.protocol.chunked import MIN_CHUNK_SIZE
 from model_manager import ModelManagerSettings
 from model_manager.settings import MIN_LOAD_TOKEN_CHARS, MIN_LOAD_TOKEN_DISTINCT_CHARS
@@ -146,6 +146,16 @@ class ServiceSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
+    # Replicas (docs/operations.md, "Replicas"): several services behind one load balancer.
+    # The replay set: "memory" (this process; one replica) or a Redis URL shared by every
+    # replica (redis://host:port/db, rediss:// for TLS, unix:///path), whose password comes
+    # from ENCLAVE_REPLAY_STORE_PASSWORD, never from the URL. Redis holds a keyed hash of each
+    # accepted enc under the prefix for the replay window; unreachable -> OHTTP refused (503).
+    replay_store: str = "memory"
+    replay_store_password: SecretStr | None = None
+    replay_store_prefix: str = Field(default="enclave:replay:", min_length=1, max_length=64)
+    replay_store_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+
     # Logging.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -164,6 +174,11 @@ class ServiceSettings(BaseSettings):
                 "(e.g. openssl rand -hex 32)"
             )
         return value
+
+    @field_validator("replay_store")
+    @classmethod
+    def _replay_store_is_memory_or_redis(cls, value: str) -> str:
+        return value if value == "memory" else check_redis_url(value)
 
     @model_validator(mode="after")
     def _checks(self) -> ServiceSettings:

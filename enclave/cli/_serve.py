@@ -41,6 +41,13 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--certificate-lifetime", "certificate_lifetime_seconds", float, "seconds"),
     ("--ohttp-key-rotation", "ohttp_key_rotation_seconds", float, "seconds"),
     ("--replay-window", "replay_window_seconds", float, "seconds"),
+    (
+        "--replay-store",
+        "replay_store",
+        str,
+        "the replay set: memory, or a redis:// URL shared by every replica (password: "
+        "$ENCLAVE_REPLAY_STORE_PASSWORD)",
+    ),
     ("--body-limit", "body_limit_bytes", int, "request body limit in bytes"),
     ("--max-concurrent-streams", "max_concurrent_streams", int, "inference requests at once"),
     ("--shutdown-grace", "shutdown_grace_seconds", float, "drain time on SIGTERM, seconds"),
