@@ -58,6 +58,7 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--ohttp-key-cdh-url", "ohttp_key_cdh_url", str, "the confidential-data-hub API origin"),
     ("--ohttp-key-resource", "ohttp_key_resource", str, "the KBS resource <repo>/<type>/<tag>"),
     ("--ohttp-key-refresh", "ohttp_key_refresh_seconds", float, "key broker refetch, seconds"),
+    ("--replica-id", "replica_id", str, "this replica's id in the status documents"),
     ("--body-limit", "body_limit_bytes", int, "request body limit in bytes"),
     ("--max-concurrent-streams", "max_concurrent_streams", int, "inference requests at once"),
     ("--shutdown-grace", "shutdown_grace_seconds", float, "drain time on SIGTERM, seconds"),
