@@ -66,6 +66,7 @@ __all__ = [
     "KeyGeneration",
     "KeySource",
     "KeyUnavailableError",
+    "State",
     "apply_generations",
     "check_cdh_url",
     "check_resource_path",
