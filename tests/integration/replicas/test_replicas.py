@@ -319,7 +319,20 @@ def test_the_replicas_share_one_key_configuration_the_fourth_gets_none(fleet: Fl
     assert refused.json()["error"]["code"] == "ohttp_key_unavailable"
     with fleet.plain(TRUSTED) as client:
         assert client.get("/health").status_code == 200
-        assert client.get("/ready").status_code == 503
+        # With its model loaded it is still not ready: no key (a balancer's health check
+        # takes it out).
+        loaded = client.post(
+            "/v1/models/load",
+            json={"model": "tiny"},
+            headers={"Authorization": f"Bearer {LOAD_TOKEN}"},
+        )
+        assert loaded.status_code == 202, loaded.text
+        wait_until(
+            lambda: client.get("/v1/models/status").json()["proxy_status"] == "ready", "loaded"
+        )
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json() == {"ready": False, "reason": "ohttp_key_unavailable"}
     assert "ohttp_key_unavailable" in fleet.logs[TRUSTED].read_text()
     released = {(r["guest"], r["released"]) for r in fleet.kbs.requests()}
     assert {(i, True) for i in range(TRUSTED)} <= released
