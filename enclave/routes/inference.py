@@ -134,8 +134,14 @@ async def _pass_through(
         on_end=end,
         stall_timeout=service.settings.service.engine_stall_timeout_seconds,
         first_token_timeout=service.settings.service.engine_first_token_timeout_seconds,
+        padding=service.settings.service.padding_bucket,
+        cadence=_cadence(service.settings.service.stream_cadence_ms),
     )
     return Relay(upstream, context)
+
+
+def _cadence(milliseconds: int | None) -> float | None:
+    return None if milliseconds is None else milliseconds / 1000.0
 
 
 def _accept(request: Request) -> str:
