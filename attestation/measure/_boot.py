@@ -125,23 +125,33 @@ def qemu_patched_kernel(
 
 
 def firmware_boot_events(
-    application: list[MeasuredEvent], algorithm: str = "sha384"
+    application: list[MeasuredEvent],
+    algorithm: str = "sha384",
+    *,
+    loaded_before_boot_manager: bool = False,
 ) -> tuple[MeasuredEvent, ...]:
-    """RTMR1 as the firmware's boot manager extends it around the EFI applications it runs."""
+    """RTMR1 as the firmware extends it around the EFI applications it runs: at ReadyToBoot
+    "Calling EFI Application from Boot Option" and the separator, then the applications the
+    boot option loads, and at ExitBootServices its two actions. A kernel QEMU hands over for
+    a direct boot is loaded (and measured) before ReadyToBoot
+    (``loaded_before_boot_manager``). Every boot option that fails before the one that boots
+    adds "Returning from EFI Application from Boot Option" and another "Calling ...": a shape
+    must boot its first option."""
 
     def digest(data: bytes) -> bytes:
         return hashlib.new(algorithm, data).digest()
 
-    return (
-        *application[:1],
+    ready_to_boot = (
         MeasuredEvent(4, f"EV_EFI_ACTION {_CALLING!r}", digest(_CALLING.encode())),
         MeasuredEvent(4, "EV_SEPARATOR", digest(bytes(4))),
-        *application[1:],
-        *(
-            MeasuredEvent(5, f"EV_EFI_ACTION {text!r}", digest(text.encode()))
-            for text in _EXIT_BOOT_SERVICES
-        ),
     )
+    exit_boot_services = tuple(
+        MeasuredEvent(5, f"EV_EFI_ACTION {text!r}", digest(text.encode()))
+        for text in _EXIT_BOOT_SERVICES
+    )
+    if loaded_before_boot_manager:
+        return (*application, *ready_to_boot, *exit_boot_services)
+    return (*ready_to_boot, *application, *exit_boot_services)
 
 
 def direct_kernel_events(
@@ -178,7 +188,7 @@ def direct_kernel_digest_events(
         kernel_authenticode,
     )
     return (
-        *firmware_boot_events([kernel_event]),
+        *firmware_boot_events([kernel_event], loaded_before_boot_manager=True),
         MeasuredEvent(8, f"EV_EVENT_TAG kernel command line {cmdline}", cmdline_digest),
         MeasuredEvent(9, f"EV_EVENT_TAG initrd {initrd}", initrd_digest),
     )
