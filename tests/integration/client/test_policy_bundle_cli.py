@@ -17,7 +17,7 @@ import pytest
 from attestation.policy import policy_from_bytes, policy_to_toml
 from attestation.policy_bundle import policy_statement
 from attestation.policy_bundle_files import version_state_path
-from enclave.cli._proxy import _run_argv
+from enclave.cli._proxy import ProxySettings, _run_argv
 from tests.integration.client.conftest import Running
 from tests.integration.client.test_policy_workflow import run_cli, trust
 from tests.integration.client.test_proxy_daemon import proxy
@@ -175,14 +175,8 @@ async def test_proxy_start_hands_the_bundle_options_to_its_daemon(tmp_path: Path
         insecure_any_measurement=False,
         insecure_accept_service=None,
     )
-    settings = argparse.Namespace(
-        listen="127.0.0.1:1",
-        compat="openai",
-        body_limit_bytes=1,
-        log_level="info",
-        insecure_listen_public=False,
-    )
-    argv = _run_argv(args, settings)  # type: ignore[arg-type]
+    settings = ProxySettings(port=1)
+    argv = _run_argv(args, settings)
     for flag, value in (
         ("--policy-bundle", str(tmp_path / "b.json")),
         ("--policy-trusted-root", str(tmp_path / "r.json")),
