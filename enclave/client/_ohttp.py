@@ -29,7 +29,13 @@ from enclave.client._messages import (
     is_ohttp_key_problem,
     response_headers,
 )
-from enclave.client._ratls import AsyncRaTlsTransport, RaTlsTransport, verified_certificate
+from enclave.client._ratls import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_KEEPALIVE_CONNECTIONS,
+    AsyncRaTlsTransport,
+    RaTlsTransport,
+    verified_certificate,
+)
 from enclave.client._verifier import Verifier, run_sync
 from enclave.client.errors import GatewayRefused, ResponseDecryptError, ResponseTruncated
 from enclave.protocol import bhttp
@@ -54,6 +60,15 @@ __all__ = ["ENDPOINT_EXTENSION", "AsyncOhttpTransport", "OhttpTransport", "attes
 ENDPOINT_EXTENSION = "enclave_endpoint"
 DEFAULT_MAX_AGE = 300.0
 _OUTER_TIMEOUT = httpx.Timeout(30.0, read=None)  # when the caller set none: streams may idle
+
+
+def _limits(max_connections: int) -> httpx.Limits:
+    """The pool of the plain outer client (through a relay); RA-TLS pools are the transport's."""
+    return httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=min(DEFAULT_MAX_KEEPALIVE_CONNECTIONS, max_connections),
+    )
+
 
 _Opener: TypeAlias = ChunkedRequestEncoder | ClientRequestContext
 
@@ -241,7 +256,10 @@ class OhttpTransport(httpx.BaseTransport):
     ``url`` is the service's https base URL (where it is attested). ``relay_url``, when
     given, is where encapsulated requests go instead (a full URL), with ``relay_headers``
     added to the outer request only. ``outer_transport`` overrides how the outer request
-    travels (default: RA-TLS directly, plain httpx through a relay).
+    travels (default: RA-TLS directly, plain httpx through a relay), and ``max_connections``
+    bounds its connection pool (each streamed response holds one connection while it streams;
+    default :data:`~enclave.client._ratls.DEFAULT_MAX_CONNECTIONS`, the service's default
+    stream limit).
     """
 
     def __init__(
@@ -254,11 +272,14 @@ class OhttpTransport(httpx.BaseTransport):
         outer_transport: httpx.BaseTransport | None = None,
         chunked: bool = True,
         max_age: float = DEFAULT_MAX_AGE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self._common = _Common(url, verifier, relay_url, relay_headers, chunked, max_age)
-        if outer_transport is None:
-            outer_transport = RaTlsTransport(verifier) if relay_url is None else None
-        self._outer = httpx.Client(transport=outer_transport, timeout=_OUTER_TIMEOUT)
+        if outer_transport is None and relay_url is None:
+            outer_transport = RaTlsTransport(verifier, max_connections=max_connections)
+        self._outer = httpx.Client(
+            transport=outer_transport, timeout=_OUTER_TIMEOUT, limits=_limits(max_connections)
+        )
         self._lock = threading.Lock()
 
     @property
@@ -349,11 +370,14 @@ class AsyncOhttpTransport(httpx.AsyncBaseTransport):
         outer_transport: httpx.AsyncBaseTransport | None = None,
         chunked: bool = True,
         max_age: float = DEFAULT_MAX_AGE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self._common = _Common(url, verifier, relay_url, relay_headers, chunked, max_age)
-        if outer_transport is None:
-            outer_transport = AsyncRaTlsTransport(verifier) if relay_url is None else None
-        self._outer = httpx.AsyncClient(transport=outer_transport, timeout=_OUTER_TIMEOUT)
+        if outer_transport is None and relay_url is None:
+            outer_transport = AsyncRaTlsTransport(verifier, max_connections=max_connections)
+        self._outer = httpx.AsyncClient(
+            transport=outer_transport, timeout=_OUTER_TIMEOUT, limits=_limits(max_connections)
+        )
         self._lock: asyncio.Lock | None = None
 
     @property

@@ -21,7 +21,21 @@ from enclave.client._verifier import VerifiedCertificate, Verifier
 from enclave.client.errors import AttestationFailed
 from enclave.protocol.padding import DEFAULT_BUCKET, json_padding
 
-__all__ = ["AsyncRaTlsTransport", "RaTlsTransport", "verified_certificate"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_KEEPALIVE_CONNECTIONS",
+    "AsyncRaTlsTransport",
+    "RaTlsTransport",
+    "verified_certificate",
+]
+
+#: The connection pool follows the load: a streamed response holds its connection while it
+#: streams, so the pool admits as many connections as the service's default stream limit
+#: (``max_concurrent_streams``, 256; more would only be refused there with 429), and keeps up
+#: to 100 of them open when idle. A pool of 10 made 200 OHTTP streams arrive in waves of 10
+#: (issue 20 point 7; bench/bench_client_pool.py).
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_MAX_KEEPALIVE_CONNECTIONS = 100
 
 _EXCEPTIONS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
     (httpcore.ConnectTimeout, httpx.ConnectTimeout),
@@ -143,7 +157,8 @@ class RaTlsTransport(httpx.BaseTransport):
         self,
         verifier: Verifier,
         *,
-        max_connections: int = 10,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_keepalive_connections: int = DEFAULT_MAX_KEEPALIVE_CONNECTIONS,
         keepalive_expiry: float = 5.0,
     ) -> None:
         verifier.require_pinned()
@@ -151,6 +166,7 @@ class RaTlsTransport(httpx.BaseTransport):
         self._pool = httpcore.ConnectionPool(
             ssl_context=client_ssl_context(),
             max_connections=max_connections,
+            max_keepalive_connections=min(max_keepalive_connections, max_connections),
             keepalive_expiry=keepalive_expiry,
             http1=True,
             http2=False,
@@ -182,7 +198,8 @@ class AsyncRaTlsTransport(httpx.AsyncBaseTransport):
         self,
         verifier: Verifier,
         *,
-        max_connections: int = 10,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_keepalive_connections: int = DEFAULT_MAX_KEEPALIVE_CONNECTIONS,
         keepalive_expiry: float = 5.0,
     ) -> None:
         self._require_policy(verifier)
@@ -190,6 +207,7 @@ class AsyncRaTlsTransport(httpx.AsyncBaseTransport):
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=client_ssl_context(),
             max_connections=max_connections,
+            max_keepalive_connections=min(max_keepalive_connections, max_connections),
             keepalive_expiry=keepalive_expiry,
             http1=True,
             http2=False,

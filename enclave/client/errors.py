@@ -35,6 +35,10 @@ The client's own ``AttestationFailed.reason`` codes (next to ``attestation.check
   the detail is the ``Retry-After`` seconds;
 - ``report_too_large``: the report is larger than ``MAX_REPORT_BYTES`` (refused while it is
   being read).
+
+A signed policy (``load_signed_policy``, ``--policy-bundle``) is checked before any connection:
+its refusals are ``attestation.errors.VerificationError`` with the ``policy_bundle_*`` codes of
+``attestation.policy_bundle.BundleReason`` (docs/client.md lists them).
 """
 
 from __future__ import annotations

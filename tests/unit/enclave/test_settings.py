@@ -108,6 +108,8 @@ def test_padding_is_on_by_default_and_off_only_as_insecure() -> None:
         {"vllm_port": 0},
         {"body_memory_budget_bytes": 32 * 1024 * 1024 - 1},  # below one maximal body
         {"max_connections": 10, "max_connections_per_address": 11},
+        {"max_connections_per_prefix": 0},
+        {"light_peer_connections": 0},
         {"header_timeout_seconds": 0},
         {"body_timeout_seconds": 0},
         {"shutdown_grace_seconds": -1},
