@@ -18,10 +18,10 @@ plain here: keys sorted, no whitespace, ECMAScript string escapes, UTF-8::
 
 ``response_hash`` says what ``response_sha256`` covers:
 
-- ``"sse-data"`` (streamed answers): every line starting ``data:`` of the events before the
-  receipt's own event, in order, each with ``data:`` and one following space removed and one
-  ``\\n`` appended. Comment lines (``:`` padding), blank lines and the receipt event itself are
-  not covered; nor is the final ``data: [DONE]``, which comes after the receipt.
+- ``"sse-lines"`` (streamed answers): every line of the stream before the receipt's own event
+  but comment lines (those starting with ``:``, which padding may use), in order, each with
+  its line ending (LF or CRLF) replaced by one LF: the ``data:`` lines and the blank lines
+  between events. The receipt event and the final ``data: [DONE]`` after it are not covered.
 - ``"json-member"`` (non-streamed JSON answers): the body as sent with the receipt member
   (``"enclave_receipt":<envelope>`` and the comma before it) removed, which is the engine's
   body with trailing whitespace removed.
@@ -92,8 +92,8 @@ MEMBER: Final = "enclave_receipt"
 MAX_RECEIPT_BYTES: Final = 16 * 1024
 #: How the receipt event of a streamed answer starts (its first member is the receipt).
 SSE_MARKER: Final = b'data: {"' + MEMBER.encode() + b'":'
-ResponseHash = Literal["sse-data", "json-member", "body"]
-_RESPONSE_HASHES: Final = frozenset({"sse-data", "json-member", "body"})
+ResponseHash = Literal["sse-lines", "json-member", "body"]
+_RESPONSE_HASHES: Final = frozenset({"sse-lines", "json-member", "body"})
 _MAX_SAFE_INTEGER: Final = 2**53 - 1
 
 #: Every reason code receipt verification raises itself (evidence reasons come from
@@ -379,7 +379,7 @@ class ReceiptSigner:
 
 
 class SseDataDigest:
-    """The ``sse-data`` response hash, fed the relayed stream's bytes in order (any cuts)."""
+    """The ``sse-lines`` response hash, fed the relayed stream's bytes in order (any cuts)."""
 
     def __init__(self) -> None:
         self._hash = hashlib.sha256()
@@ -393,9 +393,8 @@ class SseDataDigest:
 
     def _take(self, line: bytes) -> None:
         line = line.removesuffix(b"\r")
-        if line.startswith(b"data:"):
-            value = line[5:]
-            self._hash.update((value[1:] if value.startswith(b" ") else value) + b"\n")
+        if not line.startswith(b":"):  # a comment line (padding) is the only one not covered
+            self._hash.update(line + b"\n")
 
     def digest(self) -> bytes:
         if self._line:
@@ -423,17 +422,20 @@ def json_member_base(body: bytes) -> bytes:
     return body.rstrip()
 
 
-def response_digest_of(sent: bytes, receipt: Receipt) -> bytes:
-    """The SHA-256 ``receipt`` should name for a response body ``sent`` as it was received."""
+def response_digest_of(sent: bytes, receipt: Receipt) -> bytes | None:
+    """The SHA-256 ``receipt`` should name for a response body ``sent`` as it was received;
+    None when ``sent`` carries a receipt other than ``receipt``."""
     kind = receipt.response_hash
-    if kind == "sse-data":
+    if kind == "sse-lines":
         digest = SseDataDigest()
-        if sent.startswith(SSE_MARKER):
-            head = b""
-        else:
-            at = sent.rfind(b"\n" + SSE_MARKER)
-            head = sent if at < 0 else sent[: at + 1]
-        digest.update(head)
+        at = 0 if sent.startswith(SSE_MARKER) else sent.rfind(b"\n" + SSE_MARKER) + 1
+        if at > 0 or sent.startswith(SSE_MARKER):
+            carried = sent[at + len(SSE_MARKER) : at + len(SSE_MARKER) + len(receipt.encoded)]
+            if carried != receipt.encoded:
+                return None
+            digest.update(sent[:at])
+        else:  # a response kept without its receipt event
+            digest.update(sent)
         return digest.digest()
     if kind == "json-member":
         body = sent.rstrip()
@@ -451,7 +453,8 @@ def check_request(receipt: Receipt, request: bytes) -> None:
 
 
 def check_response(receipt: Receipt, response: bytes) -> None:
-    if not hmac.compare_digest(response_digest_of(response, receipt), receipt.response_sha256):
+    digest = response_digest_of(response, receipt)
+    if digest is None or not hmac.compare_digest(digest, receipt.response_sha256):
         raise ReceiptError("response_mismatch", "the response does not hash to the receipt's")
 
 
@@ -564,9 +567,9 @@ def verify_receipt(
     parsed.verify_signature()  # 2.
     try:  # 3.
         certificate = parse_certificate(evidence.certificate_der)
-        _check_self_signed(evidence.certificate_der)
-    except AttestationError as exc:
-        raise ReceiptError("evidence_malformed", str(exc)) from exc
+    except Exception as exc:  # cryptography raises several types for foreign DER
+        raise ReceiptError("evidence_malformed", type(exc).__name__) from exc
+    _check_self_signed(evidence.certificate_der)
     if collateral is None:
         if evidence.collateral_json is None:
             raise ReceiptError("collateral_unavailable", "no collateral given or kept")
@@ -601,5 +604,5 @@ def _check_self_signed(der: bytes) -> None:
     try:
         cert = x509.load_der_x509_certificate(der)
         cert.verify_directly_issued_by(cert)
-    except (ValueError, TypeError, InvalidSignature) as exc:
+    except Exception as exc:  # InvalidSignature, or a key or signature it cannot use
         raise ReceiptError("evidence_malformed", "the certificate is not self-signed") from exc

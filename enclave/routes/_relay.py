@@ -290,7 +290,7 @@ class Relay(Response):
         if self._digest is None or self._receipt is None:
             return b""
         self._digest.update(head)
-        receipt = self._receipt.sign(self._digest.digest(), "sse-data")
+        receipt = self._receipt.sign(self._digest.digest(), "sse-lines")
         self._digest = None  # one receipt per answer
         return b"" if receipt is None else receipt_event(receipt, self._first_event)
 

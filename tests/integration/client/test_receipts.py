@@ -104,7 +104,7 @@ async def test_streamed_answers_over_ratls_end_with_a_receipt_event(
     connection = verified_certificate(response)
     assert connection is not None
     receipt = _streamed_receipt(response.content)
-    assert decode_receipt(receipt).response_hash == "sse-data"
+    assert decode_receipt(receipt).response_hash == "sse-lines"
     _verify(running, receipt, connection.certificate_der, request=body, response=response.content)
     with pytest.raises(ReceiptError) as refused:
         _verify(running, receipt, connection.certificate_der, request=body + b" ")
