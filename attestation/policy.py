@@ -65,6 +65,7 @@ __all__ = [
     "Policy",
     "load_policy",
     "pinned_policy",
+    "policy_from_bytes",
     "policy_from_mapping",
     "policy_to_mapping",
     "policy_to_toml",
@@ -202,6 +203,11 @@ def load_policy(path: Path) -> Policy:
         raise PolicyError(f"cannot read policy {path}: {exc.strerror}") from exc
     if len(raw) > MAX_POLICY_FILE:
         raise PolicyError(f"policy {path} is larger than {MAX_POLICY_FILE} bytes")
+    return policy_from_bytes(raw, path)
+
+
+def policy_from_bytes(raw: bytes, path: Path) -> Policy:
+    """Parse the bytes of the policy file ``path`` (TOML if it ends in ``.toml``, else JSON)."""
     try:
         text = raw.decode("utf-8")
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)

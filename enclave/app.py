@@ -63,6 +63,7 @@ def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             per_peer=service.settings.service.load_token_failures_per_peer_per_minute,
             global_=service.settings.service.load_token_failures_global_per_minute,
             buckets=TokenBuckets(),
+            token=service.settings.model_manager.load_token,
         ),
         *inference_routes(service),
         *extra_routes,

@@ -159,6 +159,7 @@ class EnclaveServer:
             service_settings.report_rate_global_per_minute,
             service_settings.report_rate_relayed_per_peer_per_minute,
             service_settings.report_rate_relayed_global_per_minute,
+            rare=service_settings.report_rate_rare_per_minute,
         )
         gpus_limiter = RateLimiter(
             service_settings.gpus_rate_per_client_per_minute,

@@ -84,14 +84,19 @@ class ServiceSettings(BaseSettings):
     report_rate_global_per_minute: int = Field(default=60, ge=1)
     report_rate_relayed_per_peer_per_minute: int = Field(default=30, ge=1)
     report_rate_relayed_global_per_minute: int = Field(default=60, ge=1)
+    # A reserve of direct reports for rare clients (no report asked from their address, IPv6
+    # /64, in the last minute), used when the direct shared budget is spent: a flood from many
+    # addresses that keep asking cannot starve a client that asks once. 0 turns it off.
+    report_rate_rare_per_minute: int = Field(default=30, ge=0)
     # The GPU evidence route (/v1/attestation/gpus) has a budget of its own, kept the same way:
     # per client address (or, through the OHTTP gateway, per outer peer) and all together.
     # Answers with the current ETag (304) are not charged.
     gpus_rate_per_client_per_minute: int = Field(default=30, ge=1)
     gpus_rate_global_per_minute: int = Field(default=300, ge=1)
 
-    # Failed load-token attempts on the lifecycle API (per peer address, or per relay through
-    # the OHTTP gateway; and all together), before 429 too_many_token_failures.
+    # Failed load-token attempts on the lifecycle API (per peer address, IPv6 per /64, or per
+    # relay through the OHTTP gateway; and all together), before 429 too_many_token_failures.
+    # Only failures are charged; the right token is never held back by the shared budget.
     load_token_failures_per_peer_per_minute: int = Field(default=10, ge=1)
     load_token_failures_global_per_minute: int = Field(default=30, ge=1)
 

@@ -14,7 +14,11 @@ Settings (flag, else ``ENCLAVE_PROXY_*`` environment variable, else default): ``
 ``ENCLAVE_PROXY_HOST`` (127.0.0.1), ``--port`` / ``ENCLAVE_PROXY_PORT`` (8787; or ``--listen
 HOST:PORT``), ``--compat`` / ``ENCLAVE_PROXY_COMPAT``, ``--body-limit-bytes`` /
 ``ENCLAVE_PROXY_BODY_LIMIT_BYTES`` (32 MiB), ``--log-level`` / ``ENCLAVE_PROXY_LOG_LEVEL``
-(warning), ``--insecure-listen-public`` / ``ENCLAVE_PROXY_INSECURE_LISTEN_PUBLIC``.
+(warning), ``--insecure-listen-public`` / ``ENCLAVE_PROXY_INSECURE_LISTEN_PUBLIC``,
+``--allowed-host`` / ``ENCLAVE_PROXY_ALLOWED_HOSTS`` (Host names served besides the loopback
+ones; comma-separated), ``--allowed-origin`` / ``ENCLAVE_PROXY_ALLOWED_ORIGINS`` (browser
+origins served; none by default), ``ENCLAVE_PROXY_TOKEN`` (an access token every request must
+carry as ``Authorization: Bearer`` or ``x-api-key``; environment only, never a flag).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -32,17 +37,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import httpx
 import uvicorn
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from enclave.cli._listen import is_loopback, parse_listen
 from enclave.cli._verify import InputError, add_verifier_arguments, verifier_from_args
 from enclave.client import AsyncOhttpTransport
-from enclave.client._proxy import HEALTH_PATH, INSTANCE_ENV, ProxyOptions, build_proxy_app
+from enclave.client._proxy import (
+    CHALLENGE_HEADER,
+    HEALTH_PATH,
+    INSTANCE_ENV,
+    ProxyOptions,
+    build_proxy_app,
+    instance_proof,
+)
 from enclave.client._proxy_errors import refusal_for
 from enclave.client.errors import ClientError
 
@@ -65,11 +77,35 @@ class ProxySettings(BaseSettings):
     body_limit_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     insecure_listen_public: bool = False
+    # The door (enclave.client._proxy_guard): Host names besides the loopback ones, browser
+    # origins (none by default), and the access token every request then needs.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    token: SecretStr | None = Field(default=None, min_length=16)
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not origin.startswith(("http://", "https://")) or "/" in origin.split("://")[1]:
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
+        return value
+
+    @property
+    def token_value(self) -> str | None:
+        return None if self.token is None else self.token.get_secret_value()
 
     @property
     def listen(self) -> str:
@@ -138,6 +174,22 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="the proxy's log level (ENCLAVE_PROXY_LOG_LEVEL; default WARNING)",
     )
     parser.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        metavar="NAME",
+        help="also serve requests whose Host is NAME (repeatable; ENCLAVE_PROXY_ALLOWED_HOSTS, "
+        "comma-separated; loopback addresses, localhost and *.localhost always are)",
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="serve browser requests from ORIGIN, e.g. http://localhost:3000 (repeatable; "
+        "ENCLAVE_PROXY_ALLOWED_ORIGINS; default none: any request with an Origin is refused)",
+    )
+    parser.add_argument(
         "--insecure-listen-public",
         action="store_true",
         default=None,
@@ -160,6 +212,8 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         "body_limit_bytes": args.body_limit_bytes,
         "log_level": args.proxy_log_level,
         "insecure_listen_public": args.insecure_listen_public,
+        "allowed_hosts": None if args.allowed_hosts is None else tuple(args.allowed_hosts),
+        "allowed_origins": None if args.allowed_origins is None else tuple(args.allowed_origins),
     }
     if args.listen is not None:
         try:
@@ -218,8 +272,15 @@ def _run(args: argparse.Namespace) -> int:
         refusal = refusal_for(exc, through_relay=args.relay is not None)
         sys.stderr.write(f"error: {refusal.message}\n")
         return 1
+    allowed_hosts = settings.allowed_hosts
+    if not is_loopback(settings.host) and settings.host not in ("0.0.0.0", "::"):  # noqa: S104
+        allowed_hosts = (*allowed_hosts, settings.host)  # the address it was asked to serve
     options = ProxyOptions(
-        body_limit_bytes=settings.body_limit_bytes, through_relay=args.relay is not None
+        body_limit_bytes=settings.body_limit_bytes,
+        through_relay=args.relay is not None,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+        token=settings.token_value,
     )
     app = build_proxy_app(transport, compat=settings.compat, options=options)
     logger.warning(
@@ -295,11 +356,21 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _health(listen: str, timeout: float = 20.0) -> dict[str, object] | None:
+def _health(listen: str, instance: str | None, timeout: float = 20.0) -> dict[str, object] | None:
+    """The proxy's health, with ``ours``: whether it proved that it holds ``instance`` (an
+    HMAC over a fresh challenge; the token itself is never sent or shown). The access token,
+    when ``ENCLAVE_PROXY_TOKEN`` is set here, is sent as a bearer token."""
     host, port = parse_listen(listen)
     shown = f"[{host}]" if ":" in host else host
+    challenge = secrets.token_hex(16)
+    headers = {CHALLENGE_HEADER: challenge}
+    token = os.environ.get("ENCLAVE_PROXY_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        response = httpx.get(f"http://{shown}:{port}{HEALTH_PATH}", timeout=timeout)
+        response = httpx.get(
+            f"http://{shown}:{port}{HEALTH_PATH}", headers=headers, timeout=timeout
+        )
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
@@ -308,7 +379,15 @@ def _health(listen: str, timeout: float = 20.0) -> dict[str, object] | None:
         document = response.json()
     except ValueError:
         return None
-    return document if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        return None
+    proof = document.get("instance_proof")
+    document["ours"] = (
+        instance is not None
+        and isinstance(proof, str)
+        and hmac.compare_digest(proof, instance_proof(instance, challenge))
+    )
+    return document
 
 
 def _run_argv(args: argparse.Namespace, settings: ProxySettings) -> list[str]:
@@ -316,6 +395,10 @@ def _run_argv(args: argparse.Namespace, settings: ProxySettings) -> list[str]:
     argv += ["--listen", settings.listen, "--compat", settings.compat]
     argv += ["--body-limit-bytes", str(settings.body_limit_bytes)]
     argv += ["--log-level", settings.log_level]
+    for host in settings.allowed_hosts:
+        argv += ["--allowed-host", host]
+    for origin in settings.allowed_origins:
+        argv += ["--allowed-origin", origin]
     for flag, value in (
         ("--relay", args.relay),
         ("--relay-key-env", args.relay_key_env),
@@ -400,9 +483,8 @@ def _await_start(
             reason = _log_tail(args.log_file) or f"it exited with status {child.returncode}"
             sys.stderr.write(f"error: the proxy did not start: {reason} (log: {args.log_file})\n")
             return 1
-        health = _health(settings.listen, timeout=2.0)
-        ours = health is not None and health.get("instance") == instance
-        if ours and health is not None and health.get("verified") is True:
+        health = _health(settings.listen, instance, timeout=2.0)
+        if health is not None and health["ours"] is True and health.get("verified") is True:
             sys.stdout.write(
                 f"proxy started (pid {child.pid}) on http://{settings.listen} for "
                 f"{args.url}: verified, TCB {health.get('tcb_status')}\n"
@@ -462,8 +544,8 @@ def _status(args: argparse.Namespace) -> int:
     pid, recorded, instance = _read_pid_file(args.pid_file)
     listen = args.listen or recorded or "127.0.0.1:8787"
     running = pid is not None and _alive(pid) and _is_our_proxy(pid)
-    health = _health(listen) if running else None
-    ours = health is not None and (instance is None or health.get("instance") == instance)
+    health = _health(listen, instance) if running else None
+    ours = health is not None and (instance is None or health["ours"] is True)
     document: dict[str, object] = {
         "running": running,
         "pid": pid if running else None,

@@ -10,6 +10,9 @@ closed: when the endpoint does not verify, the answer is ``503`` with the code
 ``attestation_unverified`` and nothing was sent to the endpoint. Its other refusals are in
 :mod:`enclave.client._proxy_errors` (a body over ``body_limit_bytes`` is its own 413).
 
+Every route sits behind :class:`enclave.client._proxy_guard.ProxyGuard` (Host and Origin
+checks against web pages, the optional access token, JSON-only bodies).
+
 ``/proxy/health`` says what the proxy knows: the endpoint, the compat mode, whether it is
 verified now and when it was last verified. A verification older than ``recheck_seconds`` is
 redone when health is asked, and a failed upstream request clears ``verified``, so health does
@@ -19,18 +22,22 @@ not stay ``verified: true`` after the service is gone.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
+import math
 import os
 import secrets
 import time
 from asyncio import timeout as asyncio_timeout
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -47,10 +54,18 @@ from enclave.client._anthropic_stream import AnthropicStream, SseDecoder
 from enclave.client._endpoint import VerifiedEndpoint
 from enclave.client._ohttp import AsyncOhttpTransport, attested_endpoint
 from enclave.client._proxy_errors import Refusal, refusal_for
+from enclave.client._proxy_guard import ProxyGuard
 from enclave.client.errors import AttestationFailed, ClientError
 from enclave.protocol import api
 
-__all__ = ["HEALTH_PATH", "ProxyOptions", "build_proxy_app", "confidential_headers"]
+__all__ = [
+    "CHALLENGE_HEADER",
+    "HEALTH_PATH",
+    "ProxyOptions",
+    "build_proxy_app",
+    "confidential_headers",
+    "instance_proof",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +74,31 @@ COMPAT_MODES = ("openai", "anthropic", "both")
 #: Environment variable a daemon's parent sets so that ``proxy start`` knows the health answer
 #: came from its own child (not from another process on the port).
 INSTANCE_ENV = "ENCLAVE_PROXY_INSTANCE"
+#: A health request with this header (hex, 16 to 64 bytes) gets ``instance_proof``:
+#: HMAC-SHA256(instance token, challenge). The token itself is never shown to anyone.
+CHALLENGE_HEADER = "x-enclave-proxy-challenge"
+
+
+def instance_proof(instance: str, challenge: str) -> str:
+    """What a proxy started with ``instance`` answers to ``challenge``."""
+    return hmac.new(instance.encode(), challenge.encode(), hashlib.sha256).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
 class ProxyOptions:
     """The proxy's limits: request bodies larger than ``body_limit_bytes`` are refused (413)
     before anything is encrypted; health re-verifies an endpoint verified longer than
-    ``recheck_seconds`` ago (at most ``recheck_timeout_seconds``)."""
+    ``recheck_seconds`` ago (at most ``recheck_timeout_seconds``). The door
+    (:mod:`enclave.client._proxy_guard`): ``allowed_hosts`` beyond the loopback names,
+    ``allowed_origins`` (none by default), and the access ``token`` every request then needs."""
 
     body_limit_bytes: int = 32 * 1024 * 1024
     recheck_seconds: float = 30.0
     recheck_timeout_seconds: float = 15.0
     through_relay: bool = False
+    allowed_hosts: tuple[str, ...] = ()
+    allowed_origins: tuple[str, ...] = ()
+    token: str | None = field(default=None, repr=False)
 
 
 class _BodyTooLargeError(Exception):
@@ -158,6 +186,31 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit:
             raise _BodyTooLargeError
     return bytes(body)
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("a number out of range")
+    return value
+
+
+def strict_json(raw: bytes) -> object:
+    """``raw`` as JSON (RFC 8259), refusing what Python's json reads beyond it: ``NaN``,
+    ``Infinity``, numbers out of range (``1e999``) and strings that are not Unicode (a lone
+    surrogate ``\\ud800``, which no UTF-8 encoder can write). ``ValueError`` otherwise."""
+    document = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
+    _encode(document)  # a lone surrogate anywhere, key or value: UnicodeEncodeError
+    return document
+
+
+def _encode(document: object) -> bytes:
+    """The compact UTF-8 JSON of ``document``; ``ValueError`` for what is not JSON."""
+    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
 
 
 def _new_request_id() -> str:
@@ -250,6 +303,11 @@ def build_proxy_app(
             body = await _read_body(request, options.body_limit_bytes)
         except _BodyTooLargeError:
             return _error(_too_large(options), request_id)
+        if body:  # JSON by its content type (the door refuses any other)
+            try:
+                strict_json(body)
+            except (ValueError, RecursionError):
+                return _error(_INVALID_JSON, request_id)
         outgoing = client.build_request(
             request.method,
             base + path + ("?" + query if query else ""),
@@ -289,16 +347,21 @@ def build_proxy_app(
         except _BodyTooLargeError:
             return _anthropic_refusal(_too_large(options), request_id)
         try:
-            translated = to_openai_request(json.loads(raw))
+            translated = to_openai_request(strict_json(raw))
+            content = _encode(translated.body)
         except (ValueError, RecursionError):
-            return _anthropic_error(400, "invalid_request_error", "the body is not valid JSON")
+            return _anthropic_error(400, "invalid_request_error", _INVALID_JSON.message)
         except AnthropicRequestError as exc:
             return _anthropic_error(400, "invalid_request_error", str(exc))
         outgoing = client.build_request(
             "POST",
             base + "/v1/chat/completions",
-            headers={**_anthropic_headers(request), "x-request-id": request_id},
-            json=translated.body,
+            headers={
+                **_anthropic_headers(request),
+                "x-request-id": request_id,
+                "content-type": "application/json",
+            },
+            content=content,
         )
         upstream = await send(outgoing)
         if isinstance(upstream, Refusal):
@@ -347,15 +410,19 @@ def build_proxy_app(
             return
         state.succeeded()
 
-    async def health(_: Request) -> Response:
+    async def health(request: Request) -> Response:
         await recheck()
         endpoint = transport.endpoint
         verified = endpoint is not None and state.failure is None
+        instance = os.environ.get(INSTANCE_ENV)
+        challenge = request.headers.get(CHALLENGE_HEADER, "")
+        proof = None
+        if instance and 32 <= len(challenge) <= 128 and _is_hex(challenge):
+            proof = instance_proof(instance, challenge)
         return JSONResponse(
             {
                 "status": "ok",
-                "pid": os.getpid(),
-                "instance": os.environ.get(INSTANCE_ENV),
+                "instance_proof": proof,
                 "endpoint": base,
                 "compat": compat,
                 "verified": verified,
@@ -398,7 +465,28 @@ def build_proxy_app(
         finally:
             await client.aclose()
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    def anthropic_shaped(path: str) -> bool:
+        if compat == "anthropic":
+            return path != HEALTH_PATH
+        return compat == "both" and (
+            path.startswith("/anthropic/") or path.startswith("/v1/messages")
+        )
+
+    guard = Middleware(
+        ProxyGuard,
+        anthropic_paths=anthropic_shaped,
+        allowed_hosts=options.allowed_hosts,
+        allowed_origins=options.allowed_origins,
+        token=options.token,
+    )
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
+
+
+_INVALID_JSON = Refusal(
+    "invalid_json",
+    "the body is not valid JSON (NaN, Infinity, numbers out of range and lone surrogates are "
+    "not JSON)",
+)
 
 
 def _too_large(options: ProxyOptions) -> Refusal:
@@ -406,6 +494,10 @@ def _too_large(options: ProxyOptions) -> Refusal:
         "body_too_large",
         f"the request body is larger than the proxy's limit of {options.body_limit_bytes} bytes",
     )
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 def _iso(stamp: float) -> str:

@@ -24,6 +24,7 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message
 
+from enclave._prefix import address_prefix
 from enclave.protocol.bhttp import Request as BhttpRequest
 
 __all__ = [
@@ -61,9 +62,9 @@ class InnerResponseStart:
 def outer_pseudonym(outer_scope: Mapping[str, Any]) -> str:
     """A keyed hash (per process) of the outer peer's address: rate limits can keep one bucket
     per relay (or per client talking to the gateway directly) without the inner request
-    learning the address."""
+    learning the address. An IPv6 peer is hashed by its /64, like a direct one."""
     client = outer_scope.get("client")
-    address = client[0] if client else ""
+    address = address_prefix(str(client[0])) if client else ""
     return hmac.new(_PSEUDONYM_KEY, str(address).encode(), hashlib.sha256).hexdigest()[:24]
 
 

@@ -6,8 +6,9 @@
 2. read and decrypt the whole request body (chunked: incrementally, chunk by chunk); an unknown
    key or suite is the 422 ``ohttp-key`` problem, anything else that fails is one generic 400;
 3. decode the inner Binary HTTP request; refuse a replayed ``enc`` (generic 400);
-4. inner checks, answered *encapsulated*: ``Date`` inside the window (RFC 9458 section 6.5;
-   the ``enc`` is remembered until that Date can no longer be accepted), no ``Expect:
+4. inner checks, answered *encapsulated*: ``Date`` inside the window of a reference time that
+   never goes back (RFC 9458 section 6.5; :mod:`enclave.gateway._replay`: the ``enc`` is
+   remembered until that Date can no longer be accepted, whatever the clocks do), no ``Expect:
    100-continue`` (section 5.1: 417), the route on the allow-list;
 5. dispatch into the service's own app in-process and encapsulate its response: whole for
    ``message/ohttp-req``; for ``message/ohttp-chunked-req`` as an indeterminate-length Binary
@@ -32,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from enclave.gateway._dispatch import InnerExchange, inner_scope
 from enclave.gateway._httpdate import parse_http_date
-from enclave.gateway._replay import ReplayCache, ReplayCacheFullError
+from enclave.gateway._replay import Admission, ReplayCache, ReplayCacheFullError
 from enclave.gateway._responses import (
     OHTTP_KEY_PROBLEM,
     inner_date_problem,
@@ -111,7 +112,7 @@ class OhttpGateway:
         self._observer = observer or NullObserver()
         self._clock = clock
         self._replay = ReplayCache(
-            self.limits.replay_window_seconds, self.limits.replay_cache_size, monotonic
+            self.limits.replay_window_seconds, self.limits.replay_cache_size, clock, monotonic
         )
         self._in_flight = 0
         self._app: ASGIApp | None = None
@@ -183,8 +184,8 @@ class OhttpGateway:
         await self._read(receive, body.extend)
         with _decryption_errors():
             plaintext, context = decapsulate_request(self.key_store, bytes(body))
-        request = self._accept(plaintext, context.enc)
-        response = self._inner_refusal(request)
+        request, admission = self._accept(plaintext, context.enc)
+        response = self._inner_refusal(request, admission)
         if response is None:
             response = await self._collect(request, scope)
         sealed = context.encapsulate_response(bhttp.encode_response(response))
@@ -210,7 +211,7 @@ class OhttpGateway:
             pieces.append(decoder.finish())
         if decoder.enc is None:  # finish() raised otherwise; this keeps the types honest
             raise _RefusedError(400, "decrypt", b"bad request\n")
-        request = self._accept(b"".join(pieces), decoder.enc)
+        request, admission = self._accept(b"".join(pieces), decoder.enc)
         encoder = decoder.response_encoder(max_chunk_size=self.limits.max_chunk_size)
         await send(
             {
@@ -223,7 +224,7 @@ class OhttpGateway:
                 ],
             }
         )
-        refusal = self._inner_refusal(request)
+        refusal = self._inner_refusal(request, admission)
         if refusal is not None:
             stream = bhttp.StreamingResponseEncoder()
             head = stream.head(refusal.status, refusal.headers)
@@ -235,29 +236,26 @@ class OhttpGateway:
             return
         await self._stream(request, scope, receive, send, encoder)
 
-    def _accept(self, plaintext: bytes, enc: bytes) -> bhttp.Request:
-        """Decode the inner request, then remember its ``enc`` (only requests that decrypted
-        and decoded enter the replay cache, so garbage cannot fill it)."""
+    def _accept(self, plaintext: bytes, enc: bytes) -> tuple[bhttp.Request, Admission]:
+        """Decode the inner request and admit its ``enc`` under one reading of the reference
+        time (only requests that decrypted and decoded reach the replay cache, so garbage
+        cannot fill it; one refused for its Date is not remembered: it never ran)."""
         try:
             request = bhttp.decode_request(plaintext)
         except ProtocolError as exc:
             raise _RefusedError(400, "bad_inner_request", b"bad request\n") from exc
-        sent = self._inner_date(request)
-        ahead = 0.0 if sent is None else sent - self._clock()
         try:
-            fresh = self._replay.check_and_add(enc, ahead)
+            admission = self._replay.admit(enc, self._inner_date(request))
         except ReplayCacheFullError as exc:
             raise _RefusedError(503, "overloaded", b"too many requests in flight\n") from exc
-        if not fresh:
+        if admission is Admission.REPLAY:
             raise _RefusedError(400, "replay", b"bad request\n")
-        return request
+        return request, admission
 
-    def _inner_refusal(self, request: bhttp.Request) -> bhttp.Response | None:
-        now = self._clock()
-        sent = self._inner_date(request)
-        if sent is None or abs(now - sent) > self.limits.replay_window_seconds:
+    def _inner_refusal(self, request: bhttp.Request, admission: Admission) -> bhttp.Response | None:
+        if admission is Admission.STALE:
             self._observer.failure("date")
-            return inner_date_problem(now)
+            return inner_date_problem(self._replay.reference())
         if _expects_continue(request):  # RFC 9458 section 5.1: the gateway MUST refuse it
             self._observer.failure("expect_continue")
             return inner_json_error("expectation_failed")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
 import socket
 import ssl
@@ -39,6 +38,8 @@ from typing import Any
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
+
+from enclave._prefix import address_prefix
 
 __all__ = [
     "ConnectionLimits",
@@ -80,15 +81,7 @@ class ConnectionLimits:
 
 def peer_key(host: str) -> str:
     """The address a peer is counted by: IPv4 as is (also when IPv4-mapped), IPv6 by /64."""
-    try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
+    return address_prefix(host, 64)
 
 
 class _Throttled:

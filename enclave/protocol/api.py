@@ -124,6 +124,13 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "relay_refused": _e(502, "the OHTTP relay refused the request"),
     "gateway_refused": _e(502, "the endpoint's OHTTP gateway refused the request"),
     "gateway_overloaded": _e(503, "the endpoint's OHTTP gateway is busy; retry later"),
+    # The local proxy's door (enclave.client._proxy_guard): web pages and other local users.
+    "host_not_allowed": _e(
+        403, "the Host header is not a loopback name or address, nor an allowed host"
+    ),
+    "origin_not_allowed": _e(403, "requests from this Origin are not allowed"),
+    "proxy_token_required": _e(401, "the proxy's access token is required (ENCLAVE_PROXY_TOKEN)"),
+    "proxy_token_invalid": _e(401, "the proxy's access token is invalid"),
 }
 
 _TYPES: Final = {
