@@ -244,7 +244,10 @@ class Receipt:
             raise ReceiptError("receipt_key_mismatch", "the key is not the attested receipt key")
 
     def check_quote(self, quote: bytes) -> None:
-        if not hmac.compare_digest(hashlib.sha256(quote).digest(), self.quote_sha256):
+        self.check_quote_sha256(hashlib.sha256(quote).digest())
+
+    def check_quote_sha256(self, quote_sha256: bytes) -> None:
+        if not hmac.compare_digest(quote_sha256, self.quote_sha256):
             raise ReceiptError("receipt_quote_mismatch", "the receipt names another quote")
 
     def check_model(self, claimed: ModelClaim | None) -> None:
