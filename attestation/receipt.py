@@ -76,7 +76,9 @@ __all__ = [
     "check_response",
     "decode_receipt",
     "jcs",
+    "json_member_base",
     "load_evidence",
+    "request_digest",
     "response_digest_of",
     "verify_receipt",
 ]
@@ -95,6 +97,8 @@ SSE_MARKER: Final = b'data: {"' + MEMBER.encode() + b'":'
 ResponseHash = Literal["sse-lines", "json-member", "body"]
 _RESPONSE_HASHES: Final = frozenset({"sse-lines", "json-member", "body"})
 _MAX_SAFE_INTEGER: Final = 2**53 - 1
+#: JSON's whitespace (RFC 8259): what padding appends to a JSON body, which the hashes drop.
+JSON_WHITESPACE: Final = b" \t\n\r"
 
 #: Every reason code receipt verification raises itself (evidence reasons come from
 #: :mod:`attestation.verify`).
@@ -409,10 +413,10 @@ class SseDataDigest:
 def attach_member(body: bytes, receipt: Receipt) -> bytes | None:
     """``body`` (a JSON object) with the receipt member appended, or None when it is not one.
     ``response_digest_of(result, receipt)`` is then SHA-256 of ``body.rstrip()``."""
-    stripped = body.rstrip()
+    stripped = body.rstrip(JSON_WHITESPACE)
     if not (stripped.startswith(b"{") and stripped.endswith(b"}")):
         return None
-    empty = stripped[:-1].rstrip() == b"{"
+    empty = stripped[:-1].rstrip(JSON_WHITESPACE) == b"{"
     return stripped[:-1] + (b"" if empty else b",") + _member(receipt) + b"}"
 
 
@@ -422,7 +426,7 @@ def _member(receipt: Receipt) -> bytes:
 
 def json_member_base(body: bytes) -> bytes:
     """What a ``json-member`` hash covers of an engine body."""
-    return body.rstrip()
+    return body.rstrip(JSON_WHITESPACE)
 
 
 def response_digest_of(sent: bytes, receipt: Receipt) -> bytes | None:
@@ -441,17 +445,23 @@ def response_digest_of(sent: bytes, receipt: Receipt) -> bytes | None:
             digest.update(sent)
         return digest.digest()
     if kind == "json-member":
-        body = sent.rstrip()
+        body = sent.rstrip(JSON_WHITESPACE)
         member = _member(receipt)
         if body.endswith(member + b"}"):
-            base = body[: -len(member) - 1].rstrip()
+            base = body[: -len(member) - 1].rstrip(JSON_WHITESPACE)
             body = (base[:-1] if base.endswith(b",") else base) + b"}"
         return hashlib.sha256(body).digest()
     return hashlib.sha256(sent).digest()
 
 
+def request_digest(body: bytes) -> bytes:
+    """``request_sha256``: SHA-256 of the request body with trailing JSON whitespace removed
+    (clients pad a JSON request with trailing spaces to a size bucket; the same document)."""
+    return hashlib.sha256(body.rstrip(JSON_WHITESPACE)).digest()
+
+
 def check_request(receipt: Receipt, request: bytes) -> None:
-    if not hmac.compare_digest(hashlib.sha256(request).digest(), receipt.request_sha256):
+    if not hmac.compare_digest(request_digest(request), receipt.request_sha256):
         raise ReceiptError("request_mismatch", "the request does not hash to the receipt's")
 
 

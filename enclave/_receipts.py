@@ -10,13 +10,12 @@ header and the ``enclave_receipt`` member of the JSON body.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from attestation.receipt import MEMBER, Receipt, ReceiptSigner, ResponseHash
+from attestation.receipt import MEMBER, Receipt, ReceiptSigner, ResponseHash, request_digest
 from enclave.tls import model_claim
 from model_manager.status import ModelStatus
 
@@ -52,7 +51,7 @@ class ReceiptIssuer:
         model = model_claim(status)
         if model is None:
             return None
-        return RequestReceipt(self, route, hashlib.sha256(body).digest(), status)
+        return RequestReceipt(self, route, request_digest(body), status)
 
     def _sign(
         self, request: RequestReceipt, response_sha256: bytes, kind: ResponseHash

@@ -137,8 +137,14 @@ async def _pass_through(
         stall_timeout=service.settings.service.engine_stall_timeout_seconds,
         first_token_timeout=service.settings.service.engine_first_token_timeout_seconds,
         receipt=receipt,
+        padding=service.settings.service.padding_bucket,
+        cadence=_cadence(service.settings.service.stream_cadence_ms),
     )
     return Relay(upstream, context)
+
+
+def _cadence(milliseconds: int | None) -> float | None:
+    return None if milliseconds is None else milliseconds / 1000.0
 
 
 def _accept(request: Request) -> str:

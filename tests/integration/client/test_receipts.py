@@ -22,6 +22,7 @@ from attestation.receipt import (
 )
 from enclave.client import AsyncOhttpTransport, AsyncRaTlsTransport, attested_endpoint
 from enclave.client._ratls import verified_certificate
+from enclave.protocol.padding import strip_event_padding
 from tests.integration.client.conftest import Running
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -49,7 +50,7 @@ def _verify(running: Running, receipt: object, certificate_der: bytes, **kw: byt
 
 
 def _streamed_receipt(content: bytes) -> dict[str, object]:
-    events = [e for e in content.split(b"\n\n") if e]
+    events = [e for e in strip_event_padding(content).split(b"\n\n") if e]
     assert events[-1] == b"data: [DONE]"
     assert events[-2].startswith(SSE_MARKER)  # the last event before [DONE]
     receipt = json.loads(events[-2][len(b"data: ") :])[MEMBER]
@@ -107,7 +108,7 @@ async def test_streamed_answers_over_ratls_end_with_a_receipt_event(
     assert decode_receipt(receipt).response_hash == "sse-lines"
     _verify(running, receipt, connection.certificate_der, request=body, response=response.content)
     with pytest.raises(ReceiptError) as refused:
-        _verify(running, receipt, connection.certificate_der, request=body + b" ")
+        _verify(running, receipt, connection.certificate_der, request=body[:-1])
     assert refused.value.reason == "request_mismatch"
 
 
