@@ -145,6 +145,8 @@ async def _pass_through(
         annotate(request.scope, reason="engine_rejected" if refused else "engine_error")
         return await _engine_refusal(upstream, request_id, path)
     logger.info("request %s on %s: relaying (%d bytes in)", request_id, path, len(body))
+    issuer = service.receipts
+    receipt = None if issuer is None else issuer.for_request(path, body, status)
     context = RelayContext(
         route=OHTTP_INNER_ROUTE if through_gateway(request.scope) else path,
         request_id=request_id,
@@ -154,6 +156,7 @@ async def _pass_through(
         on_end=end,
         stall_timeout=service.settings.service.engine_stall_timeout_seconds,
         first_token_timeout=service.settings.service.engine_first_token_timeout_seconds,
+        receipt=receipt,
         padding=service.settings.service.padding_bucket,
         cadence=_cadence(service.settings.service.stream_cadence_ms),
     )
