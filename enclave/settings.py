@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -34,6 +35,7 @@ __all__ = [
     "ServiceSettings",
     "SettingsError",
     "TeeChoice",
+    "data_plane_workers",
     "insecure_settings",
     "insecure_warnings",
     "load_settings",
@@ -151,6 +153,13 @@ class ServiceSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
+    # Data-plane workers (docs/service.md, "More than one core"). 1: one process serves
+    # everything (as before). N > 1: N worker processes accept on the port (SO_REUSEPORT), each
+    # with the TLS listener, the relay, the gateway and its own engine client; one owner keeps
+    # the lifecycle, the keys and certificates, the management API, and pushes every change to
+    # them. 0: one per core less one for the owner, at least 1.
+    data_plane_workers: int = Field(default=0, ge=0, le=256)
+
     # Logging.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -198,6 +207,14 @@ class ServiceSettings(BaseSettings):
                 "a metrics listener on an address that is not loopback needs metrics_token"
             )
         return self
+
+
+def data_plane_workers(settings: ServiceSettings) -> int:
+    """How many data-plane worker processes ``settings`` asks for (1: the single process); 0
+    resolves to one per core less one for the owner, at least 1."""
+    if settings.data_plane_workers > 0:
+        return settings.data_plane_workers
+    return max((os.cpu_count() or 1) - 1, 1)
 
 
 def _is_loopback(host: str) -> bool:

@@ -45,6 +45,14 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--max-concurrent-streams", "max_concurrent_streams", int, "inference requests at once"),
     ("--shutdown-grace", "shutdown_grace_seconds", float, "drain time on SIGTERM, seconds"),
     ("--load-timeout", "load_timeout_seconds", float, "model load timeout, seconds"),
+    (
+        "--data-plane-workers",
+        "data_plane_workers",
+        int,
+        "data-plane worker processes on the port, each with its own TLS listener, relay, "
+        "gateway and engine client, next to one owner of the keys, certificates and lifecycle "
+        "(1: one process serves everything; 0: one per core less one, at least 1)",
+    ),
     ("--log-format", "log_format", str, "the service log's format"),
     ("--service-log-level", "log_level", str.upper, "the service log's level (any case)"),
 )
