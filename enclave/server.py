@@ -35,7 +35,20 @@ from attestation.providers import QuoteProvider, detect_provider
 from attestation.ratls import RaTlsIssuer
 from enclave import __version__
 from enclave.app import build_app, build_metrics_app
-from enclave.gateway import OhttpGateway, gateway_routes
+from enclave.gateway import (
+    OhttpGateway,
+    RedisReplayStore,
+    ReplayStore,
+    ReplayStoreUnavailableError,
+    gateway_routes,
+)
+from enclave.keybroker import (
+    CdhKeySource,
+    DstackKeySource,
+    KeySource,
+    KeyUnavailableError,
+    apply_generations,
+)
 from enclave.metrics import ServiceMetrics
 from enclave.net import BodyGuard, BodyLimits, ConnectionLimits, GuardedServer
 from enclave.net._connections import bind_sockets
@@ -74,6 +87,35 @@ class GatewayMetrics:
         return None
 
 
+def _key_source(settings: EnclaveSettings) -> KeySource | None:
+    """The key broker of ``ohttp_key_source``, or None for keys generated here."""
+    service = settings.service
+    if service.ohttp_key_source == "cdh":
+        return CdhKeySource(service.ohttp_key_cdh_url, service.ohttp_key_resource, timeout=10.0)
+    if service.ohttp_key_source == "dstack":
+        return DstackKeySource(
+            Path(service.ohttp_key_dstack_socket),
+            service.ohttp_key_dstack_path,
+            service.ohttp_key_rotation_seconds,
+            timeout=10.0,
+        )
+    return None
+
+
+def _shared_replay_store(settings: EnclaveSettings) -> ReplayStore | None:
+    """The replay set shared by replicas (``replay_store`` a Redis URL), or None: memory."""
+    service = settings.service
+    if service.replay_store == "memory":
+        return None
+    password = service.replay_store_password
+    return RedisReplayStore(
+        service.replay_store,
+        password=None if password is None else password.get_secret_value(),
+        prefix=service.replay_store_prefix,
+        timeout_seconds=service.replay_store_timeout_seconds,
+    )
+
+
 class _MetricsListener(uvicorn.Server):
     """The metrics listener's server: the main listener owns the signals and stops it."""
 
@@ -105,12 +147,16 @@ class EnclaveServer:
         self.settings = settings
         service_settings = settings.service
         self.service = Service(settings)
-        self.key_store = KeyStore(generate_default_key_configs())
+        #: The key broker the OHTTP keys come from (replicas), or None: generated here.
+        self.key_source = _key_source(settings)
+        self.key_store = KeyStore(generate_default_key_configs() if self.key_source is None else ())
         self._keys_generated = time.time()
+        self.replay_store = _shared_replay_store(settings)
         self.gateway = OhttpGateway(
             self.key_store,
             limits=settings.gateway,
             observer=GatewayMetrics(self.service.metrics),
+            replay_store=self.replay_store,
         )
         self.simulated: SimulatedTee | None = None
         if provider is None:
@@ -184,6 +230,9 @@ class EnclaveServer:
         self.gateway.set_app(self.app)
         self.service.readiness_checks.append(
             lambda: None if self.certificates.current is not None else "not_attested"
+        )
+        self.service.readiness_checks.append(
+            lambda: None if self.key_store.key_ids else "ohttp_key_unavailable"
         )
         self._claimed_model: ModelClaim | None = None
         self.service.manager.add_hook(self._on_transition)
@@ -270,14 +319,79 @@ class EnclaveServer:
             except Exception as exc:  # keep serving the current keys; try again next period
                 logger.error("OHTTP key rotation failed: %s", type(exc).__name__)
 
+    async def _fetch_broker_keys(self) -> bool:
+        """Fetch the key broker's generations and hold exactly them; reissue the certificate
+        when they changed. False while no key has been released."""
+        source = self.key_source
+        if source is None:
+            return True
+        try:
+            generations = await source.fetch()
+        except KeyUnavailableError as exc:
+            held = bool(self.key_store.key_ids)
+            logger.error(
+                "OHTTP key from %s unavailable: %s; %s",
+                source.name,
+                exc,
+                "keeping the keys held"
+                if held
+                else "OHTTP is refused (503 ohttp_key_unavailable) until it is released",
+            )
+            return held
+        if apply_generations(self.key_store, generations):
+            self._keys_generated = time.time()
+            logger.info(
+                "OHTTP keys from %s: key IDs %s advertised, %s accepted",
+                source.name,
+                [config.key_id for config in self.key_store.active_configs],
+                sorted(self.key_store.key_ids),
+            )
+            if self.certificates.current is not None:
+                await self.certificates.reissue("key_rotation")
+        return True
+
+    async def _broker_loop(self) -> None:
+        refresh = self.settings.service.ohttp_key_refresh_seconds
+        while True:
+            await asyncio.sleep(refresh if self.key_store.key_ids else min(5.0, refresh))
+            try:
+                await self._fetch_broker_keys()
+            except Exception as exc:  # keep serving what is held; try again next period
+                logger.error("OHTTP key refresh failed: %s", type(exc).__name__)
+
     async def start_background(self) -> None:
-        """Issue the first certificate and start the refresh and rotation loops."""
+        """Fetch the broker's keys (if any), issue the first certificate and start the
+        refresh and rotation loops."""
+        await self._fetch_broker_keys()
         await self.certificates.reissue("start")
         self.certificates.start()
-        self._tasks.append(asyncio.create_task(self._rotation_loop()))
+        await self._check_replay_store()
+        if self.key_source is None:
+            self._tasks.append(asyncio.create_task(self._rotation_loop()))
+        else:  # the broker rotates: every replica follows its generations
+            self._tasks.append(asyncio.create_task(self._broker_loop()))
         await self.pusher.start()
 
+    async def _check_replay_store(self) -> None:
+        """Say at start whether the shared replay store answers (requests are refused while
+        it does not; nothing here makes the service accept one unchecked)."""
+        store = self.replay_store
+        if not isinstance(store, RedisReplayStore):
+            return
+        try:
+            await store.ping()
+        except ReplayStoreUnavailableError:
+            logger.error(
+                "the shared replay store %s does not answer: OHTTP requests are refused (503 "
+                "replay_store_unavailable) until it does",
+                store.where,
+            )
+        else:
+            logger.info("shared replay store: %s", store.where)
+
     async def stop_background(self) -> None:
+        if self.replay_store is not None:
+            await self.replay_store.aclose()
         await self.pusher.aclose()
         await self.certificates.aclose()
         tasks, self._tasks = self._tasks, []

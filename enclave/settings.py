@@ -25,7 +25,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from enclave.gateway import GatewayLimits
+from enclave.gateway import GatewayLimits, check_redis_url
+from enclave.keybroker import check_cdh_url, check_resource_path
 from enclave.protocol.chunked import MIN_CHUNK_SIZE
 from model_manager import ModelManagerSettings
 from model_manager.settings import MIN_LOAD_TOKEN_CHARS, MIN_LOAD_TOKEN_DISTINCT_CHARS
@@ -153,6 +154,29 @@ class ServiceSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
+    # Replicas (docs/operations.md, "Replicas"): several services behind one load balancer.
+    # The replay set: "memory" (this process; one replica) or a Redis URL shared by every
+    # replica (redis://host:port/db, rediss:// for TLS, unix:///path), whose password comes
+    # from ENCLAVE_REPLAY_STORE_PASSWORD, never from the URL. Redis holds a keyed hash of each
+    # accepted enc under the prefix for the replay window; unreachable -> OHTTP refused (503).
+    replay_store: str = "memory"
+    replay_store_password: SecretStr | None = None
+    replay_store_prefix: str = Field(default="enclave:replay:", min_length=1, max_length=64)
+    replay_store_timeout_seconds: float = Field(default=1.0, gt=0, le=30)
+    # Where the OHTTP keys come from: "local" (generated and rotated here), "cdh" (the key
+    # document from the CoCo confidential-data-hub resource API, released by the Trustee KBS
+    # to attested guests only: ohttp_key_cdh_url + /cdh/resource/ + ohttp_key_resource) or
+    # "dstack" (derived by dstack's KMS through the guest agent's GetKey at
+    # ohttp_key_dstack_socket, path ohttp_key_dstack_path/<epoch of ohttp_key_rotation_seconds>).
+    # Refetched every ohttp_key_refresh_seconds (a rotation at the broker reaches every
+    # replica within it); until a first key is released, retried every 5 s and OHTTP refused.
+    ohttp_key_source: Literal["local", "cdh", "dstack"] = "local"
+    ohttp_key_cdh_url: str = "http://127.0.0.1:8006"
+    ohttp_key_resource: str = "default/enclave-ohttp/keys"
+    ohttp_key_dstack_socket: str = "/var/run/dstack.sock"
+    ohttp_key_dstack_path: str = Field(default="enclave/ohttp", min_length=1, max_length=200)
+    ohttp_key_refresh_seconds: float = Field(default=300.0, ge=1)
+
     # Data-plane workers (docs/service.md, "More than one core"). 1: one process serves
     # everything (as before). N > 1: N worker processes accept on the port (SO_REUSEPORT), each
     # with the TLS listener, the relay, the gateway and its own engine client; one owner keeps
@@ -178,6 +202,21 @@ class ServiceSettings(BaseSettings):
                 "(e.g. openssl rand -hex 32)"
             )
         return value
+
+    @field_validator("replay_store")
+    @classmethod
+    def _replay_store_is_memory_or_redis(cls, value: str) -> str:
+        return value if value == "memory" else check_redis_url(value)
+
+    @field_validator("ohttp_key_cdh_url")
+    @classmethod
+    def _cdh_url_is_loopback(cls, value: str) -> str:
+        return check_cdh_url(value)
+
+    @field_validator("ohttp_key_resource")
+    @classmethod
+    def _resource_is_a_kbs_path(cls, value: str) -> str:
+        return check_resource_path(value)
 
     @model_validator(mode="after")
     def _checks(self) -> ServiceSettings:

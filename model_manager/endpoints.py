@@ -85,7 +85,9 @@ def model_routes(
     ``render_error`` (the service passes ``enclave.routes.error_response``)."""
 
     async def status(request: Request) -> Response:
-        return JSONResponse(manager.status().to_document(), headers={"Cache-Control": "no-store"})
+        document = manager.status().to_document()
+        document["replica_id"] = settings.effective_replica_id  # which replica answered
+        return JSONResponse(document, headers={"Cache-Control": "no-store"})
 
     def control(action: Literal["load", "unload"]) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:

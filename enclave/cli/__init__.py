@@ -147,6 +147,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "_proxy",
     "_relay",
     "_models",
+    "_ohttp_keys",
 )
 
 

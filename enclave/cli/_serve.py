@@ -41,6 +41,24 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--certificate-lifetime", "certificate_lifetime_seconds", float, "seconds"),
     ("--ohttp-key-rotation", "ohttp_key_rotation_seconds", float, "seconds"),
     ("--replay-window", "replay_window_seconds", float, "seconds"),
+    (
+        "--replay-store",
+        "replay_store",
+        str,
+        "the replay set: memory, or a redis:// URL shared by every replica (password: "
+        "$ENCLAVE_REPLAY_STORE_PASSWORD)",
+    ),
+    (
+        "--ohttp-key-source",
+        "ohttp_key_source",
+        str,
+        "where the OHTTP keys come from: local (generated here), cdh (the CoCo "
+        "confidential-data-hub, released by the Trustee KBS) or dstack (dstack's KMS)",
+    ),
+    ("--ohttp-key-cdh-url", "ohttp_key_cdh_url", str, "the confidential-data-hub API origin"),
+    ("--ohttp-key-resource", "ohttp_key_resource", str, "the KBS resource <repo>/<type>/<tag>"),
+    ("--ohttp-key-refresh", "ohttp_key_refresh_seconds", float, "key broker refetch, seconds"),
+    ("--replica-id", "replica_id", str, "this replica's id in the status documents"),
     ("--body-limit", "body_limit_bytes", int, "request body limit in bytes"),
     ("--max-concurrent-streams", "max_concurrent_streams", int, "inference requests at once"),
     ("--shutdown-grace", "shutdown_grace_seconds", float, "drain time on SIGTERM, seconds"),

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -33,11 +35,18 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from enclave.gateway._dispatch import InnerExchange, inner_scope
 from enclave.gateway._httpdate import parse_http_date
-from enclave.gateway._replay import Admission, ReplayCache, ReplayCacheFullError
+from enclave.gateway._replay import (
+    Admission,
+    ReplayCache,
+    ReplayCacheFullError,
+    ReplayStore,
+    ReplayStoreUnavailableError,
+)
 from enclave.gateway._responses import (
     OHTTP_KEY_PROBLEM,
     inner_date_problem,
     inner_json_error,
+    send_json_error,
     send_plain,
     send_problem,
 )
@@ -54,6 +63,7 @@ from enclave.protocol.errors import ProtocolError, UnknownKeyIdError, Unsupporte
 from enclave.protocol.ohttp import (
     MEDIA_TYPE_REQUEST,
     MEDIA_TYPE_RESPONSE,
+    GatewayKey,
     KeyStore,
     decapsulate_request,
 )
@@ -65,13 +75,20 @@ logger = logging.getLogger(__name__)
 #: A failure of the inner app after its response head went out (the routes end an engine
 #: failure with their own event first; this is the last resort, a bug).
 _SSE_ERROR = sse_error_event("internal_error")
+#: Kept in a shared replay store this much longer than the window arithmetic says (as the
+#: in-memory cache does): a request at the exact edge of the window is never forgotten early.
+_SHARED_EDGE_SECONDS = 1.0
+#: The label under which a replay-hash key is derived from an OHTTP private key.
+_REPLAY_KEY_LABEL = b"enclave/ohttp-replay-hash/v1"
 
 
 class _RefusedError(Exception):
     """An outer refusal: a status, a fixed body, and the reason code for the metric."""
 
-    def __init__(self, status: int, reason: str, body: bytes = b"") -> None:
-        self.status, self.reason, self.body = status, reason, body
+    def __init__(
+        self, status: int, reason: str, body: bytes = b"", code: str | None = None
+    ) -> None:
+        self.status, self.reason, self.body, self.code = status, reason, body, code
 
 
 class _ClientGoneError(Exception):
@@ -106,6 +123,7 @@ class OhttpGateway:
         observer: GatewayObserver | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        replay_store: ReplayStore | None = None,
     ) -> None:
         self.key_store = key_store
         self.limits = limits or GatewayLimits()
@@ -114,6 +132,9 @@ class OhttpGateway:
         self._replay = ReplayCache(
             self.limits.replay_window_seconds, self.limits.replay_cache_size, clock, monotonic
         )
+        #: The replay set shared by replicas (Redis); None: the in-memory cache above.
+        self._shared_replay = replay_store
+        self._replay_keys: dict[int, tuple[GatewayKey, bytes]] = {}
         self._in_flight = 0
         self._app: ASGIApp | None = None
 
@@ -123,6 +144,10 @@ class OhttpGateway:
     async def keys(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``GET /.well-known/ohttp-keys``: the exact bytes the attestation claim hashes."""
         body = self.key_store.ohttp_keys()
+        if not body:  # a replica the key broker refused holds no key: say so, serve nothing
+            self._observer.failure("ohttp_key_unavailable")
+            await send_json_error(send, "ohttp_key_unavailable", ((b"retry-after", b"30"),))
+            return
         headers = [
             (b"content-type", b"application/ohttp-keys"),
             (b"content-length", str(len(body)).encode()),
@@ -135,6 +160,8 @@ class OhttpGateway:
         """``POST /.well-known/ohttp-gateway``."""
         try:
             self._check_outer(scope)
+            if not self.key_store.key_ids:
+                raise _RefusedError(503, "ohttp_key_unavailable", code="ohttp_key_unavailable")
             if self._in_flight >= self.limits.max_concurrent_requests:
                 raise _RefusedError(503, "overloaded", b"too many requests in flight\n")
             self._in_flight += 1
@@ -149,6 +176,8 @@ class OhttpGateway:
             self._observer.failure(refused.reason)
             if refused.status == 422:
                 await send_problem(send, 422, OHTTP_KEY_PROBLEM)
+            elif refused.code is not None:
+                await send_json_error(send, refused.code, ((b"retry-after", b"1"),))
             else:
                 extra = ((b"retry-after", b"1"),) if refused.status == 503 else ()
                 await send_plain(send, refused.status, refused.body, extra)
@@ -184,7 +213,7 @@ class OhttpGateway:
         await self._read(receive, body.extend)
         with _decryption_errors():
             plaintext, context = decapsulate_request(self.key_store, bytes(body))
-        request, admission = self._accept(plaintext, context.enc)
+        request, admission = await self._accept(plaintext, context.enc, context.key_id)
         response = self._inner_refusal(request, admission)
         if response is None:
             response = await self._collect(request, scope)
@@ -209,9 +238,9 @@ class OhttpGateway:
         await self._read(receive, feed)
         with _decryption_errors():
             pieces.append(decoder.finish())
-        if decoder.enc is None:  # finish() raised otherwise; this keeps the types honest
+        if decoder.enc is None or decoder.key_id is None:  # finish() raised otherwise
             raise _RefusedError(400, "decrypt", b"bad request\n")
-        request, admission = self._accept(b"".join(pieces), decoder.enc)
+        request, admission = await self._accept(b"".join(pieces), decoder.enc, decoder.key_id)
         encoder = decoder.response_encoder(max_chunk_size=self.limits.max_chunk_size)
         await send(
             {
@@ -236,7 +265,9 @@ class OhttpGateway:
             return
         await self._stream(request, scope, receive, send, encoder)
 
-    def _accept(self, plaintext: bytes, enc: bytes) -> tuple[bhttp.Request, Admission]:
+    async def _accept(
+        self, plaintext: bytes, enc: bytes, key_id: int
+    ) -> tuple[bhttp.Request, Admission]:
         """Decode the inner request and admit its ``enc`` under one reading of the reference
         time (only requests that decrypted and decoded reach the replay cache, so garbage
         cannot fill it; one refused for its Date is not remembered: it never ran)."""
@@ -245,12 +276,45 @@ class OhttpGateway:
         except ProtocolError as exc:
             raise _RefusedError(400, "bad_inner_request", b"bad request\n") from exc
         try:
-            admission = self._replay.admit(enc, self._inner_date(request))
+            if self._shared_replay is None:
+                admission = self._replay.admit(enc, self._inner_date(request))
+            else:
+                admission = await self._admit_shared(enc, key_id, self._inner_date(request))
         except ReplayCacheFullError as exc:
             raise _RefusedError(503, "overloaded", b"too many requests in flight\n") from exc
+        except ReplayStoreUnavailableError as exc:  # fail closed: never accepted unchecked
+            raise _RefusedError(
+                503, "replay_store_unavailable", code="replay_store_unavailable"
+            ) from exc
         if admission is Admission.REPLAY:
             raise _RefusedError(400, "replay", b"bad request\n")
         return request, admission
+
+    async def _admit_shared(self, enc: bytes, key_id: int, date: float | None) -> Admission:
+        """:meth:`ReplayCache.admit` with the set in the shared store: the Date checked
+        against this gateway's reference time, a fresh ``enc`` kept (``SET NX EX``) until the
+        reference passes ``Date + window`` plus the edge second; a stale one not stored."""
+        assert self._shared_replay is not None
+        now = self._replay.reference()
+        window = self.limits.replay_window_seconds
+        if date is None or abs(now - date) > window:
+            return Admission.STALE
+        ttl = date + window + _SHARED_EDGE_SECONDS - now
+        fresh = await self._shared_replay.seen_or_add(self._replay_hash(key_id, enc), ttl)
+        return Admission.FRESH if fresh else Admission.REPLAY
+
+    def _replay_hash(self, key_id: int, enc: bytes) -> bytes:
+        """HMAC-SHA256(k, key_id || enc), 16 bytes, with k derived from the private key that
+        decrypted the request: every replica holding that key computes the same value, and no
+        one without it (the host, whoever reads the store) can compute or test one."""
+        key = self.key_store.lookup(key_id)
+        cached = self._replay_keys.get(key_id)
+        if cached is None or cached[0] is not key:
+            secret = key.private_key.private_bytes()
+            derived = hmac.new(secret, _REPLAY_KEY_LABEL, hashlib.sha256).digest()
+            self._replay_keys[key_id] = cached = (key, derived)
+        mac = hmac.new(cached[1], bytes([key_id]) + enc, hashlib.sha256)
+        return mac.digest()[:16]
 
     def _inner_refusal(self, request: bhttp.Request, admission: Admission) -> bhttp.Response | None:
         if admission is Admission.STALE:

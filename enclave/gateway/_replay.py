@@ -17,8 +17,15 @@ import hashlib
 import heapq
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
-__all__ = ["Admission", "ReplayCache", "ReplayCacheFullError"]
+__all__ = [
+    "Admission",
+    "ReplayCache",
+    "ReplayCacheFullError",
+    "ReplayStore",
+    "ReplayStoreUnavailableError",
+]
 
 #: Kept this much longer than the arithmetic says, so that a request at the exact edge of the
 #: window (the Date check is inclusive) is never both acceptable and forgotten.
@@ -106,3 +113,25 @@ class ReplayCache:
         while expiries and expiries[0][0] <= now:
             _, key = heapq.heappop(expiries)
             del seen[key]
+
+
+# --- Shared replay stores (replicas): the interface the gateway calls when the replay set is
+# kept outside this process. The in-memory cache above stays the default for one replica.
+
+
+class ReplayStoreUnavailableError(Exception):
+    """The shared replay store could not answer: the request must be refused (fail closed),
+    never accepted unchecked."""
+
+
+class ReplayStore(Protocol):
+    """A replay set shared by replicas.
+
+    ``seen_or_add(key, ttl_seconds)``: atomically remember ``key`` for ``ttl_seconds`` and
+    return True if it was not held (the first time), False if it was (a replay). ``key`` is
+    already a keyed hash of ``enc`` (never ``enc`` itself). Raises
+    :class:`ReplayStoreUnavailableError` when the store cannot answer."""
+
+    async def seen_or_add(self, key: bytes, ttl_seconds: float) -> bool: ...
+
+    async def aclose(self) -> None: ...

@@ -49,6 +49,8 @@ FAILURE_REASONS: Final = (
     "route_not_allowed",  # inner route not on the allow-list
     "inner_error",  # the inner app failed
     "client_disconnected",  # the outer client went away mid-response
+    "ohttp_key_unavailable",  # this replica holds no OHTTP key (the key broker refused it)
+    "replay_store_unavailable",  # the shared replay store (Redis) did not answer
 )
 
 

@@ -108,6 +108,13 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "not_attested": _e(503, "no certificate has been issued yet"),
     "quote_unavailable": _e(503, "the platform could not produce a quote"),
     "gpu_evidence_unavailable": _e(503, "the GPUs could not produce attestation evidence"),
+    # Replicas: the OHTTP key from the key broker, the shared replay store.
+    "ohttp_key_unavailable": _e(
+        503, "this replica holds no OHTTP key (the key broker did not release it); use another"
+    ),
+    "replay_store_unavailable": _e(
+        503, "the shared replay store did not answer; the request was not accepted"
+    ),
     # The engine.
     "engine_rejected": _e(400, "the engine refused the request"),
     "engine_error": _e(502, "the engine failed to answer"),
