@@ -253,7 +253,8 @@ def data_plane_workers(settings: ServiceSettings) -> int:
     resolves to one per core less one for the owner, at least 1."""
     if settings.data_plane_workers > 0:
         return settings.data_plane_workers
-    return max((os.cpu_count() or 1) - 1, 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max((cores or 1) - 1, 1)
 
 
 def _is_loopback(host: str) -> bool:

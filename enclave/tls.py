@@ -22,7 +22,7 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives import serialization
 
 from attestation.evidence import ModelClaim
-from attestation.ratls import IssuedCertificate, RaTlsIssuer
+from attestation.ratls import CLOCK_SKEW, IssuedCertificate, RaTlsIssuer
 from model_manager.status import ModelStatus
 
 __all__ = ["REFRESH_FRACTION", "CertificateManager", "load_chain", "model_claim", "server_context"]
@@ -121,8 +121,11 @@ class CertificateManager:
         current = self.current
         if current is None:
             return 0.0
-        lifetime = (current.not_after - current.not_before).total_seconds()
-        due = current.not_before + datetime.timedelta(seconds=lifetime * REFRESH_FRACTION)
+        # The issuer backdates notBefore by the clock skew: the lifetime runs from issuance
+        # (counted from notBefore, a certificate of 60 s would be due before it was issued).
+        issued = current.not_before + CLOCK_SKEW
+        lifetime = (current.not_after - issued).total_seconds()
+        due = issued + datetime.timedelta(seconds=lifetime * REFRESH_FRACTION)
         return max(0.0, (due - now).total_seconds())
 
     async def _refresh_loop(self) -> None:

@@ -105,16 +105,6 @@ class KeyStore:
         with self._lock:
             self._add_locked((key,), retire=())
 
-    def replace(self, keys: Iterable[GatewayKey], active: Iterable[int]) -> None:
-        """Hold exactly ``keys``, advertising ``active`` in that order (a data-plane worker
-        mirroring its owner's store). Raises ``ValueError`` for an active ID not in ``keys``."""
-        held = {key.config.key_id: key for key in keys}
-        order = tuple(active)
-        if any(key_id not in held for key_id in order):
-            raise ValueError("an active key ID is not among the keys")
-        with self._lock:
-            self._state = _state(held, order)
-
     def lookup(self, key_id: int) -> GatewayKey:
         """The key (active or retired) for ``key_id``; ``UnknownKeyIdError`` if none."""
         key = self._state.keys.get(key_id)

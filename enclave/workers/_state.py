@@ -109,11 +109,13 @@ def dump_keys(store: KeyStore) -> dict[str, Any]:
     return {"keys": keys, "active": [config.key_id for config in store.active_configs]}
 
 
-def load_keys(values: dict[str, Any]) -> tuple[list[GatewayKey], list[int]]:
-    keys = []
+def load_keys(values: dict[str, Any]) -> tuple[list[GatewayKey], list[GatewayKey]]:
+    """The advertised keys in order, and the others (accepted, not advertised)."""
+    keys = {}
     for item in values["keys"]:
         symmetric = tuple(SymmetricAlgorithms(kdf, aead) for kdf, aead in item["symmetric"])
         config = KeyConfig(item["key_id"], KemId(item["kem_id"]), item["public_key"], symmetric)
         private = get_kem(item["kem_id"]).load_private_key(item["private_key"])
-        keys.append(GatewayKey(config, private))
-    return keys, list(values["active"])
+        keys[config.key_id] = GatewayKey(config, private)
+    active = [keys[key_id] for key_id in values["active"]]
+    return active, [key for key_id, key in keys.items() if key_id not in values["active"]]

@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from enclave.gateway import OhttpGateway, gateway_routes
 from enclave.gateway._dispatch import SCOPE_EXTENSION, set_pseudonym_key
+from enclave.gateway._replay import ReplayStore, ReplayStoreUnavailableError
 from enclave.net import BodyGuard, BodyLimits, ConnectionLimits, GuardedServer
 from enclave.protocol.api import GPUS_PATH, REPORT_PATH
 from enclave.protocol.ohttp import KeyStore
@@ -99,8 +100,6 @@ class OwnerReplayStore:
         self._channel = channel
 
     async def seen_or_add(self, key: bytes, ttl_seconds: float) -> bool:
-        from enclave.gateway._replay import ReplayStoreUnavailableError
-
         try:
             answer = await self._channel.call("replay", 10.0, key=key, ttl=ttl_seconds)
         except (ChannelClosedError, TimeoutError) as exc:
@@ -195,13 +194,18 @@ class WorkerServer:
         self.mirror = MirrorManager(self.settings.model_manager, load_status(init["status"]))
         self.service = Service(self.settings, manager=cast(ModelManager, self.mirror))
         self.key_store = KeyStore()
-        from enclave.server import GatewayMetrics
+        from enclave.server import GatewayMetrics, _shared_replay_store
+
+        #: One replay set for every worker: the owner's (memory), or the replicas' Redis.
+        self.replay_store: ReplayStore = _shared_replay_store(self.settings) or OwnerReplayStore(
+            channel
+        )
 
         self.gateway = OhttpGateway(
             self.key_store,
             limits=self.settings.gateway,
             observer=GatewayMetrics(self.service.metrics),
-            # TODO(replay): replay_store=OwnerReplayStore(channel) once main has the store
+            replay_store=self.replay_store,
         )
         self.certificates = _Certificates()
         forward = ForwardToOwner(channel)
@@ -219,6 +223,9 @@ class WorkerServer:
         self.service.readiness_checks.append(
             lambda: None if self.certificates.loaded.is_set() else "not_attested"
         )
+        self.service.readiness_checks.append(
+            lambda: None if self.key_store.key_ids else "ohttp_key_unavailable"
+        )
         self.uvicorn: GuardedServer | None = None
 
     async def handle(self, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -226,8 +233,8 @@ class WorkerServer:
         if op == "tls":
             self.certificates.load(message["certificate"], message["key"])
         elif op == "keys":
-            keys, active = load_keys(message)
-            self.key_store.replace(keys, active)
+            active, accepted = load_keys(message)
+            self.key_store.replace(active, accepted)
         elif op == "status":
             await self.mirror.update(load_status(message["status"]))
         elif op == "metrics":
@@ -264,6 +271,7 @@ class WorkerServer:
             await self.uvicorn.serve()
         finally:
             watcher.cancel()
+            await self.replay_store.aclose()
 
     async def _owner_gone(self) -> None:
         await self.channel.closed.wait()
