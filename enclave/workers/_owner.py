@@ -145,6 +145,7 @@ class WorkerPool:
             settings=dump_settings(server.settings),
             status=dump_status(server.service.manager.status()),
             pseudonym=_dispatch.pseudonym_key(),
+            reference=server.gateway.replay_cache.reference(),
         )
         channel.notify("keys", **dump_keys(server.key_store))
         current = server.certificates.current

@@ -207,6 +207,9 @@ class WorkerServer:
             observer=GatewayMetrics(self.service.metrics),
             replay_store=self.replay_store,
         )
+        # The owner's reference time, which never went back: a restarted worker does not
+        # accept a Date the owner's replay set has already forgotten.
+        self.gateway.replay_cache.hold_at_least(float(init["reference"]))
         self.certificates = _Certificates()
         forward = ForwardToOwner(channel)
         from enclave.app import build_app
