@@ -254,3 +254,21 @@ def _answers(port: int) -> bool:
         return fresh_get(port, "/ready").status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_the_report_budget_holds_across_workers(serve: Serve) -> None:
+    """Reports are answered by the owner: one client's budget (10 a minute) is one budget,
+    whichever worker took each connection."""
+    statuses: list[int] = []
+
+    def ask() -> None:
+        for n in range(14):
+            nonce = f"{n:064x}"
+            statuses.append(
+                fresh_get(serve.port, f"/v1/attestation/report?nonce={nonce}").status_code
+            )
+
+    served = posts_per_worker(serve, ask)
+    assert statuses == [200] * 10 + [429] * 4
+    assert served["0"] >= 1, served
+    assert served["1"] >= 1, served
