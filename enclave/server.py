@@ -51,7 +51,7 @@ from enclave.keybroker import (
 )
 from enclave.metrics import ServiceMetrics
 from enclave.net import BodyGuard, BodyLimits, ConnectionLimits, GuardedServer
-from enclave.net._connections import bind_sockets
+from enclave.net._connections import bind_sockets, fit_to_descriptor_limit
 from enclave.net._server import STREAM_END_SECONDS
 from enclave.protocol.ohttp import KeyStore, generate_default_key_configs
 from enclave.report import RateLimiter, ReportSource, report_routes
@@ -249,6 +249,9 @@ class EnclaveServer:
         operations.track_certificate(self._certificate_validity)
         operations.track_ohttp_keys(lambda: self._keys_generated)
         self._tasks: list[asyncio.Task[None]] = []
+        #: The connection limits, max_connections fitted to RLIMIT_NOFILE (a warning if lowered;
+        #: ValueError, so no start, if not even one connection fits).
+        self.limits = fit_to_descriptor_limit(self.connection_limits())
         self.uvicorn: GuardedServer | None = None
         #: The metrics listener's port once bound (``metrics_port``; None when off).
         self.metrics_port: int | None = None
@@ -427,6 +430,11 @@ class EnclaveServer:
         return ConnectionLimits(
             max_connections=settings.max_connections,
             max_per_address=settings.max_connections_per_address,
+            max_per_prefix=settings.max_connections_per_prefix,
+            reserved_for_light_peers=min(
+                settings.connections_reserved_for_light_peers, settings.max_connections // 8
+            ),
+            light_peer_connections=settings.light_peer_connections,
             handshake_timeout_seconds=settings.tls_handshake_timeout_seconds,
             header_timeout_seconds=settings.header_timeout_seconds,
             keep_alive_timeout_seconds=settings.keep_alive_timeout_seconds,
@@ -478,7 +486,7 @@ class EnclaveServer:
         await self.start_background()
         self.uvicorn = GuardedServer(
             self.uvicorn_config(),
-            limits=self.connection_limits(),
+            limits=self.limits,
             grace_seconds=self.settings.service.shutdown_grace_seconds,
             on_grace_over=self.service.end_streams,
         )

@@ -18,7 +18,9 @@ HOST:PORT``), ``--compat`` / ``ENCLAVE_PROXY_COMPAT``, ``--body-limit-bytes`` /
 ``--allowed-host`` / ``ENCLAVE_PROXY_ALLOWED_HOSTS`` (Host names served besides the loopback
 ones; comma-separated), ``--allowed-origin`` / ``ENCLAVE_PROXY_ALLOWED_ORIGINS`` (browser
 origins served; none by default), ``ENCLAVE_PROXY_TOKEN`` (an access token every request must
-carry as ``Authorization: Bearer`` or ``x-api-key``; environment only, never a flag).
+carry as ``Authorization: Bearer`` or ``x-api-key``; environment only, never a flag),
+``--max-connections`` / ``ENCLAVE_PROXY_MAX_CONNECTIONS`` (256: the connection pool to the
+endpoint; each streamed answer holds one connection while it streams).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from enclave.client._proxy import (
     instance_proof,
 )
 from enclave.client._proxy_errors import refusal_for
+from enclave.client._ratls import DEFAULT_MAX_CONNECTIONS
 from enclave.client.errors import ClientError
 
 __all__ = ["ProxySettings", "register"]
@@ -82,6 +85,8 @@ class ProxySettings(BaseSettings):
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
     token: SecretStr | None = Field(default=None, min_length=16)
+    # The pool to the endpoint: each streamed answer holds a connection while it streams.
+    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1, le=100_000)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -174,6 +179,13 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="the proxy's log level (ENCLAVE_PROXY_LOG_LEVEL; default WARNING)",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections to the endpoint at most; each streamed answer holds one while it "
+        f"streams (ENCLAVE_PROXY_MAX_CONNECTIONS; default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
         "--allowed-host",
         dest="allowed_hosts",
         action="append",
@@ -212,6 +224,7 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         "body_limit_bytes": args.body_limit_bytes,
         "log_level": args.proxy_log_level,
         "insecure_listen_public": args.insecure_listen_public,
+        "max_connections": args.max_connections,
         "allowed_hosts": None if args.allowed_hosts is None else tuple(args.allowed_hosts),
         "allowed_origins": None if args.allowed_origins is None else tuple(args.allowed_origins),
     }
@@ -264,7 +277,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     logging.getLogger().setLevel(settings.log_level)
     transport = AsyncOhttpTransport(
-        args.url, verifier, relay_url=args.relay, relay_headers=relay_headers
+        args.url,
+        verifier,
+        relay_url=args.relay,
+        relay_headers=relay_headers,
+        max_connections=settings.max_connections,
     )
     try:  # verify before serving: a proxy that starts says its endpoint verified
         endpoint = asyncio.run(transport.refresh())
@@ -391,10 +408,13 @@ def _health(listen: str, instance: str | None, timeout: float = 20.0) -> dict[st
 
 
 def _run_argv(args: argparse.Namespace, settings: ProxySettings) -> list[str]:
-    argv = [sys.executable, "-m", "enclave", "proxy", "run", args.url]
+    # -P: the working directory is not put on sys.path, so a directory named like a package
+    # there (``~/enclave`` from the README) cannot shadow it; PYTHONPATH is still honoured.
+    argv = [sys.executable, "-P", "-m", "enclave", "proxy", "run", args.url]
     argv += ["--listen", settings.listen, "--compat", settings.compat]
     argv += ["--body-limit-bytes", str(settings.body_limit_bytes)]
     argv += ["--log-level", settings.log_level]
+    argv += ["--max-connections", str(settings.max_connections)]
     for host in settings.allowed_hosts:
         argv += ["--allowed-host", host]
     for origin in settings.allowed_origins:
@@ -403,6 +423,10 @@ def _run_argv(args: argparse.Namespace, settings: ProxySettings) -> list[str]:
         ("--relay", args.relay),
         ("--relay-key-env", args.relay_key_env),
         ("--policy", args.policy),
+        ("--policy-bundle", args.policy_bundle),
+        ("--policy-trusted-root", args.policy_trusted_root),
+        ("--policy-signer", args.policy_signer),
+        ("--policy-workflow", args.policy_workflow if args.policy_bundle else None),
         ("--collateral", args.collateral),
         ("--pccs", args.pccs),
         ("--root-ca", args.root_ca),

@@ -67,6 +67,7 @@ from enclave.protocol.ohttp import (
     KeyStore,
     decapsulate_request,
 )
+from enclave.protocol.padding import bhttp_padding, pad_events
 
 __all__ = ["OhttpGateway"]
 
@@ -222,7 +223,13 @@ class OhttpGateway:
         response = self._inner_refusal(request, admission)
         if response is None:
             response = await self._collect(request, scope)
-        sealed = context.encapsulate_response(bhttp.encode_response(response))
+        # Zero padding after the message (RFC 9292 section 3.8) to the size bucket, inside
+        # the encryption: the relay sees the bucket, not the answer's length.
+        encoded = bhttp.encode_response(response)
+        padding = bhttp_padding(len(encoded), self.limits.padding)
+        sealed = context.encapsulate_response(
+            bhttp.encode_response(response, padding=padding) if padding else encoded
+        )
         headers = [
             (b"content-type", MEDIA_TYPE_RESPONSE.encode()),
             (b"content-length", str(len(sealed)).encode()),
@@ -429,7 +436,7 @@ class OhttpGateway:
             self._observer.failure("inner_error")
             _log_failure("inner response failed mid-stream", exc)
             if (start.header(b"content-type") or b"").startswith(b"text/event-stream"):
-                await emit(seal(stream.body(_SSE_ERROR)))
+                await emit(seal(stream.body(pad_events(_SSE_ERROR, self.limits.padding))))
                 await emit(seal(stream.end(), final=True), more=False)
             else:  # no in-band error is possible: end without the final chunk (truncation)
                 await emit(b"", more=False)

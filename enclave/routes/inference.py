@@ -32,6 +32,7 @@ from enclave._cache_salt import CACHE_ISOLATION_HEADER, InvalidIsolationKeyError
 from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.gateway import through_gateway
 from enclave.metrics import OHTTP_INNER_ROUTE
+from enclave.protocol import strictjson
 from enclave.routes._access import annotate
 from enclave.routes._access import request_id as access_request_id
 from enclave.routes._errors import ApiError, error_response
@@ -134,8 +135,14 @@ async def _pass_through(
         on_end=end,
         stall_timeout=service.settings.service.engine_stall_timeout_seconds,
         first_token_timeout=service.settings.service.engine_first_token_timeout_seconds,
+        padding=service.settings.service.padding_bucket,
+        cadence=_cadence(service.settings.service.stream_cadence_ms),
     )
     return Relay(upstream, context)
+
+
+def _cadence(milliseconds: int | None) -> float | None:
+    return None if milliseconds is None else milliseconds / 1000.0
 
 
 def _accept(request: Request) -> str:
@@ -167,8 +174,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _request_document(body: bytes) -> dict[str, object]:
     """The body as a JSON object with a string ``model`` and a boolean ``stream`` if any."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deep is bad input too
+        document = strictjson.loads(body)
+    except (ValueError, RecursionError) as exc:  # too deep is bad input too
         raise ApiError("invalid_json") from exc
     if not isinstance(document, dict):
         raise ApiError("invalid_request")

@@ -30,6 +30,7 @@ from enclave.gateway import OhttpGateway, gateway_routes
 from enclave.gateway._dispatch import SCOPE_EXTENSION, set_pseudonym_key
 from enclave.gateway._replay import ReplayStore, ReplayStoreUnavailableError
 from enclave.net import BodyGuard, BodyLimits, ConnectionLimits, GuardedServer
+from enclave.net._connections import fit_to_descriptor_limit
 from enclave.protocol.api import GPUS_PATH, REPORT_PATH
 from enclave.protocol.ohttp import KeyStore
 from enclave.routes._errors import error_response
@@ -254,13 +255,15 @@ class WorkerServer:
         await self.certificates.loaded.wait()
         settings = self.settings.service
         config = _uvicorn_config(self, settings.body_timeout_seconds)
-        limits = ConnectionLimits(
-            max_connections=settings.max_connections,
-            max_per_address=settings.max_connections_per_address,
-            handshake_timeout_seconds=settings.tls_handshake_timeout_seconds,
-            header_timeout_seconds=settings.header_timeout_seconds,
-            keep_alive_timeout_seconds=settings.keep_alive_timeout_seconds,
-            body_timeout_seconds=settings.body_timeout_seconds,
+        limits = fit_to_descriptor_limit(
+            ConnectionLimits(
+                max_connections=settings.max_connections,
+                max_per_address=settings.max_connections_per_address,
+                handshake_timeout_seconds=settings.tls_handshake_timeout_seconds,
+                header_timeout_seconds=settings.header_timeout_seconds,
+                keep_alive_timeout_seconds=settings.keep_alive_timeout_seconds,
+                body_timeout_seconds=settings.body_timeout_seconds,
+            )
         )
         self.uvicorn = GuardedServer(
             config,

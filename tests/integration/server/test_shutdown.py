@@ -17,6 +17,7 @@ import pytest
 
 from enclave.protocol import bhttp
 from enclave.protocol.ohttp import decode_key_configs
+from enclave.protocol.padding import strip_event_padding
 from tests.integration.server._raw import RawClient
 from tests.integration.server.conftest import chat_request, encapsulate
 from tests.integration.server.test_serve_process import free_port, serve_command
@@ -33,7 +34,7 @@ LONG = 400  # tokens: 100 s at 4 per second, far past any grace here
 
 
 def data_events(text: bytes) -> list[bytes]:
-    return [e for e in text.split(b"\n\n") if e.startswith(b"data: ")]
+    return [e for e in strip_event_padding(text).split(b"\n\n") if e.startswith(b"data: ")]
 
 
 async def plain_stream(client: httpx.AsyncClient, started: asyncio.Event) -> list[bytes]:

@@ -15,6 +15,7 @@ import pytest_asyncio
 from attestation.simulator import Simulator
 from enclave.local import local_settings, serve_locally
 from enclave.protocol import bhttp
+from enclave.protocol.padding import strip_event_padding
 from tests.integration.server.conftest import (
     METRICS_AUTH,
     METRICS_TOKEN,
@@ -58,7 +59,7 @@ async def stalling(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ru
 
 
 def events_of(content: bytes) -> list[bytes]:
-    return [event for event in content.split(b"\n\n") if event]
+    return [event for event in strip_event_padding(content).split(b"\n\n") if event]
 
 
 async def test_a_stalled_stream_ends_with_the_error_event(stalling: Running) -> None:
