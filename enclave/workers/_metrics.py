@@ -66,6 +66,9 @@ def merge_expositions(
     for family in _parse(owner.decode()):
         merged[family.name] = family
         order.append(family.name)
+    owners_gauges = {
+        name for name, family in merged.items() if family.kind == "gauge"
+    } - SUMMED_GAUGES
     requests: list[float] = []
     for exposition in workers:
         served = 0.0
@@ -78,9 +81,11 @@ def merge_expositions(
                     )
                     order.append(family.name)
                 for key, value in family.samples.items():
-                    _combine(into, key, value, owner=False)
                     if key[0] == _REQUESTS:
                         served += value
+                    if family.name in owners_gauges:
+                        continue  # the owner's state (e.g. build_info): never a worker's copy
+                    _combine(into, key, value, owner=False)
         requests.append(served)
     lines: list[str] = []
     for name in order:

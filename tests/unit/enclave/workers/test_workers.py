@@ -133,16 +133,16 @@ enclave_active_streams 0.0
 # TYPE enclave_model_state gauge
 enclave_model_state{state="ready"} 1.0
 """
-WORKER = b"""# HELP enclave_http_requests HTTP requests.
+WORKER = b"""# HELP enclave_model_state 1 for the current state.
+# TYPE enclave_model_state gauge
+enclave_model_state{state="idle"} 1.0
+# HELP enclave_http_requests HTTP requests.
 # TYPE enclave_http_requests counter
 enclave_http_requests_total{route="/v1/models",status="200"} 5.0
 enclave_http_requests_total{route="/v1/chat/completions",status="200"} 2.0
 # HELP enclave_active_streams Inference requests in flight.
 # TYPE enclave_active_streams gauge
 enclave_active_streams 3.0
-# HELP enclave_model_state 1 for the current state.
-# TYPE enclave_model_state gauge
-enclave_model_state{state="ready"} 0.0
 """
 
 
@@ -153,6 +153,7 @@ def test_one_exposition_sums_counters_and_held_gauges_and_names_each_worker() ->
     assert 'enclave_http_requests_total{route="/v1/chat/completions",status="200"} 4.0' in lines
     assert "enclave_active_streams 6.0" in lines  # what each worker holds: summed
     assert 'enclave_model_state{state="ready"} 1.0' in lines  # the owner's
+    assert 'enclave_model_state{state="idle"} 1.0' not in lines  # never a worker's copy
     assert 'enclave_data_plane_worker_up{worker="2"} 0.0' in lines
     assert 'enclave_data_plane_worker_restarts_total{worker="1"} 2.0' in lines
     assert 'enclave_data_plane_worker_requests_total{worker="0"} 7.0' in lines
