@@ -139,6 +139,11 @@ class OhttpGateway:
         self._in_flight = 0
         self._app: ASGIApp | None = None
 
+    @property
+    def replay_cache(self) -> ReplayCache:
+        """The reference time of this gateway (and, without a shared store, its replay set)."""
+        return self._replay
+
     def set_app(self, app: ASGIApp) -> None:
         self._app = app
 
