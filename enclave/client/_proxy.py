@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -57,6 +57,13 @@ from enclave.client._proxy_errors import Refusal, refusal_for
 from enclave.client._proxy_guard import ProxyGuard
 from enclave.client.errors import AttestationFailed, ClientError
 from enclave.protocol import api
+from enclave.protocol.bodies import (
+    BodyIncompleteError,
+    BodyTooLargeError,
+    InvalidContentLengthError,
+    content_length,
+    read_body,
+)
 
 __all__ = [
     "CHALLENGE_HEADER",
@@ -99,10 +106,6 @@ class ProxyOptions:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)
-
-
-class _BodyTooLargeError(Exception):
-    pass
 
 
 class _Health:
@@ -176,16 +179,17 @@ def _anthropic_refusal(refusal: Refusal, request_id: str) -> JSONResponse:
     return _anthropic_error(refusal.status, error_type, refusal.message, headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLargeError
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _BodyTooLargeError
-    return bytes(body)
+async def _read_body(request: Request, options: ProxyOptions) -> bytes | Refusal:
+    """The body, or the refusal for it (:mod:`enclave.protocol.bodies` reads and parses)."""
+    try:
+        declared = content_length(request.scope["headers"])
+        return await read_body(request.receive, options.body_limit_bytes, declared=declared)
+    except InvalidContentLengthError:
+        return _INVALID_LENGTH
+    except BodyTooLargeError:
+        return _too_large(options)
+    except BodyIncompleteError as exc:
+        raise ClientDisconnect from exc
 
 
 def _not_json(constant: str) -> float:
@@ -299,10 +303,9 @@ def build_proxy_app(
         headers = [
             (name, value) for name, value in request.headers.items() if name not in _REQUEST_DROPPED
         ]
-        try:
-            body = await _read_body(request, options.body_limit_bytes)
-        except _BodyTooLargeError:
-            return _error(_too_large(options), request_id)
+        body = await _read_body(request, options)
+        if isinstance(body, Refusal):
+            return _error(body, request_id)
         if body:  # JSON by its content type (the door refuses any other)
             try:
                 strict_json(body)
@@ -342,10 +345,9 @@ def build_proxy_app(
     async def messages(request: Request) -> Response:
         """``POST /v1/messages``: translated to ``/v1/chat/completions`` and back."""
         request_id = _new_request_id()
-        try:
-            raw = await _read_body(request, options.body_limit_bytes)
-        except _BodyTooLargeError:
-            return _anthropic_refusal(_too_large(options), request_id)
+        raw = await _read_body(request, options)
+        if isinstance(raw, Refusal):
+            return _anthropic_refusal(raw, request_id)
         try:
             translated = to_openai_request(strict_json(raw))
             content = _encode(translated.body)
@@ -487,6 +489,9 @@ _INVALID_JSON = Refusal(
     "the body is not valid JSON (NaN, Infinity, numbers out of range and lone surrogates are "
     "not JSON)",
 )
+
+
+_INVALID_LENGTH = Refusal("invalid_content_length", api.ERRORS["invalid_content_length"].message)
 
 
 def _too_large(options: ProxyOptions) -> Refusal:
