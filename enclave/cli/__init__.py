@@ -148,6 +148,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "_relay",
     "_models",
     "_ohttp_keys",
+    "_measure",
 )
 
 

@@ -221,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
     overrides["insecure_allow_simulated_gpu"] = args.insecure_allow_simulated_gpu
     overrides["insecure_dev_mode"] = args.insecure_dev_mode
     overrides["insecure_dev_engine"] = args.insecure_dev_engine
+    overrides["insecure_no_stream_padding"] = args.insecure_no_stream_padding
     overrides["restore_on_boot"] = args.restore_on_boot
     if args.engine_command is not None:
         overrides["engine_command"] = tuple(shlex.split(args.engine_command))

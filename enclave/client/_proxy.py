@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import secrets
 import time
@@ -56,7 +55,7 @@ from enclave.client._ohttp import AsyncOhttpTransport, attested_endpoint
 from enclave.client._proxy_errors import Refusal, refusal_for
 from enclave.client._proxy_guard import ProxyGuard
 from enclave.client.errors import AttestationFailed, ClientError
-from enclave.protocol import api
+from enclave.protocol import api, strictjson
 from enclave.protocol.bodies import (
     BodyIncompleteError,
     BodyTooLargeError,
@@ -192,31 +191,6 @@ async def _read_body(request: Request, options: ProxyOptions) -> bytes | Refusal
         raise ClientDisconnect from exc
 
 
-def _not_json(constant: str) -> float:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("a number out of range")
-    return value
-
-
-def strict_json(raw: bytes) -> object:
-    """``raw`` as JSON (RFC 8259), refusing what Python's json reads beyond it: ``NaN``,
-    ``Infinity``, numbers out of range (``1e999``) and strings that are not Unicode (a lone
-    surrogate ``\\ud800``, which no UTF-8 encoder can write). ``ValueError`` otherwise."""
-    document = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
-    _encode(document)  # a lone surrogate anywhere, key or value: UnicodeEncodeError
-    return document
-
-
-def _encode(document: object) -> bytes:
-    """The compact UTF-8 JSON of ``document``; ``ValueError`` for what is not JSON."""
-    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-
-
 def _new_request_id() -> str:
     return "req_" + secrets.token_hex(12)
 
@@ -308,7 +282,7 @@ def build_proxy_app(
             return _error(body, request_id)
         if body:  # JSON by its content type (the door refuses any other)
             try:
-                strict_json(body)
+                strictjson.loads(body)
             except (ValueError, RecursionError):
                 return _error(_INVALID_JSON, request_id)
         outgoing = client.build_request(
@@ -349,8 +323,8 @@ def build_proxy_app(
         if isinstance(raw, Refusal):
             return _anthropic_refusal(raw, request_id)
         try:
-            translated = to_openai_request(strict_json(raw))
-            content = _encode(translated.body)
+            translated = to_openai_request(strictjson.loads(raw))
+            content = strictjson.dumps(translated.body)
         except (ValueError, RecursionError):
             return _anthropic_error(400, "invalid_request_error", _INVALID_JSON.message)
         except AnthropicRequestError as exc:

@@ -91,9 +91,13 @@ class ResponseDecryptError(ClientError, httpx.RemoteProtocolError):
 class GatewayRefused(ClientError, httpx.RemoteProtocolError):  # noqa: N818
     """The OHTTP gateway (or the relay) refused the encapsulated request."""
 
-    def __init__(self, status: int) -> None:
-        httpx.RemoteProtocolError.__init__(self, f"the OHTTP gateway answered {status}")
+    def __init__(self, status: int, code: str | None = None) -> None:
+        said = f"the OHTTP gateway answered {status}" + (f" {code}" if code else "")
+        httpx.RemoteProtocolError.__init__(self, said)
         self.status = status
+        #: The gateway's own error code for a refusal about the service's state, e.g.
+        #: ``ohttp_key_unavailable`` or ``replay_store_unavailable`` (replicas); else None.
+        self.code = code
 
 
 class MeasurementsNotPinned(ClientError, ValueError):  # noqa: N818

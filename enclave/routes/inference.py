@@ -32,6 +32,7 @@ from enclave._cache_salt import CACHE_ISOLATION_HEADER, InvalidIsolationKeyError
 from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.gateway import through_gateway
 from enclave.metrics import OHTTP_INNER_ROUTE
+from enclave.protocol import strictjson
 from enclave.protocol.bodies import (
     BodyIncompleteError,
     BodyTooLargeError,
@@ -176,8 +177,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
 def _request_document(body: bytes) -> dict[str, object]:
     """The body as a JSON object with a string ``model`` and a boolean ``stream`` if any."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deep is bad input too
+        document = strictjson.loads(body)
+    except (ValueError, RecursionError) as exc:  # too deep is bad input too
         raise ApiError("invalid_json") from exc
     if not isinstance(document, dict):
         raise ApiError("invalid_request")
