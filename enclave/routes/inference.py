@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -35,6 +35,13 @@ from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutErr
 from enclave.gateway import through_gateway
 from enclave.metrics import OHTTP_INNER_ROUTE
 from enclave.protocol import strictjson
+from enclave.protocol.bodies import (
+    BodyIncompleteError,
+    BodyTooLargeError,
+    InvalidContentLengthError,
+    content_length,
+    read_body,
+)
 from enclave.protocol.padding import json_padding
 from enclave.routes._access import annotate
 from enclave.routes._access import request_id as access_request_id
@@ -177,20 +184,16 @@ async def _read_body(request: Request, limit: int) -> bytes:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise ApiError("unsupported_media_type")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ApiError("body_too_large")
-    # Pieces joined once at the end (a body that came whole, as enclave.net hands it over, is
-    # not copied at all): a growing bytearray and its bytes() copy held a body 3 times over.
-    pieces: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        if chunk:
-            pieces.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise ApiError("body_too_large")
-    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    try:
+        return await read_body(
+            request.receive, limit, declared=content_length(request.scope["headers"])
+        )
+    except InvalidContentLengthError as exc:
+        raise ApiError("invalid_content_length") from exc
+    except BodyTooLargeError as exc:
+        raise ApiError("body_too_large") from exc
+    except BodyIncompleteError as exc:
+        raise ClientDisconnect from exc
 
 
 def _request_document(body: bytes) -> dict[str, object]:
