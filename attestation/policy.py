@@ -65,6 +65,7 @@ __all__ = [
     "Policy",
     "load_policy",
     "pinned_policy",
+    "policy_from_bytes",
     "policy_from_mapping",
     "policy_to_mapping",
     "policy_to_toml",
@@ -177,10 +178,10 @@ def unpinned_message(policy: Policy) -> str:
         + ", ".join(policy.unpinned)
         + ": any TDX VM on a genuine platform would be trusted. Get a policy: "
         "`enclave verify URL --save-policy policy.toml` (trust on first use: check the "
-        "printed measurements first), or `deploy/image/measure.py policy --report ...` for an "
-        "image you built; then pass --policy policy.toml (library: Verifier(policy="
-        "load_policy(path))). For development only: --insecure-any-measurement "
-        "(Policy(insecure_any_measurement=True))"
+        "printed measurements first), a release's signed policy (--policy-bundle), or "
+        "`enclave measure` for an image you built; then pass --policy policy.toml "
+        "(library: Verifier(policy=load_policy(path))). For development only: "
+        "--insecure-any-measurement (Policy(insecure_any_measurement=True))"
     )
 
 
@@ -202,6 +203,11 @@ def load_policy(path: Path) -> Policy:
         raise PolicyError(f"cannot read policy {path}: {exc.strerror}") from exc
     if len(raw) > MAX_POLICY_FILE:
         raise PolicyError(f"policy {path} is larger than {MAX_POLICY_FILE} bytes")
+    return policy_from_bytes(raw, path)
+
+
+def policy_from_bytes(raw: bytes, path: Path) -> Policy:
+    """Parse the bytes of the policy file ``path`` (TOML if it ends in ``.toml``, else JSON)."""
     try:
         text = raw.decode("utf-8")
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from enclave._prefix import address_prefix
 from enclave.gateway import SCOPE_EXTENSION, through_gateway
 
 __all__ = ["Bucket", "TokenBuckets", "request_origin"]
@@ -55,6 +56,16 @@ class TokenBuckets:
                 self._store(name, level, now)
         return 0.0 if wait <= 0.0 else float(max(1, math.ceil(wait)))
 
+    def wait(self, *buckets: Bucket) -> float:
+        """What :meth:`take` would answer, without taking anything."""
+        now = self._clock()
+        with self._lock:
+            wait = max(
+                ((1.0 - self._level(name, rate, now)) * 60.0 / rate for name, rate in buckets),
+                default=0.0,
+            )
+        return 0.0 if wait <= 0.0 else float(max(1, math.ceil(wait)))
+
     def give_back(self, *buckets: Bucket) -> None:
         """Return the token :meth:`take` took (the attempt turned out not to count)."""
         now = self._clock()
@@ -78,13 +89,15 @@ def _pairs(levels: list[float], buckets: tuple[Bucket, ...]) -> zip[tuple[float,
 
 
 def request_origin(scope: Mapping[str, Any]) -> str:
-    """The key a request's rate limits are kept under: ``direct:<peer address>`` for a request
-    on a connection of its own, ``relayed:<pseudonym>`` for one decapsulated by the OHTTP
-    gateway. The pseudonym is a keyed hash of the outer peer's address (the relay, or a client
-    that talks to the gateway directly), made by the gateway: one bucket per relay without the
-    address reaching the inner request."""
+    """The key a request's rate limits are kept under: ``direct:<peer>`` for a request on a
+    connection of its own (an IPv4 address, or an IPv6 peer's /64: one subscriber usually holds
+    the whole /64, :func:`enclave._prefix.address_prefix`), ``relayed:<pseudonym>`` for one
+    decapsulated by the OHTTP gateway. The pseudonym is a keyed hash of the outer peer's
+    address (the relay, or a client that talks to the gateway directly; an IPv6 one by its
+    /64), made by the gateway: one bucket per relay without the address reaching the inner
+    request."""
     if through_gateway(scope):
         origin = (scope.get("extensions") or {}).get(SCOPE_EXTENSION, {}).get("origin")
         return f"relayed:{origin or 'unknown'}"
     client = scope.get("client")
-    return f"direct:{client[0] if client else 'unknown'}"
+    return f"direct:{address_prefix(str(client[0])) if client else 'unknown'}"

@@ -22,7 +22,9 @@ import base64
 import hashlib
 import logging
 import re
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +47,8 @@ __all__ = ["REPORT_VERSION", "RateLimiter", "ReportSource", "gpu_evidence_json",
 logger = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
+#: Origins whose last request the rare clients' reserve remembers (about 100 bytes each).
+_MAX_ORIGINS = 65_536
 MIN_NONCE_BYTES, MAX_NONCE_BYTES = 32, 64
 _HEX_NONCE = re.compile(f"(?:[0-9a-fA-F]{{2}}){{{MIN_NONCE_BYTES},{MAX_NONCE_BYTES}}}")
 
@@ -52,13 +56,21 @@ _HEX_NONCE = re.compile(f"(?:[0-9a-fA-F]{{2}}){{{MIN_NONCE_BYTES},{MAX_NONCE_BYT
 class RateLimiter:
     """The report's rate limits: token buckets refilled over a minute.
 
-    A direct request (its own connection) is charged to a bucket of its client address
-    (``per_client``) and to one shared by every direct request (``global_``). A request that
-    came through the OHTTP gateway has no client address; it is charged to a bucket of its outer
-    peer's pseudonym (``relayed_per_peer``: the relay, or a client talking to the gateway
-    itself) and to one shared by every relayed request (``relayed_global``). The shared buckets
-    are separate, so anonymous traffic through the gateway can never spend the budget of
-    clients that connect directly, which is how a client verifies an endpoint.
+    A direct request (its own connection) is charged to a bucket of its client address (an
+    IPv6 client by its /64; ``per_client``) and to one shared by every direct request
+    (``global_``). A request that came through the OHTTP gateway has no client address; it is
+    charged to a bucket of its outer peer's pseudonym (``relayed_per_peer``: the relay, or a
+    client talking to the gateway itself) and to one shared by every relayed request
+    (``relayed_global``). The shared buckets are separate, so anonymous traffic through the
+    gateway can never spend the budget of clients that connect directly, which is how a client
+    verifies an endpoint.
+
+    A flood from many direct addresses can spend the direct shared bucket, so ``rare`` (a
+    minute's worth, 0 for none) is a reserve kept for *rare* direct clients: those that asked
+    nothing in the last ``rare_after_seconds``. A rare client's request that finds the shared
+    bucket empty is charged to the reserve instead. Every request, served or refused, makes its
+    origin not rare for ``rare_after_seconds``, so addresses that keep asking never reach the
+    reserve, however many they are.
     """
 
     def __init__(
@@ -68,22 +80,50 @@ class RateLimiter:
         relayed_per_peer: int = 30,
         relayed_global: int = 60,
         *,
+        rare: int = 0,
+        rare_after_seconds: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if min(per_client, global_, relayed_per_peer, relayed_global) < 1:
             raise ValueError("rate limits must be at least one request per minute")
+        if rare < 0 or rare_after_seconds <= 0:
+            raise ValueError("the rare clients' reserve must be >= 0, its period > 0")
         self._rates = {
             "direct": (per_client, global_),
             "relayed": (relayed_per_peer, relayed_global),
         }
+        self._rare = rare
+        self._rare_after = rare_after_seconds
+        self._clock = clock
         self._buckets = TokenBuckets(clock)
+        self._last_asked: OrderedDict[str, float] = OrderedDict()
+        self._lock = threading.Lock()
 
     def wait(self, origin: str) -> float:
         """0.0 when a report may be made for ``origin`` (:func:`request_origin`) now, and the
         request is charged; else the seconds to wait."""
         kind = "relayed" if origin.startswith("relayed:") else "direct"
         per_origin, shared = self._rates[kind]
-        return self._buckets.take((origin, per_origin), (f"{kind}:*", shared))
+        rare = self._asked(origin) and kind == "direct" and self._rare > 0
+        wait = self._buckets.take((origin, per_origin), (f"{kind}:*", shared))
+        if (
+            wait
+            and rare
+            and not self._buckets.take((origin, per_origin), ("direct:rare", self._rare))
+        ):
+            return 0.0
+        return wait
+
+    def _asked(self, origin: str) -> bool:
+        """Record that ``origin`` asked now; whether it had asked nothing for the period. At
+        most ``_MAX_ORIGINS`` are remembered, the least recent forgotten first."""
+        now = self._clock()
+        with self._lock:
+            last = self._last_asked.pop(origin, None)
+            self._last_asked[origin] = now
+            while len(self._last_asked) > _MAX_ORIGINS:
+                self._last_asked.popitem(last=False)
+        return last is None or now - last >= self._rare_after
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,9 @@
   as JSON to ``push_url`` with ``Authorization: Bearer <push_token>`` (when set). A 2xx answer
   is success.
 - The document is the status document (model_manager/status.py) plus who sends it:
-  ``instance_id`` (``instance_id`` setting, else the host name), ``boot_id`` (random per
-  process start), ``push_reason``, and whatever the ``envelope`` callable adds (the service
+  ``instance_id`` (``instance_id`` setting, else the host name), ``replica_id`` (which
+  replica of several behind one load balancer), ``boot_id`` (random per process start),
+  ``push_reason``, and whatever the ``envelope`` callable adds (the service
   adds ``certificate_sha256`` and ``service_version``). The envelope is read when the document
   is queued, so a transition's document names the certificate current at that transition.
 - Documents wait in a bounded queue (``push_queue_size``); when it is full the oldest is dropped
@@ -124,6 +125,7 @@ class StatusPusher:
         if self._envelope is not None:
             document.update(self._envelope())
         document["instance_id"] = self.instance_id
+        document["replica_id"] = self._settings.effective_replica_id
         document["boot_id"] = self.boot_id
         document["push_reason"] = reason
         if len(self._queue) >= self._settings.push_queue_size:

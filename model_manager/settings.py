@@ -8,7 +8,10 @@ module of this package reads the environment by itself.
 from __future__ import annotations
 
 import importlib.util
+import re
+import secrets
 import shlex
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,6 +24,7 @@ __all__ = [
     "MIN_LOAD_TOKEN_CHARS",
     "MIN_LOAD_TOKEN_DISTINCT_CHARS",
     "ModelManagerSettings",
+    "replica_id_of",
     "runs_dev_engine",
 ]
 
@@ -138,6 +142,11 @@ class ModelManagerSettings(BaseSettings):
     push_queue_size: int = Field(default=64, ge=1, le=10_000)
     instance_id: str | None = Field(default=None, min_length=1, max_length=256)
 
+    # Which replica this is when several serve behind one load balancer: in every status
+    # document (GET /v1/models/status and each push) as replica_id. Unset: the host name and
+    # a random suffix chosen at start (a new one at every start).
+    replica_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,64}$")
+
     @field_validator("engine_command", "engine_env_allowlist", mode="before")
     @classmethod
     def _split_words(cls, value: object) -> object:
@@ -201,6 +210,11 @@ class ModelManagerSettings(BaseSettings):
             raise ValueError("push_url must use https (http only to loopback, or in dev mode)")
         return self
 
+    @property
+    def effective_replica_id(self) -> str:
+        """``replica_id``, else the host name with this process's random suffix."""
+        return replica_id_of(self)
+
     def insecure_names(self) -> tuple[str, ...]:
         """The ``insecure_*`` settings of this package that are on (every field so named: one
         added later is declared without a change here)."""
@@ -215,3 +229,15 @@ class ModelManagerSettings(BaseSettings):
         if self.engine_socket is not None:
             return self.engine_socket
         return self.run_dir / "engine.sock"
+
+
+#: Chosen once per process: the default replica id stays the same for its whole life.
+_REPLICA_SUFFIX = secrets.token_hex(3)
+
+
+def replica_id_of(settings: ModelManagerSettings) -> str:
+    """The replica id the status documents carry: the setting, else ``<host>-<6 hex>``."""
+    if settings.replica_id is not None:
+        return settings.replica_id
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname())[:50].strip(".-") or "replica"
+    return f"{host}-{_REPLICA_SUFFIX}"

@@ -9,18 +9,25 @@ otherwise; bytes hashed and an ETA while a manifest digest is computed) until th
 ready (exit 0) or fails (exit 1, with the engine's reason), then prints the final status.
 ``check DIR`` validates a models directory offline. Exit status: 0 done, 1 refused or failed,
 2 unusable input (docs/client.md).
+
+Replicas: give ``--url`` once per replica (or ``--urls-file FILE``, one URL a line) and the
+command acts on every replica, each verified on its own RA-TLS connection with the same
+policy, concurrently; it prints ``{"replicas": [{"url", "replica_id", "exit", "document",
+"errors"}]}`` and exits 0 only if every replica succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
+from pathlib import Path
+from typing import Any, TextIO
 
 import httpx
 
@@ -75,7 +82,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="how long --wait waits (default: %(default)s)",
     )
     for parser in (status, load, unload):
-        parser.add_argument("--url", required=True, help="the service's https:// base URL")
+        parser.add_argument(
+            "--url",
+            action="append",
+            default=[],
+            help="the service's https:// base URL; repeat it for several replicas",
+        )
+        parser.add_argument(
+            "--urls-file",
+            metavar="FILE",
+            help="replicas' https:// base URLs, one a line (# comments); with --url too",
+        )
         parser.add_argument(
             "--token",
             help=f"load token (default: ${TOKEN_ENV}, else ${TOKEN_ENV_SHORT}; the environment "
@@ -217,10 +234,32 @@ class ProgressView:
         return (total - done) / rate
 
 
+def _urls(args: argparse.Namespace) -> list[str]:
+    urls = list(args.url)
+    if args.urls_file is not None:
+        try:
+            text = Path(args.urls_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--urls-file: cannot read {args.urls_file}") from exc
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                urls.append(line)
+    if not urls:
+        raise InputError(
+            "give the service with --url URL (repeat it, or --urls-file, for replicas)"
+        )
+    for url in urls:
+        if not url.startswith("https://"):
+            raise InputError("--url must be https:// (the service's RA-TLS base URL)")
+    if len(set(urls)) != len(urls):
+        raise InputError("a replica URL is given twice")
+    return urls
+
+
 def _models(args: argparse.Namespace) -> int:
     try:
-        if not args.url.startswith("https://"):
-            raise InputError("--url must be https:// (the service's RA-TLS base URL)")
+        urls = _urls(args)
         verifier = verifier_from_args(args)
     except InputError as exc:
         sys.stderr.write(f"error: {exc}\n")
@@ -234,20 +273,73 @@ def _models(args: argparse.Namespace) -> int:
         )
         return 2
     headers = {} if not token else {"Authorization": f"Bearer {token}"}
-    client = httpx.AsyncClient(
-        transport=AsyncRaTlsTransport(verifier),
-        base_url=args.url.rstrip("/"),
-        headers=headers,
-        timeout=30.0,
-    )
+
+    def client(url: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            transport=AsyncRaTlsTransport(verifier),
+            base_url=url.rstrip("/"),
+            headers=headers,
+            timeout=30.0,
+        )
+
+    if len(urls) > 1:
+        return asyncio.run(_act_on_replicas(urls, client, args, sys.stdout, sys.stderr))
+    return asyncio.run(_act_reporting(client(urls[0]), args, sys.stdout, sys.stderr))
+
+
+async def _act_reporting(
+    client: httpx.AsyncClient, args: argparse.Namespace, out: TextIO, err: TextIO
+) -> int:
+    """:func:`_act`, with a failed verification or connection said on ``err`` (exit 1)."""
     try:
-        return asyncio.run(_act(client, args, sys.stdout, sys.stderr))
+        return await _act(client, args, out, err)
     except AttestationFailed as exc:
-        sys.stderr.write(f"error: the endpoint did not verify: {exc.reason}\n")
+        err.write(f"error: the endpoint did not verify: {exc.reason}\n")
         return 1
     except httpx.HTTPError as exc:
-        sys.stderr.write(f"error: request failed: {type(exc).__name__}\n")
+        err.write(f"error: request failed: {type(exc).__name__}\n")
         return 1
+
+
+async def _act_on_replicas(
+    urls: list[str],
+    client: Callable[[str], httpx.AsyncClient],
+    args: argparse.Namespace,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """The action on every replica at once, each verified on its own; one report."""
+
+    async def one(url: str) -> dict[str, Any]:
+        captured_out, captured_err = io.StringIO(), io.StringIO()
+        code = await _act_reporting(client(url), args, captured_out, captured_err)
+        document: object = None
+        if captured_out.getvalue().strip():
+            try:
+                document = json.loads(captured_out.getvalue())
+            except ValueError:
+                document = captured_out.getvalue()
+        replica_id = document.get("replica_id") if isinstance(document, dict) else None
+        errors = [line for line in captured_err.getvalue().splitlines() if line.strip()]
+        return {
+            "url": url,
+            "replica_id": replica_id,
+            "exit": code,
+            "document": document,
+            "errors": [line for line in errors if line.startswith("error")],
+        }
+
+    results = await asyncio.gather(*(one(url) for url in urls))
+    for result in results:
+        state = "ok" if result["exit"] == 0 else "FAILED"
+        line = f"{result['url']} ({result['replica_id'] or 'replica id unknown'}): {state}"
+        if result["errors"]:
+            line += " - " + "; ".join(result["errors"])
+        err.write(line + "\n")
+    out.write(json.dumps({"replicas": results}, indent=2) + "\n")
+    failed = sum(1 for result in results if result["exit"] != 0)
+    err.write(f"{len(results) - failed} of {len(results)} replicas succeeded\n")
+    return 1 if failed else 0
 
 
 async def _act(

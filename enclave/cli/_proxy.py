@@ -14,7 +14,15 @@ Settings (flag, else ``ENCLAVE_PROXY_*`` environment variable, else default): ``
 ``ENCLAVE_PROXY_HOST`` (127.0.0.1), ``--port`` / ``ENCLAVE_PROXY_PORT`` (8787; or ``--listen
 HOST:PORT``), ``--compat`` / ``ENCLAVE_PROXY_COMPAT``, ``--body-limit-bytes`` /
 ``ENCLAVE_PROXY_BODY_LIMIT_BYTES`` (32 MiB), ``--log-level`` / ``ENCLAVE_PROXY_LOG_LEVEL``
-(warning), ``--insecure-listen-public`` / ``ENCLAVE_PROXY_INSECURE_LISTEN_PUBLIC``.
+(warning), ``--insecure-listen-public`` / ``ENCLAVE_PROXY_INSECURE_LISTEN_PUBLIC``,
+``--allowed-host`` / ``ENCLAVE_PROXY_ALLOWED_HOSTS`` (Host names served besides the loopback
+ones; comma-separated), ``--allowed-origin`` / ``ENCLAVE_PROXY_ALLOWED_ORIGINS`` (browser
+origins served; none by default), ``ENCLAVE_PROXY_TOKEN`` (an access token every request must
+carry as ``Authorization: Bearer`` or ``x-api-key``; environment only, never a flag),
+``--receipts`` / ``ENCLAVE_PROXY_RECEIPTS`` (a folder where each answer's receipt is kept with
+the evidence it was verified against, for ``enclave receipt verify``; none by default),
+``--max-connections`` / ``ENCLAVE_PROXY_MAX_CONNECTIONS`` (256: the connection pool to the
+endpoint; each streamed answer holds one connection while it streams).
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import os
@@ -32,18 +41,31 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import httpx
 import uvicorn
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from enclave.cli._listen import is_loopback, parse_listen
-from enclave.cli._verify import InputError, add_verifier_arguments, verifier_from_args
+from enclave.cli._verify import (
+    InputError,
+    _trust_description,
+    add_verifier_arguments,
+    verifier_from_args,
+)
 from enclave.client import AsyncOhttpTransport
-from enclave.client._proxy import HEALTH_PATH, INSTANCE_ENV, ProxyOptions, build_proxy_app
+from enclave.client._proxy import (
+    CHALLENGE_HEADER,
+    HEALTH_PATH,
+    INSTANCE_ENV,
+    ProxyOptions,
+    build_proxy_app,
+    instance_proof,
+)
 from enclave.client._proxy_errors import refusal_for
+from enclave.client._ratls import DEFAULT_MAX_CONNECTIONS
 from enclave.client.errors import ClientError
 
 __all__ = ["ProxySettings", "register"]
@@ -65,11 +87,39 @@ class ProxySettings(BaseSettings):
     body_limit_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
     insecure_listen_public: bool = False
+    # The door (enclave.client._proxy_guard): Host names besides the loopback ones, browser
+    # origins (none by default), and the access token every request then needs.
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    token: SecretStr | None = Field(default=None, min_length=16)
+    # Where each answer's receipt is kept with its evidence (enclave.client._receipts).
+    receipts: Path | None = None
+    # The pool to the endpoint: each streamed answer holds a connection while it streams.
+    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1, le=100_000)
 
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("allowed_hosts", "allowed_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for origin in value:
+            if not origin.startswith(("http://", "https://")) or "/" in origin.split("://")[1]:
+                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port])")
+        return value
+
+    @property
+    def token_value(self) -> str | None:
+        return None if self.token is None else self.token.get_secret_value()
 
     @property
     def listen(self) -> str:
@@ -138,6 +188,37 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="the proxy's log level (ENCLAVE_PROXY_LOG_LEVEL; default WARNING)",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections to the endpoint at most; each streamed answer holds one while it "
+        f"streams (ENCLAVE_PROXY_MAX_CONNECTIONS; default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
+        "--allowed-host",
+        dest="allowed_hosts",
+        action="append",
+        metavar="NAME",
+        help="also serve requests whose Host is NAME (repeatable; ENCLAVE_PROXY_ALLOWED_HOSTS, "
+        "comma-separated; loopback addresses, localhost and *.localhost always are)",
+    )
+    parser.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        metavar="ORIGIN",
+        help="serve browser requests from ORIGIN, e.g. http://localhost:3000 (repeatable; "
+        "ENCLAVE_PROXY_ALLOWED_ORIGINS; default none: any request with an Origin is refused)",
+    )
+    parser.add_argument(
+        "--receipts",
+        type=Path,
+        metavar="DIR",
+        help="keep each answer's receipt in DIR/receipts/<id>.json with the evidence it was "
+        "verified against in DIR/evidence/<quote>.json, for `enclave receipt verify` without "
+        "the service (ENCLAVE_PROXY_RECEIPTS; default none: checked, kept in memory only)",
+    )
+    parser.add_argument(
         "--insecure-listen-public",
         action="store_true",
         default=None,
@@ -160,6 +241,10 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         "body_limit_bytes": args.body_limit_bytes,
         "log_level": args.proxy_log_level,
         "insecure_listen_public": args.insecure_listen_public,
+        "max_connections": args.max_connections,
+        "allowed_hosts": None if args.allowed_hosts is None else tuple(args.allowed_hosts),
+        "allowed_origins": None if args.allowed_origins is None else tuple(args.allowed_origins),
+        "receipts": args.receipts,
     }
     if args.listen is not None:
         try:
@@ -192,6 +277,12 @@ def _checked(args: argparse.Namespace) -> tuple[ProxySettings, dict[str, str]]:
     if not args.url.startswith("https://"):
         raise InputError("URL must be https://")
     verifier_from_args(args)  # the policy file: readable, valid, pinning the measurements
+    if settings.receipts is not None:
+        try:
+            for sub in ("receipts", "evidence"):
+                (settings.receipts / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise InputError(f"--receipts: cannot use {settings.receipts}: {exc.strerror}") from exc
     relay_headers: dict[str, str] = {}
     if args.relay_key_env:
         key = os.environ.get(args.relay_key_env)
@@ -210,7 +301,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     logging.getLogger().setLevel(settings.log_level)
     transport = AsyncOhttpTransport(
-        args.url, verifier, relay_url=args.relay, relay_headers=relay_headers
+        args.url,
+        verifier,
+        relay_url=args.relay,
+        relay_headers=relay_headers,
+        max_connections=settings.max_connections,
     )
     try:  # verify before serving: a proxy that starts says its endpoint verified
         endpoint = asyncio.run(transport.refresh())
@@ -218,8 +313,19 @@ def _run(args: argparse.Namespace) -> int:
         refusal = refusal_for(exc, through_relay=args.relay is not None)
         sys.stderr.write(f"error: {refusal.message}\n")
         return 1
+    allowed_hosts = settings.allowed_hosts
+    if not is_loopback(settings.host) and settings.host not in ("0.0.0.0", "::"):  # noqa: S104
+        allowed_hosts = (*allowed_hosts, settings.host)  # the address it was asked to serve
+    anchor, collateral = _trust_description(args)
     options = ProxyOptions(
-        body_limit_bytes=settings.body_limit_bytes, through_relay=args.relay is not None
+        body_limit_bytes=settings.body_limit_bytes,
+        through_relay=args.relay is not None,
+        allowed_hosts=allowed_hosts,
+        allowed_origins=settings.allowed_origins,
+        token=settings.token_value,
+        receipts_dir=settings.receipts,
+        trust_anchor=anchor,
+        collateral_source=collateral,
     )
     app = build_proxy_app(transport, compat=settings.compat, options=options)
     logger.warning(
@@ -295,11 +401,21 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _health(listen: str, timeout: float = 20.0) -> dict[str, object] | None:
+def _health(listen: str, instance: str | None, timeout: float = 20.0) -> dict[str, object] | None:
+    """The proxy's health, with ``ours``: whether it proved that it holds ``instance`` (an
+    HMAC over a fresh challenge; the token itself is never sent or shown). The access token,
+    when ``ENCLAVE_PROXY_TOKEN`` is set here, is sent as a bearer token."""
     host, port = parse_listen(listen)
     shown = f"[{host}]" if ":" in host else host
+    challenge = secrets.token_hex(16)
+    headers = {CHALLENGE_HEADER: challenge}
+    token = os.environ.get("ENCLAVE_PROXY_TOKEN")
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        response = httpx.get(f"http://{shown}:{port}{HEALTH_PATH}", timeout=timeout)
+        response = httpx.get(
+            f"http://{shown}:{port}{HEALTH_PATH}", headers=headers, timeout=timeout
+        )
     except httpx.HTTPError:
         return None
     if response.status_code != 200:
@@ -308,18 +424,39 @@ def _health(listen: str, timeout: float = 20.0) -> dict[str, object] | None:
         document = response.json()
     except ValueError:
         return None
-    return document if isinstance(document, dict) else None
+    if not isinstance(document, dict):
+        return None
+    proof = document.get("instance_proof")
+    document["ours"] = (
+        instance is not None
+        and isinstance(proof, str)
+        and hmac.compare_digest(proof, instance_proof(instance, challenge))
+    )
+    return document
 
 
 def _run_argv(args: argparse.Namespace, settings: ProxySettings) -> list[str]:
-    argv = [sys.executable, "-m", "enclave", "proxy", "run", args.url]
+    # -P: the working directory is not put on sys.path, so a directory named like a package
+    # there (``~/enclave`` from the README) cannot shadow it; PYTHONPATH is still honoured.
+    argv = [sys.executable, "-P", "-m", "enclave", "proxy", "run", args.url]
     argv += ["--listen", settings.listen, "--compat", settings.compat]
     argv += ["--body-limit-bytes", str(settings.body_limit_bytes)]
     argv += ["--log-level", settings.log_level]
+    argv += ["--max-connections", str(settings.max_connections)]
+    for host in settings.allowed_hosts:
+        argv += ["--allowed-host", host]
+    for origin in settings.allowed_origins:
+        argv += ["--allowed-origin", origin]
+    if settings.receipts is not None:
+        argv += ["--receipts", str(settings.receipts.resolve())]
     for flag, value in (
         ("--relay", args.relay),
         ("--relay-key-env", args.relay_key_env),
         ("--policy", args.policy),
+        ("--policy-bundle", args.policy_bundle),
+        ("--policy-trusted-root", args.policy_trusted_root),
+        ("--policy-signer", args.policy_signer),
+        ("--policy-workflow", args.policy_workflow if args.policy_bundle else None),
         ("--collateral", args.collateral),
         ("--pccs", args.pccs),
         ("--root-ca", args.root_ca),
@@ -400,9 +537,8 @@ def _await_start(
             reason = _log_tail(args.log_file) or f"it exited with status {child.returncode}"
             sys.stderr.write(f"error: the proxy did not start: {reason} (log: {args.log_file})\n")
             return 1
-        health = _health(settings.listen, timeout=2.0)
-        ours = health is not None and health.get("instance") == instance
-        if ours and health is not None and health.get("verified") is True:
+        health = _health(settings.listen, instance, timeout=2.0)
+        if health is not None and health["ours"] is True and health.get("verified") is True:
             sys.stdout.write(
                 f"proxy started (pid {child.pid}) on http://{settings.listen} for "
                 f"{args.url}: verified, TCB {health.get('tcb_status')}\n"
@@ -462,8 +598,8 @@ def _status(args: argparse.Namespace) -> int:
     pid, recorded, instance = _read_pid_file(args.pid_file)
     listen = args.listen or recorded or "127.0.0.1:8787"
     running = pid is not None and _alive(pid) and _is_our_proxy(pid)
-    health = _health(listen) if running else None
-    ours = health is not None and (instance is None or health.get("instance") == instance)
+    health = _health(listen, instance) if running else None
+    ours = health is not None and (instance is None or health["ours"] is True)
     document: dict[str, object] = {
         "running": running,
         "pid": pid if running else None,

@@ -11,7 +11,18 @@ from starlette.types import Receive, Scope, Send
 
 from enclave.gateway._dispatch import SCOPE_EXTENSION, through_gateway
 from enclave.gateway._gateway import OhttpGateway
-from enclave.gateway._replay import ReplayCache, ReplayCacheFullError
+from enclave.gateway._replay import (
+    ReplayCache,
+    ReplayCacheFullError,
+    ReplayStore,
+    ReplayStoreUnavailableError,
+)
+from enclave.gateway._replay_redis import (
+    DEFAULT_REDIS_PREFIX,
+    RedisReplayStore,
+    check_redis_url,
+    redacted_redis_url,
+)
 from enclave.gateway._types import (
     DEFAULT_ALLOWED_ROUTES,
     FAILURE_REASONS,
@@ -23,15 +34,21 @@ from enclave.protocol.api import GATEWAY_PATH, KEYS_PATH
 
 __all__ = [
     "DEFAULT_ALLOWED_ROUTES",
+    "DEFAULT_REDIS_PREFIX",
     "FAILURE_REASONS",
     "SCOPE_EXTENSION",
     "GatewayLimits",
     "GatewayObserver",
     "NullObserver",
     "OhttpGateway",
+    "RedisReplayStore",
     "ReplayCache",
     "ReplayCacheFullError",
+    "ReplayStore",
+    "ReplayStoreUnavailableError",
+    "check_redis_url",
     "gateway_routes",
+    "redacted_redis_url",
     "through_gateway",
 ]
 

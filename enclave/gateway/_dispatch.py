@@ -24,6 +24,7 @@ from urllib.parse import unquote_to_bytes
 
 from starlette.types import ASGIApp, Message
 
+from enclave._prefix import address_prefix
 from enclave.protocol.bhttp import Request as BhttpRequest
 
 __all__ = [
@@ -58,12 +59,25 @@ class InnerResponseStart:
         return None
 
 
+def pseudonym_key() -> bytes:
+    """This process's pseudonym key (the owner of data-plane workers sends it to each)."""
+    return _PSEUDONYM_KEY
+
+
+def set_pseudonym_key(key: bytes) -> None:
+    """Use the owner's pseudonym key: one relay is one rate-limit key across all workers."""
+    global _PSEUDONYM_KEY
+    if len(key) != 32:
+        raise ValueError("a pseudonym key is 32 bytes")
+    _PSEUDONYM_KEY = key
+
+
 def outer_pseudonym(outer_scope: Mapping[str, Any]) -> str:
     """A keyed hash (per process) of the outer peer's address: rate limits can keep one bucket
     per relay (or per client talking to the gateway directly) without the inner request
-    learning the address."""
+    learning the address. An IPv6 peer is hashed by its /64, like a direct one."""
     client = outer_scope.get("client")
-    address = client[0] if client else ""
+    address = address_prefix(str(client[0])) if client else ""
     return hmac.new(_PSEUDONYM_KEY, str(address).encode(), hashlib.sha256).hexdigest()[:24]
 
 

@@ -6,8 +6,9 @@
 2. read and decrypt the whole request body (chunked: incrementally, chunk by chunk); an unknown
    key or suite is the 422 ``ohttp-key`` problem, anything else that fails is one generic 400;
 3. decode the inner Binary HTTP request; refuse a replayed ``enc`` (generic 400);
-4. inner checks, answered *encapsulated*: ``Date`` inside the window (RFC 9458 section 6.5;
-   the ``enc`` is remembered until that Date can no longer be accepted), no ``Expect:
+4. inner checks, answered *encapsulated*: ``Date`` inside the window of a reference time that
+   never goes back (RFC 9458 section 6.5; :mod:`enclave.gateway._replay`: the ``enc`` is
+   remembered until that Date can no longer be accepted, whatever the clocks do), no ``Expect:
    100-continue`` (section 5.1: 417), the route on the allow-list;
 5. dispatch into the service's own app in-process and encapsulate its response: whole for
    ``message/ohttp-req``; for ``message/ohttp-chunked-req`` as an indeterminate-length Binary
@@ -24,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -32,17 +35,31 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from enclave.gateway._dispatch import InnerExchange, inner_scope
 from enclave.gateway._httpdate import parse_http_date
-from enclave.gateway._replay import ReplayCache, ReplayCacheFullError
+from enclave.gateway._replay import (
+    Admission,
+    ReplayCache,
+    ReplayCacheFullError,
+    ReplayStore,
+    ReplayStoreUnavailableError,
+)
 from enclave.gateway._responses import (
     OHTTP_KEY_PROBLEM,
     inner_date_problem,
     inner_json_error,
+    send_json_error,
     send_plain,
     send_problem,
 )
 from enclave.gateway._types import GatewayLimits, GatewayObserver, NullObserver
 from enclave.protocol import bhttp
 from enclave.protocol.api import sse_error_event
+from enclave.protocol.bodies import (
+    BodyIncompleteError,
+    BodyTooLargeError,
+    InvalidContentLengthError,
+    content_length,
+    stream_body,
+)
 from enclave.protocol.chunked import (
     MEDIA_TYPE_CHUNKED_REQUEST,
     MEDIA_TYPE_CHUNKED_RESPONSE,
@@ -53,9 +70,11 @@ from enclave.protocol.errors import ProtocolError, UnknownKeyIdError, Unsupporte
 from enclave.protocol.ohttp import (
     MEDIA_TYPE_REQUEST,
     MEDIA_TYPE_RESPONSE,
+    GatewayKey,
     KeyStore,
     decapsulate_request,
 )
+from enclave.protocol.padding import bhttp_padding, pad_events
 
 __all__ = ["OhttpGateway"]
 
@@ -64,13 +83,20 @@ logger = logging.getLogger(__name__)
 #: A failure of the inner app after its response head went out (the routes end an engine
 #: failure with their own event first; this is the last resort, a bug).
 _SSE_ERROR = sse_error_event("internal_error")
+#: Kept in a shared replay store this much longer than the window arithmetic says (as the
+#: in-memory cache does): a request at the exact edge of the window is never forgotten early.
+_SHARED_EDGE_SECONDS = 1.0
+#: The label under which a replay-hash key is derived from an OHTTP private key.
+_REPLAY_KEY_LABEL = b"enclave/ohttp-replay-hash/v1"
 
 
 class _RefusedError(Exception):
     """An outer refusal: a status, a fixed body, and the reason code for the metric."""
 
-    def __init__(self, status: int, reason: str, body: bytes = b"") -> None:
-        self.status, self.reason, self.body = status, reason, body
+    def __init__(
+        self, status: int, reason: str, body: bytes = b"", code: str | None = None
+    ) -> None:
+        self.status, self.reason, self.body, self.code = status, reason, body, code
 
 
 class _ClientGoneError(Exception):
@@ -85,14 +111,6 @@ def _content_type(scope: Scope) -> str:
     return ""
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            with contextlib.suppress(ValueError):
-                return int(value)
-    return None
-
-
 class OhttpGateway:
     """The gateway over a key store; ``app`` is where decapsulated requests go (set it with
     :meth:`set_app` once the service's app exists)."""
@@ -105,16 +123,25 @@ class OhttpGateway:
         observer: GatewayObserver | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        replay_store: ReplayStore | None = None,
     ) -> None:
         self.key_store = key_store
         self.limits = limits or GatewayLimits()
         self._observer = observer or NullObserver()
         self._clock = clock
         self._replay = ReplayCache(
-            self.limits.replay_window_seconds, self.limits.replay_cache_size, monotonic
+            self.limits.replay_window_seconds, self.limits.replay_cache_size, clock, monotonic
         )
+        #: The replay set shared by replicas (Redis); None: the in-memory cache above.
+        self._shared_replay = replay_store
+        self._replay_keys: dict[int, tuple[GatewayKey, bytes]] = {}
         self._in_flight = 0
         self._app: ASGIApp | None = None
+
+    @property
+    def replay_cache(self) -> ReplayCache:
+        """The reference time of this gateway (and, without a shared store, its replay set)."""
+        return self._replay
 
     def set_app(self, app: ASGIApp) -> None:
         self._app = app
@@ -122,6 +149,10 @@ class OhttpGateway:
     async def keys(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``GET /.well-known/ohttp-keys``: the exact bytes the attestation claim hashes."""
         body = self.key_store.ohttp_keys()
+        if not body:  # a replica the key broker refused holds no key: say so, serve nothing
+            self._observer.failure("ohttp_key_unavailable")
+            await send_json_error(send, "ohttp_key_unavailable", ((b"retry-after", b"30"),))
+            return
         headers = [
             (b"content-type", b"application/ohttp-keys"),
             (b"content-length", str(len(body)).encode()),
@@ -133,61 +164,76 @@ class OhttpGateway:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /.well-known/ohttp-gateway``."""
         try:
-            self._check_outer(scope)
+            declared = self._check_outer(scope)
+            if not self.key_store.key_ids:
+                raise _RefusedError(503, "ohttp_key_unavailable", code="ohttp_key_unavailable")
             if self._in_flight >= self.limits.max_concurrent_requests:
                 raise _RefusedError(503, "overloaded", b"too many requests in flight\n")
             self._in_flight += 1
             try:
                 if _content_type(scope) == MEDIA_TYPE_CHUNKED_REQUEST:
-                    await self._chunked(scope, receive, send)
+                    await self._chunked(scope, receive, send, declared)
                 else:
-                    await self._whole(scope, receive, send)
+                    await self._whole(scope, receive, send, declared)
             finally:
                 self._in_flight -= 1
         except _RefusedError as refused:
             self._observer.failure(refused.reason)
             if refused.status == 422:
                 await send_problem(send, 422, OHTTP_KEY_PROBLEM)
+            elif refused.code is not None:
+                extra = ((b"retry-after", b"1"),) if refused.status == 503 else ()
+                await send_json_error(send, refused.code, extra)
             else:
                 extra = ((b"retry-after", b"1"),) if refused.status == 503 else ()
                 await send_plain(send, refused.status, refused.body, extra)
         except _ClientGoneError:
             self._observer.failure("client_disconnected")
 
-    def _check_outer(self, scope: Scope) -> None:
+    def _check_outer(self, scope: Scope) -> int | None:
+        """The declared body length, after the checks that need no byte of the body."""
         if scope["method"] != "POST":
             raise _RefusedError(405, "method", b"POST only\n")
         if _content_type(scope) not in (MEDIA_TYPE_REQUEST, MEDIA_TYPE_CHUNKED_REQUEST):
             raise _RefusedError(415, "content_type", b"unsupported media type\n")
-        length = _content_length(scope)
+        try:
+            length = content_length(scope["headers"])
+        except InvalidContentLengthError as exc:
+            raise _RefusedError(400, "content_length", code="invalid_content_length") from exc
         if length is not None and length > self.limits.body_limit_bytes:
             raise _RefusedError(413, "body_too_large", b"request body too large\n")
+        return length
 
-    async def _read(self, receive: Receive, sink: Callable[[bytes], None]) -> None:
-        total, limit = 0, self.limits.body_limit_bytes
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGoneError
-            data = message.get("body", b"")
-            total += len(data)
-            if total > limit:
-                raise _RefusedError(413, "body_too_large", b"request body too large\n")
-            if data:
-                sink(data)
-            if not message.get("more_body", False):
-                return
+    async def _read(
+        self, declared: int | None, receive: Receive, sink: Callable[[bytes], None]
+    ) -> None:
+        try:
+            await stream_body(receive, self.limits.body_limit_bytes, sink, declared=declared)
+        except BodyIncompleteError as exc:
+            raise _ClientGoneError from exc
+        except BodyTooLargeError as exc:
+            raise _RefusedError(413, "body_too_large", b"request body too large\n") from exc
+        except InvalidContentLengthError as exc:
+            raise _RefusedError(400, "content_length", code="invalid_content_length") from exc
 
-    async def _whole(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _whole(
+        self, scope: Scope, receive: Receive, send: Send, declared: int | None
+    ) -> None:
         body = bytearray()
-        await self._read(receive, body.extend)
+        await self._read(declared, receive, body.extend)
         with _decryption_errors():
             plaintext, context = decapsulate_request(self.key_store, bytes(body))
-        request = self._accept(plaintext, context.enc)
-        response = self._inner_refusal(request)
+        request, admission = await self._accept(plaintext, context.enc, context.key_id)
+        response = self._inner_refusal(request, admission)
         if response is None:
             response = await self._collect(request, scope)
-        sealed = context.encapsulate_response(bhttp.encode_response(response))
+        # Zero padding after the message (RFC 9292 section 3.8) to the size bucket, inside
+        # the encryption: the relay sees the bucket, not the answer's length.
+        encoded = bhttp.encode_response(response)
+        padding = bhttp_padding(len(encoded), self.limits.padding)
+        sealed = context.encapsulate_response(
+            bhttp.encode_response(response, padding=padding) if padding else encoded
+        )
         headers = [
             (b"content-type", MEDIA_TYPE_RESPONSE.encode()),
             (b"content-length", str(len(sealed)).encode()),
@@ -197,7 +243,9 @@ class OhttpGateway:
         await send({"type": "http.response.body", "body": sealed})
         self._observer.request_served(chunked=False)
 
-    async def _chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _chunked(
+        self, scope: Scope, receive: Receive, send: Send, declared: int | None
+    ) -> None:
         decoder = ChunkedRequestDecoder(self.key_store, max_chunk_size=self.limits.max_chunk_size)
         pieces: list[bytes] = []
 
@@ -205,12 +253,12 @@ class OhttpGateway:
             with _decryption_errors():
                 pieces.extend(decoder.feed(data))
 
-        await self._read(receive, feed)
+        await self._read(declared, receive, feed)
         with _decryption_errors():
             pieces.append(decoder.finish())
-        if decoder.enc is None:  # finish() raised otherwise; this keeps the types honest
+        if decoder.enc is None or decoder.key_id is None:  # finish() raised otherwise
             raise _RefusedError(400, "decrypt", b"bad request\n")
-        request = self._accept(b"".join(pieces), decoder.enc)
+        request, admission = await self._accept(b"".join(pieces), decoder.enc, decoder.key_id)
         encoder = decoder.response_encoder(max_chunk_size=self.limits.max_chunk_size)
         await send(
             {
@@ -223,11 +271,11 @@ class OhttpGateway:
                 ],
             }
         )
-        refusal = self._inner_refusal(request)
+        refusal = self._inner_refusal(request, admission)
         if refusal is not None:
             stream = bhttp.StreamingResponseEncoder()
             head = stream.head(refusal.status, refusal.headers)
-            body = stream.body(refusal.content) + stream.end()
+            body = self._padded_tail(stream.body(refusal.content) + stream.end())
             sealed = (
                 encoder.header + encoder.seal_chunk(head) + encoder.seal_chunk(body, final=True)
             )
@@ -235,29 +283,66 @@ class OhttpGateway:
             return
         await self._stream(request, scope, receive, send, encoder)
 
-    def _accept(self, plaintext: bytes, enc: bytes) -> bhttp.Request:
-        """Decode the inner request, then remember its ``enc`` (only requests that decrypted
-        and decoded enter the replay cache, so garbage cannot fill it)."""
+    def _padded_tail(self, tail: bytes) -> bytes:
+        """A whole refusal's content and end, with zero padding (RFC 9292 section 3.8) to
+        the size bucket: the refusal's size is the bucket, not its reason."""
+        return tail + bytes(bhttp_padding(len(tail), self.limits.padding))
+
+    async def _accept(
+        self, plaintext: bytes, enc: bytes, key_id: int
+    ) -> tuple[bhttp.Request, Admission]:
+        """Decode the inner request and admit its ``enc`` under one reading of the reference
+        time (only requests that decrypted and decoded reach the replay cache, so garbage
+        cannot fill it; one refused for its Date is not remembered: it never ran)."""
         try:
             request = bhttp.decode_request(plaintext)
         except ProtocolError as exc:
             raise _RefusedError(400, "bad_inner_request", b"bad request\n") from exc
-        sent = self._inner_date(request)
-        ahead = 0.0 if sent is None else sent - self._clock()
         try:
-            fresh = self._replay.check_and_add(enc, ahead)
+            if self._shared_replay is None:
+                admission = self._replay.admit(enc, self._inner_date(request))
+            else:
+                admission = await self._admit_shared(enc, key_id, self._inner_date(request))
         except ReplayCacheFullError as exc:
             raise _RefusedError(503, "overloaded", b"too many requests in flight\n") from exc
-        if not fresh:
+        except ReplayStoreUnavailableError as exc:  # fail closed: never accepted unchecked
+            raise _RefusedError(
+                503, "replay_store_unavailable", code="replay_store_unavailable"
+            ) from exc
+        if admission is Admission.REPLAY:
             raise _RefusedError(400, "replay", b"bad request\n")
-        return request
+        return request, admission
 
-    def _inner_refusal(self, request: bhttp.Request) -> bhttp.Response | None:
-        now = self._clock()
-        sent = self._inner_date(request)
-        if sent is None or abs(now - sent) > self.limits.replay_window_seconds:
+    async def _admit_shared(self, enc: bytes, key_id: int, date: float | None) -> Admission:
+        """:meth:`ReplayCache.admit` with the set in the shared store: the Date checked
+        against this gateway's reference time, a fresh ``enc`` kept (``SET NX EX``) until the
+        reference passes ``Date + window`` plus the edge second; a stale one not stored."""
+        assert self._shared_replay is not None
+        now = self._replay.reference()
+        window = self.limits.replay_window_seconds
+        if date is None or abs(now - date) > window:
+            return Admission.STALE
+        ttl = date + window + _SHARED_EDGE_SECONDS - now
+        fresh = await self._shared_replay.seen_or_add(self._replay_hash(key_id, enc), ttl)
+        return Admission.FRESH if fresh else Admission.REPLAY
+
+    def _replay_hash(self, key_id: int, enc: bytes) -> bytes:
+        """HMAC-SHA256(k, key_id || enc), 16 bytes, with k derived from the private key that
+        decrypted the request: every replica holding that key computes the same value, and no
+        one without it (the host, whoever reads the store) can compute or test one."""
+        key = self.key_store.lookup(key_id)
+        cached = self._replay_keys.get(key_id)
+        if cached is None or cached[0] is not key:
+            secret = key.private_key.private_bytes()
+            derived = hmac.new(secret, _REPLAY_KEY_LABEL, hashlib.sha256).digest()
+            self._replay_keys[key_id] = cached = (key, derived)
+        mac = hmac.new(cached[1], bytes([key_id]) + enc, hashlib.sha256)
+        return mac.digest()[:16]
+
+    def _inner_refusal(self, request: bhttp.Request, admission: Admission) -> bhttp.Response | None:
+        if admission is Admission.STALE:
             self._observer.failure("date")
-            return inner_date_problem(now)
+            return inner_date_problem(self._replay.reference())
         if _expects_continue(request):  # RFC 9458 section 5.1: the gateway MUST refuse it
             self._observer.failure("expect_continue")
             return inner_json_error("expectation_failed")
@@ -265,6 +350,9 @@ class OhttpGateway:
         if (method, path.decode("latin-1")) not in self.limits.allowed_routes:
             self._observer.failure("route_not_allowed")
             return inner_json_error("route_not_allowed")
+        if not _inner_length_agrees(request):  # Binary HTTP frames the content, not this field
+            self._observer.failure("content_length")
+            return inner_json_error("invalid_content_length")
         return None
 
     def _inner_date(self, request: bhttp.Request) -> float | None:
@@ -347,7 +435,7 @@ class OhttpGateway:
             _log_failure("inner request failed before its response started", exc)
             failed = inner_json_error("internal_error")
             head = stream.head(failed.status, failed.headers)
-            tail = stream.body(failed.content) + stream.end()
+            tail = self._padded_tail(stream.body(failed.content) + stream.end())
             await emit(encoder.header + seal(head) + seal(tail, final=True), more=False)
             return
         headers = _inner_headers(start.headers)
@@ -362,7 +450,7 @@ class OhttpGateway:
             self._observer.failure("inner_error")
             _log_failure("inner response failed mid-stream", exc)
             if (start.header(b"content-type") or b"").startswith(b"text/event-stream"):
-                await emit(seal(stream.body(_SSE_ERROR)))
+                await emit(seal(stream.body(pad_events(_SSE_ERROR, self.limits.padding))))
                 await emit(seal(stream.end(), final=True), more=False)
             else:  # no in-band error is possible: end without the final chunk (truncation)
                 await emit(b"", more=False)
@@ -381,6 +469,17 @@ def _expects_continue(request: bhttp.Request) -> bool:
         name.lower() == b"expect" and b"100-continue" in value.lower()
         for name, value in request.headers
     )
+
+
+def _inner_length_agrees(request: bhttp.Request) -> bool:
+    """Whether the inner ``Content-Length``, if any, is valid and the content's length: the
+    inner app reads the header (one parser: :mod:`enclave.protocol.bodies`), so a request
+    whose field disagrees with its framing never reaches it."""
+    try:
+        declared = content_length(request.headers)
+    except InvalidContentLengthError:
+        return False
+    return declared is None or declared == len(request.content)
 
 
 def _inner_headers(headers: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[bytes, bytes], ...]:

@@ -17,6 +17,7 @@ __all__ = [
     "OHTTP_KEY_PROBLEM",
     "inner_date_problem",
     "inner_json_error",
+    "send_json_error",
     "send_plain",
     "send_problem",
 ]
@@ -48,6 +49,25 @@ async def send_problem(send: Send, status: int, problem: dict[str, str]) -> None
         _NO_STORE,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json_error(
+    send: Send, code: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
+    """An outer refusal in the API's error shape, for a state of the service (no key, no
+    replay store) or the outer framing (``invalid_content_length``): it says nothing about
+    the content."""
+    body = error_body(code)
+    all_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        _NO_STORE,
+        *headers,
+    ]
+    await send(
+        {"type": "http.response.start", "status": ERRORS[code].status, "headers": all_headers}
+    )
     await send({"type": "http.response.body", "body": body})
 
 

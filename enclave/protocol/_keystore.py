@@ -148,6 +148,33 @@ class KeyStore:
             self._add_locked(fresh, retire=self._state.active)
         return fresh
 
+    def replace(self, active: Iterable[GatewayKey], accepted: Iterable[GatewayKey]) -> bool:
+        """Hold exactly ``active`` and ``accepted`` keys, advertising ``active`` in order (a
+        key broker's generations). A held key whose configuration is unchanged stays as it
+        is. True if anything changed."""
+        active, accepted = tuple(active), tuple(accepted)
+        with self._lock:
+            state = self._state
+            keys: dict[int, GatewayKey] = {}
+            for key in (*active, *accepted):
+                key_id = key.config.key_id
+                if key_id in keys and keys[key_id].config != key.config:
+                    raise ValueError(f"two different keys for key ID {key_id}")
+                held = state.keys.get(key_id)
+                keys[key_id] = held if held is not None and held.config == key.config else key
+            order = tuple(key.config.key_id for key in active)
+            if len(set(order)) != len(order):
+                raise ValueError("an active key ID is listed twice")
+            same = order == state.active and {
+                key_id: key.config for key_id, key in keys.items()
+            } == {key_id: key.config for key_id, key in state.keys.items()}
+            if same:
+                return False
+            self._state = _state(keys, order)
+            if keys:
+                self._next_id = (max(keys) + 1) % 256
+            return True
+
     def free_key_ids(self, count: int) -> tuple[int, ...]:
         """``count`` key IDs not held now, taken round-robin so a removed ID is reused last."""
         with self._lock:

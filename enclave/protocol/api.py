@@ -71,6 +71,9 @@ ERRORS: Final[dict[str, ErrorCode]] = {
         400, "x-cache-isolation-key must be 16 to 256 visible ASCII characters"
     ),
     "invalid_nonce": _e(400, "nonce must be 32 to 64 bytes, hex-encoded"),
+    "invalid_content_length": _e(
+        400, "Content-Length must be 1 to 16 ASCII digits, given once, and match the body"
+    ),
     "not_found": _e(404, "no such route"),
     "route_not_allowed": _e(404, "no such route through the gateway"),
     "method_not_allowed": _e(405, "method not allowed on this route"),
@@ -99,6 +102,7 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "too_many_streams": _e(429, "too many concurrent requests; retry later"),
     "overloaded": _e(503, "the service is busy; retry later"),
     "service_stopping": _e(503, "the service is stopping"),
+    "owner_unavailable": _e(503, "the service's owner process did not answer; retry later"),
     "rate_limited": _e(429, "too many attestation reports; retry after Retry-After seconds"),
     "too_many_token_failures": _e(
         429, "too many failed token attempts; retry after Retry-After seconds"
@@ -107,6 +111,13 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "not_attested": _e(503, "no certificate has been issued yet"),
     "quote_unavailable": _e(503, "the platform could not produce a quote"),
     "gpu_evidence_unavailable": _e(503, "the GPUs could not produce attestation evidence"),
+    # Replicas: the OHTTP key from the key broker, the shared replay store.
+    "ohttp_key_unavailable": _e(
+        503, "this replica holds no OHTTP key (the key broker did not release it); use another"
+    ),
+    "replay_store_unavailable": _e(
+        503, "the shared replay store did not answer; the request was not accepted"
+    ),
     # The engine.
     "engine_rejected": _e(400, "the engine refused the request"),
     "engine_error": _e(502, "the engine failed to answer"),
@@ -124,6 +135,13 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "relay_refused": _e(502, "the OHTTP relay refused the request"),
     "gateway_refused": _e(502, "the endpoint's OHTTP gateway refused the request"),
     "gateway_overloaded": _e(503, "the endpoint's OHTTP gateway is busy; retry later"),
+    # The local proxy's door (enclave.client._proxy_guard): web pages and other local users.
+    "host_not_allowed": _e(
+        403, "the Host header is not a loopback name or address, nor an allowed host"
+    ),
+    "origin_not_allowed": _e(403, "requests from this Origin are not allowed"),
+    "proxy_token_required": _e(401, "the proxy's access token is required (ENCLAVE_PROXY_TOKEN)"),
+    "proxy_token_invalid": _e(401, "the proxy's access token is invalid"),
 }
 
 _TYPES: Final = {

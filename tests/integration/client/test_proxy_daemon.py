@@ -165,7 +165,12 @@ async def test_daemon_from_environment_status_limits_and_request_ids(
             assert document["verified"] is True
             assert document["last_verified"].endswith("Z")
             base = f"http://127.0.0.1:{port}"
-            big = httpx.post(base + "/v1/chat/completions", content=b"x" * 5000, timeout=30)
+            big = httpx.post(
+                base + "/v1/chat/completions",
+                content=b"x" * 5000,
+                headers={"content-type": "application/json"},
+                timeout=30,
+            )
             assert big.status_code == 413
             assert big.json()["error"]["code"] == "body_too_large"
             assert big.headers["x-request-id"] == big.headers["request-id"]

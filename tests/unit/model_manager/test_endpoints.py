@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,7 +59,10 @@ async def test_status_document_fields(
     response = await client.get(STATUS_PATH)
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
-    assert response.json() | {"since": None} == {
+    replica_id = response.json()["replica_id"]
+    assert re.fullmatch(r"[A-Za-z0-9.-]+-[0-9a-f]{6}", replica_id)  # host name, start suffix
+    assert response.json() | {"since": None, "replica_id": None} == {
+        "replica_id": None,
         "loaded_model": None,
         "loaded_model_digest": None,
         "digest_kind": None,

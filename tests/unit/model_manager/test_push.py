@@ -93,6 +93,9 @@ async def test_push_on_start_and_on_every_transition(
         assert idle["push_reason"] == "start"
         assert ready["instance_id"]
         assert ready["boot_id"] == idle["boot_id"]
+        # The replica id: the default (host name and a per-process suffix) is the same in
+        # every push and in GET /v1/models/status.
+        assert ready["replica_id"] == idle["replica_id"] == settings.effective_replica_id
         assert set(management.auth) == {f"Bearer {PUSH_TOKEN}"}
     finally:
         await pusher.aclose()
@@ -204,3 +207,27 @@ async def test_the_queue_is_bounded_and_drops_the_oldest(make_settings: Settings
                 await asyncio.sleep(0.01)
     finally:
         await pusher.aclose()
+
+
+async def test_push_carries_the_replica_id_setting(
+    make_settings: SettingsFactory, management: Management
+) -> None:
+    settings = make_settings(push_url=management.url, replica_id="replica-b.eu-1")
+    manager = ModelManager(settings, engine_factory=FakeEngines())
+    pusher = StatusPusher(settings, manager.status)
+    await manager.start()
+    await pusher.start()
+    try:
+        idle = await management.wait_for("idle")
+        assert idle["replica_id"] == "replica-b.eu-1"
+    finally:
+        await pusher.aclose()
+        await manager.aclose()
+
+
+def test_a_replica_id_is_a_plain_name(make_settings: SettingsFactory) -> None:
+    from pydantic import ValidationError
+
+    for bad in ("", "has space", "x" * 65, "a/b"):
+        with pytest.raises(ValidationError):
+            make_settings(replica_id=bad)

@@ -263,3 +263,68 @@ async def test_an_inner_expect_100_continue_is_refused_encapsulated(setup: Setup
     assert json.loads(response.content)["error"]["code"] == "expectation_failed"
     assert setup.state.produced == 0
     assert setup.recorder.failures == ["expect_continue"]
+
+
+@pytest.mark.parametrize("window", [10.0, 60.0])
+@pytest.mark.parametrize("delay", [26.8, 42.1, 126.8])
+async def test_a_replay_after_the_host_steps_the_clock_back_does_not_run(
+    window: float, delay: float
+):
+    """Issue 20 point 2 through the gateway: a captured request replayed ``delay`` seconds
+    later, the wall clock stepped back to when it was sent (its Date looks fresh again). It
+    used to run again once the cache had forgotten it (26.8 and 42.1 s with W 10 s, 126.8 s
+    with W 60 s); now it is a replay or a stale Date, and never reaches the app."""
+    wall = [float(int(now()))]
+    sent = wall[0]
+    monotonic = [1000.0]
+    setup = make_setup(replay_window_seconds=window)
+    setup.gateway = OhttpGateway(
+        setup.store,
+        limits=setup.gateway.limits,
+        observer=setup.recorder,
+        clock=lambda: wall[0],
+        monotonic=lambda: monotonic[0],
+    )
+    app = Starlette(routes=[*gateway_routes(setup.gateway), *setup.app.routes])
+    setup.gateway.set_app(app)
+    body, decoder = chunked_body(setup.xwing, inner_request(payload={"events": 1}, date=sent))
+    first = await call(app, body)
+    assert first.status == 200
+    assert bhttp.decode_response(b"".join(decoder.feed(first.body)) + decoder.finish()).status
+    produced = setup.state.produced
+    wall[0] += delay
+    monotonic[0] += delay
+    wall[0] = sent  # the host steps the clock back
+    second = await call(app, body)
+    assert setup.state.produced == produced
+    if second.status == 200:  # forgotten, but its Date is stale against the reference time
+        assert setup.recorder.failures == ["date"]
+    else:
+        assert (second.status, second.body) == (400, GENERIC_400)
+        assert setup.recorder.failures == ["replay"]
+
+
+async def test_refusals_are_padded_to_the_bucket_inside_the_encryption() -> None:
+    """The gateway's own refusals (here a route not allowed), whole and chunked, carry zero
+    padding to the size bucket (RFC 9292 section 3.8): the relay sees the bucket, not which
+    refusal it is."""
+    from tests.unit.enclave.gateway.conftest import make_setup
+
+    padded = make_setup(padding=256)
+    request = inner_request("/internal/secret", method=b"GET", date=now())
+    body, context = whole_body(padded.xwing, request)
+    out = await call(padded.app, body, content_type=b"message/ohttp-req")
+    plaintext = context.decapsulate_response(out.body)
+    assert len(plaintext) % 256 == 0
+    assert json.loads(bhttp.decode_response(plaintext).content)["error"]["code"] == (
+        "route_not_allowed"
+    )
+    refused = inner_request("/internal/x", method=b"GET", date=now())
+    body, decoder = chunked_body(padded.xwing, refused)
+    out = await call(padded.app, body)
+    pieces = decoder.feed(out.body)
+    final = decoder.finish()
+    assert len(pieces) == 1  # the head
+    assert len(final) % 256 == 0  # the content, its end and the padding
+    response = bhttp.decode_response(b"".join(pieces) + final)
+    assert response.status == 404

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[4]
 EXPECTED_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
     408: "invalid_request_error",
