@@ -108,7 +108,8 @@ def boot(tmp_path: Path) -> Iterator[Callable[[Path], Vm]]:
             "--hostfwd", str(port),
             "--accel", ACCEL,
         ]  # fmt: skip
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        with (tmp_path / f"qemu-{len(vms)}.log").open("wb") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         vm = Vm(process, serial, port, time.monotonic())
         vms.append(vm)
         return vm
