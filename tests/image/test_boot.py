@@ -172,7 +172,8 @@ def test_insecure_test_flavour_serves_health_and_verifies(
 ) -> None:
     vm = boot(disk_image("enclave-cvm-insecure-test"))
     vm.wait_for(re.compile(r"module=verity op=ctr .*res=1"))
-    bundled = vm.wait_for(BUNDLE)
+    # the bundle script prints root_ca.pem, then collateral.json: wait for the last marker
+    bundled = vm.wait_for("ENCLAVE-INSECURE-TEST-BUNDLE-END collateral.json")
     files = {}
     for name, payload in BUNDLE.findall(vm.console()):
         files[name] = tmp_path / name
