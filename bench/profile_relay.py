@@ -1,13 +1,20 @@
-"""Where the service's CPU goes on the paced streaming path: ``enclave serve`` under cProfile.
+"""Where the service's CPU goes on the paced streaming path. Prints shares; asserts nothing.
 
 Starts the service (one process, simulated TEE, the development engine paced at 40 tokens/s
-per stream) under ``python -m cProfile``, drives N streams of T tokens through it with
-``relay_loadgen.py`` (plaintext RA-TLS, or chunked OHTTP), stops it with SIGTERM (it exits 0
-and cProfile writes its statistics), and prints the functions with the most own time and the
-own time grouped by component. cProfile slows Python code more than C code, so read the shares
-as where the Python-level work is, not as absolute costs. Asserts nothing.
+per stream), drives N streams of T tokens through it with ``relay_loadgen.py`` (plaintext
+RA-TLS, or chunked OHTTP) and prints the own time by component and the functions with the most
+own time, from one of two profilers:
+
+- ``--py-spy PATH`` (preferred): py-spy samples the running service during the measured window
+  only (``--native``: C frames too, e.g. OpenSSL); idle samples (the loop waiting) are left out,
+  so the shares are of the CPU the service used;
+- otherwise cProfile (``python -m cProfile`` around ``enclave serve``; statistics written when
+  SIGTERM stops it): the whole run, start and stop included. Under uvloop, cProfile charges the
+  time C code spends (TLS writes, the loop) to whichever Python frame is active, so read it as
+  where the Python-level calls are, not as costs.
 
 Run: python3 bench/profile_relay.py [--hop plain|ohttp] [--streams 64] [--tokens 256]
+         [--py-spy /path/to/py-spy [--native]]
 """
 
 from __future__ import annotations
@@ -15,8 +22,11 @@ from __future__ import annotations
 import argparse
 import pstats
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -61,7 +71,12 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--pace", type=float, default=40.0)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--py-spy", default=None, help="sample with this py-spy binary")
+    parser.add_argument("--native", action="store_true", help="py-spy: C frames too")
     args = parser.parse_args()
+    if args.py_spy is not None:
+        sample_with_py_spy(args)
+        return
     tmp = Path(tempfile.mkdtemp(prefix="profile-relay-"))
     (tmp / "models" / "tiny").mkdir(parents=True)
     (tmp / "models" / "tiny" / "config.json").write_text("{}")
@@ -111,6 +126,69 @@ def main() -> None:
         print(f"   {seconds / total * 100:5.1f}%  {seconds:7.2f} s  {name}")
     print(f"\nthe {args.top} functions with the most own time:")
     stats.sort_stats("tottime").print_stats(args.top)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sample_with_py_spy(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="profile-relay-"))
+    (tmp / "models" / "tiny").mkdir(parents=True)
+    (tmp / "models" / "tiny" / "config.json").write_text("{}")
+    out = tmp / "samples.txt"
+    service = bench_relay.start_service("sampled", bench_relay.ROOT, tmp, tmp / "models")
+    gen = None
+    try:
+        bench_relay.wait_ready(service)
+        bench_relay.set_pace(service, args.pace)
+        spec = {
+            args.hop: {
+                "kind": "tls",
+                "address": ["127.0.0.1", service.port],
+                "ohttp": args.hop == "ohttp",
+            }
+        }
+        gen = bench_relay.LoadGenerator(spec)
+        gen.ask({"cmd": "warm", "hop": args.hop, "streams": args.streams})
+        command = [
+            args.py_spy, "record", "--pid", str(service.process.pid), "--rate", "250",
+            "--format", "raw", "--output", str(out), "--nonblocking",
+            *(["--native"] if args.native else []),
+        ]  # fmt: skip
+        sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # py-spy attached
+        answer = gen.ask(
+            {"cmd": "run", "hop": args.hop, "streams": args.streams, "tokens": args.tokens}
+        )
+        sampler.send_signal(signal.SIGINT)
+        sampler.wait(timeout=60)
+    finally:
+        if gen is not None:
+            gen.close()
+        service.process.terminate()
+        service.process.wait(timeout=120)
+    own: dict[str, int] = defaultdict(int)
+    by_group: dict[str, int] = defaultdict(int)
+    total = 0
+    for line in out.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack:
+            continue
+        count = int(count_text)
+        leaf = stack.split(";")[-1]
+        function, _, where = leaf.partition(" (")
+        own[leaf] += count
+        by_group[group_of(where, function) if where else "other"] += count
+        total += count
+    print(
+        f"profile_relay (py-spy{', native' if args.native else ''}): {args.hop}, "
+        f"{args.streams} streams x {args.tokens} tokens, paced {args.pace:g}/s; "
+        f"{answer['tokens']} tokens; {total} busy samples at 250 Hz"
+    )
+    print("\nbusy samples by component (leaf frame):")
+    for name, count in sorted(by_group.items(), key=lambda item: -item[1]):
+        print(f"   {count / total * 100:5.1f}%  {name}")
+    print(f"\nthe {args.top} leaf frames with the most samples:")
+    for leaf, count in sorted(own.items(), key=lambda item: -item[1])[: args.top]:
+        print(f"   {count / total * 100:5.1f}%  {leaf}")
     shutil.rmtree(tmp, ignore_errors=True)
 
 
