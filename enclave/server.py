@@ -34,6 +34,7 @@ from attestation.gpu.providers import GpuProvider, SimulatedGpuProvider, make_gp
 from attestation.providers import QuoteProvider, detect_provider
 from attestation.ratls import RaTlsIssuer
 from enclave import __version__
+from enclave._receipts import ReceiptIssuer
 from enclave.app import build_app, build_metrics_app
 from enclave.gateway import (
     OhttpGateway,
@@ -176,6 +177,9 @@ class EnclaveServer:
         if isinstance(gpu_provider, SimulatedGpuProvider):
             self._write_simulated_gpu_root(gpu_provider)
 
+        self.receipts = ReceiptIssuer(self._certificate_quote_sha256)
+        self.service.receipts = self.receipts
+
         async def quote(report_data: bytes) -> bytes:
             return (await self.provider.get_quote(report_data)).quote
 
@@ -186,6 +190,7 @@ class EnclaveServer:
                 include_model_digest_extension=service_settings.emit_model_digest_extension,
                 gpu_provider=gpu_provider,
                 insecure=self.service.insecure,
+                receipt_key=self.receipts.claim,
             ),
             ohttp_keys=self.key_store.ohttp_keys,
             model=lambda: model_claim(self.service.manager.status()),
@@ -285,6 +290,11 @@ class EnclaveServer:
             return
         self._claimed_model = claim
         await self.certificates.reissue("model_change")
+
+    def _certificate_quote_sha256(self) -> bytes | None:
+        """SHA-256 of the current certificate's quote: what a receipt names."""
+        current = self.certificates.current
+        return None if current is None else hashlib.sha256(current.evidence.quote).digest()
 
     def _certificate_validity(self) -> tuple[float, float] | None:
         current = self.certificates.current
