@@ -26,10 +26,12 @@ from enclave.protocol import bhttp
 from enclave.protocol._keyconfig import KeyConfig, decode_key_configs
 from tests.integration.server._process import METRICS_AUTH, Serve, wait_until
 from tests.integration.server.conftest import chat_request, encapsulate
+from tests.integration.server.test_serve_process import free_port
 
 pytestmark = pytest.mark.slow
 
 WORKERS = 2
+METRICS_PORT = free_port()
 
 
 def worker_pids(serve: Serve) -> set[int]:
@@ -119,7 +121,10 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
         None,
         "--data-plane-workers", str(WORKERS),
         "--certificate-lifetime", "60",
-        env={"ENCLAVE_ENGINE_STALL_TIMEOUT_SECONDS": "30"},
+        env={
+            "ENCLAVE_ENGINE_STALL_TIMEOUT_SECONDS": "30",
+            "ENCLAVE_METRICS_PORT": str(METRICS_PORT),
+        },
     )  # fmt: skip
     try:
         wait_until(lambda: len(worker_pids(running)) == WORKERS, "both workers up")
@@ -138,6 +143,10 @@ def test_requests_spread_over_both_workers(serve: Serve) -> None:
     served = {worker: after[worker] - before.get(worker, 0.0) for worker in after}
     assert all(count > 0 for count in served.values()), served
     assert per_worker(serve, "enclave_data_plane_worker_up") == {"0": 1.0, "1": 1.0}
+    # The metrics listener (the owner's, plain HTTP on loopback) gives the same one exposition.
+    listener = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", headers=METRICS_AUTH).text
+    assert 'enclave_data_plane_worker_up{worker="1"} 1.0' in listener
+    assert "enclave_http_requests_total" in listener  # the workers' counts, summed
     # The lifecycle API is the owner's, through any worker.
     status = fresh_get(serve.port, "/v1/models/status").json()
     assert status["proxy_status"] == "ready"
