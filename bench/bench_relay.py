@@ -157,8 +157,10 @@ def start_service(
         "--run-dir", str(home / "run"), "--roothash-dir", str(home / "rh"),
         "--engine-command", engine, "--max-concurrent-streams", "1024",
     ]  # fmt: skip
-    if workers != 1:  # trees from before data-plane workers lack the flag
-        command += ["--data-plane-workers", str(workers)]
+    if "--data-plane-workers" in (tree / "enclave" / "cli" / "_serve.py").read_text():
+        command += ["--data-plane-workers", str(workers)]  # else the default: cores - 1
+    elif workers != 1:
+        raise SystemExit(f"tree {tree} has no data-plane workers")
     if "--insecure-dev-engine" in (tree / "enclave" / "cli" / "_serve.py").read_text():
         command.append("--insecure-dev-engine")  # trees from before it was required lack it
     env = {
