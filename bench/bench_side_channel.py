@@ -264,8 +264,11 @@ def _content_chunks(plain: bytes) -> Iterator[bytes]:
         at += length
 
 
-def attack(train: list[Observation], test: list[Observation]) -> tuple[float, float, float]:
-    """(exact-match rate, I(length; size) bits over one-event one-token pieces, chance)."""
+def attack(
+    train: list[Observation], test: list[Observation]
+) -> tuple[float, float, float, float, float]:
+    """(exact-match rate of answers; of the one-event one-token pieces, and its chance rate;
+    I(length; size) bits over those pieces; the answers' chance rate)."""
     seen: dict[int, collections.Counter[int]] = collections.defaultdict(collections.Counter)
     offsets: collections.Counter[int] = collections.Counter()
     lengths: collections.Counter[int] = collections.Counter()
@@ -287,9 +290,18 @@ def attack(train: list[Observation], test: list[Observation]) -> tuple[float, fl
         return size - max(1, size // offset) * offset if offset > 0 else 0
 
     exact = sum([guess(size) for size in o.sizes] == o.token_bytes for o in test) / len(test)
-    chance = sum(all(t == prior for t in o.token_bytes) for o in test) / len(test)
     pairs = [pair for o in test for pair in o.single()]
-    return exact, mutual_information(pairs), chance
+    hits = [guess(size) == truth for truth, size in pairs]
+    chance = sum(all(t == prior for t in o.token_bytes) for o in test) / len(test)
+    single_prior = collections.Counter(t for o in train for t, _ in o.single()).most_common(1)
+    prior_hits = [truth == single_prior[0][0] for truth, _ in pairs]
+    return (
+        exact,
+        sum(hits) / len(hits),
+        sum(prior_hits) / len(prior_hits),
+        mutual_information(pairs),
+        chance,
+    )
 
 
 def mutual_information(pairs: list[tuple[int, int]]) -> float:
@@ -462,19 +474,19 @@ async def run(services: list[Service], corpus: list[str], args: argparse.Namespa
           f"{engine}, bucket 256 bytes")  # fmt: skip
     print()
     print("(a) the attacker (per-piece token lengths; chance = always the commonest length)")
-    print(f"{'path':<7}{'service':<10}{'exact match':>12}{'chance':>8}{'I(len;size) bits':>18}"
-          f"{'H(len) bits':>13}")  # fmt: skip
+    print(f"{'path':<7}{'service':<10}{'answers exact':>14}{'chance':>8}{'tokens exact':>14}"
+          f"{'chance':>8}{'I(len;size) bits':>18}{'H(len) bits':>13}")  # fmt: skip
     for path in ("ratls", "ohttp"):
         for service in observed:
             answers = service.observed[path]
-            exact, mi, chance = attack(answers[:half], answers[half:])
+            exact, pieces, pieces_chance, mi, chance = attack(answers[:half], answers[half:])
             lengths = [t for o in answers[half:] for t, _ in o.single()]
             entropy = -sum(
                 n / len(lengths) * math.log2(n / len(lengths))
                 for n in collections.Counter(lengths).values()
             )
-            print(f"{path:<7}{service.label:<10}{exact:>12.0%}{chance:>8.0%}{mi:>18.3f}"
-                  f"{entropy:>13.3f}")  # fmt: skip
+            print(f"{path:<7}{service.label:<10}{exact:>14.0%}{chance:>8.0%}{pieces:>14.0%}{pieces_chance:>8.0%}"
+                  f"{mi:>18.3f}{entropy:>13.3f}")  # fmt: skip
     for path in ("ratls", "ohttp"):
         sizes = collections.Counter(
             size for o in observed[0].observed[path][half:] for _, size in o.single()
