@@ -27,6 +27,7 @@ The client's own ``AttestationFailed.reason`` codes (next to ``attestation.check
 - ``report_certificate_mismatch``: the report's certificate is not the connection's;
 - ``ohttp_keys_mismatch``: the served key configurations do not hash to the ``ohttp-keys`` claim;
 - ``ohttp_keys_unusable``: no key configuration this client can encrypt to;
+- ``receipt_key_mismatch``: the report's ``receipt-key`` claim is not the certificate's;
 - ``collateral_unavailable``: the collateral source failed;
 - ``not_tls`` / ``not_verified``: an http:// URL, or a response that did not come over a
   verified RA-TLS connection;
@@ -91,9 +92,13 @@ class ResponseDecryptError(ClientError, httpx.RemoteProtocolError):
 class GatewayRefused(ClientError, httpx.RemoteProtocolError):  # noqa: N818
     """The OHTTP gateway (or the relay) refused the encapsulated request."""
 
-    def __init__(self, status: int) -> None:
-        httpx.RemoteProtocolError.__init__(self, f"the OHTTP gateway answered {status}")
+    def __init__(self, status: int, code: str | None = None) -> None:
+        said = f"the OHTTP gateway answered {status}" + (f" {code}" if code else "")
+        httpx.RemoteProtocolError.__init__(self, said)
         self.status = status
+        #: The gateway's own error code for a refusal about the service's state, e.g.
+        #: ``ohttp_key_unavailable`` or ``replay_store_unavailable`` (replicas); else None.
+        self.code = code
 
 
 class MeasurementsNotPinned(ClientError, ValueError):  # noqa: N818

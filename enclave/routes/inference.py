@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -34,6 +34,14 @@ from enclave._cache_salt import CACHE_ISOLATION_HEADER, InvalidIsolationKeyError
 from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.gateway import through_gateway
 from enclave.metrics import OHTTP_INNER_ROUTE
+from enclave.protocol import strictjson
+from enclave.protocol.bodies import (
+    BodyIncompleteError,
+    BodyTooLargeError,
+    InvalidContentLengthError,
+    content_length,
+    read_body,
+)
 from enclave.protocol.padding import json_padding
 from enclave.routes._access import annotate
 from enclave.routes._access import request_id as access_request_id
@@ -144,6 +152,8 @@ async def _pass_through(
         annotate(request.scope, reason="engine_rejected" if refused else "engine_error")
         return await _engine_refusal(upstream, request_id, path)
     logger.info("request %s on %s: relaying (%d bytes in)", request_id, path, len(body))
+    issuer = service.receipts
+    receipt = None if issuer is None else issuer.for_request(path, body, status)
     context = RelayContext(
         route=OHTTP_INNER_ROUTE if through_gateway(request.scope) else path,
         request_id=request_id,
@@ -153,6 +163,7 @@ async def _pass_through(
         on_end=end,
         stall_timeout=service.settings.service.engine_stall_timeout_seconds,
         first_token_timeout=service.settings.service.engine_first_token_timeout_seconds,
+        receipt=receipt,
         padding=service.settings.service.padding_bucket,
         cadence=_cadence(service.settings.service.stream_cadence_ms),
     )
@@ -173,27 +184,23 @@ async def _read_body(request: Request, limit: int) -> bytes:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise ApiError("unsupported_media_type")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ApiError("body_too_large")
-    # Pieces joined once at the end (a body that came whole, as enclave.net hands it over, is
-    # not copied at all): a growing bytearray and its bytes() copy held a body 3 times over.
-    pieces: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        if chunk:
-            pieces.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise ApiError("body_too_large")
-    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    try:
+        return await read_body(
+            request.receive, limit, declared=content_length(request.scope["headers"])
+        )
+    except InvalidContentLengthError as exc:
+        raise ApiError("invalid_content_length") from exc
+    except BodyTooLargeError as exc:
+        raise ApiError("body_too_large") from exc
+    except BodyIncompleteError as exc:
+        raise ClientDisconnect from exc
 
 
 def _request_document(body: bytes) -> dict[str, object]:
     """The body as a JSON object with a string ``model`` and a boolean ``stream`` if any."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deep is bad input too
+        document = strictjson.loads(body)
+    except (ValueError, RecursionError) as exc:  # too deep is bad input too
         raise ApiError("invalid_json") from exc
     if not isinstance(document, dict):
         raise ApiError("invalid_request")

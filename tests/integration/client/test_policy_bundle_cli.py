@@ -6,7 +6,6 @@ sent."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import base64
 import json
@@ -17,7 +16,8 @@ import pytest
 from attestation.policy import policy_from_bytes, policy_to_toml
 from attestation.policy_bundle import policy_statement
 from attestation.policy_bundle_files import version_state_path
-from enclave.cli._proxy import _run_argv
+from enclave.cli import build_parser
+from enclave.cli._proxy import _run_argv, settings_from_args
 from tests.integration.client.conftest import Running
 from tests.integration.client.test_policy_workflow import run_cli, trust
 from tests.integration.client.test_proxy_daemon import proxy
@@ -77,6 +77,13 @@ async def test_verify_uses_a_signed_policy_and_refuses_an_older_one(
     assert document["verified"] is True
     assert document["measurements_pinned"] is True
     assert json.loads(version_state_path(client.policy).read_text())["version"] == 5
+    assert document["signed_policy"]["version"] == 5
+    assert document["signed_policy"]["signer"] == (
+        "https://github.com/owner/enclave/.github/workflows/release.yml@refs/tags/v1.0.0"
+    )
+    code, out, _ = await asyncio.to_thread(run_cli, "verify", running.url, *client.args())
+    assert code == 0
+    assert "policy: version 5, signed by https://github.com/owner/enclave/" in out
 
     client.publish(4)  # an older release, genuinely signed: a rollback
     code, document = await client.verify()
@@ -159,30 +166,12 @@ async def test_models_and_proxy_refuse_an_older_policy(running: Running, tmp_pat
 
 
 async def test_proxy_start_hands_the_bundle_options_to_its_daemon(tmp_path: Path) -> None:
-    args = argparse.Namespace(
-        url="https://x",
-        relay=None,
-        relay_key_env=None,
-        policy=tmp_path / "p.toml",
-        policy_bundle=tmp_path / "b.json",
-        policy_trusted_root=tmp_path / "r.json",
-        policy_signer="owner/enclave",
-        policy_workflow=".github/workflows/release.yml",
-        collateral=None,
-        pccs=None,
-        root_ca=None,
-        insecure_simulated_root=False,
-        insecure_any_measurement=False,
-        insecure_accept_service=None,
-    )
-    settings = argparse.Namespace(
-        listen="127.0.0.1:1",
-        compat="openai",
-        body_limit_bytes=1,
-        log_level="info",
-        insecure_listen_public=False,
-    )
-    argv = _run_argv(args, settings)  # type: ignore[arg-type]
+    argv_in = ["proxy", "start", "https://x", "--policy", str(tmp_path / "p.toml")]
+    argv_in += ["--policy-bundle", str(tmp_path / "b.json")]
+    argv_in += ["--policy-trusted-root", str(tmp_path / "r.json")]
+    argv_in += ["--policy-signer", "owner/enclave"]
+    args = build_parser().parse_args(argv_in)
+    argv = _run_argv(args, settings_from_args(args))
     for flag, value in (
         ("--policy-bundle", str(tmp_path / "b.json")),
         ("--policy-trusted-root", str(tmp_path / "r.json")),
