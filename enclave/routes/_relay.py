@@ -1,6 +1,7 @@
 """Relaying an engine response to the client: as soon as it arrives, with backpressure.
 
-- Server-sent events are relayed whole, byte for byte as the engine wrote them: every engine
+- Server-sent events are relayed whole, byte for byte as the engine wrote them (each after the
+  padding comment line, below, which every parser ignores): every engine
   read is cut after its last complete event and those events go out as one ASGI body message
   (one flush; the OHTTP gateway seals one chunk per message); the partial event after them
   waits for its end. So an event is never delayed: what has arrived goes out at once, and
