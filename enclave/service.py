@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 
@@ -89,6 +89,9 @@ class Service:
         #: key into the evidence); None: answers carry no receipt.
         self.receipts: ReceiptIssuer | None = None
         self.readiness_checks: list[ReadinessCheck] = []
+        #: The metrics exposition when more than this registry makes it (the owner of
+        #: data-plane workers sums theirs in); None: this registry's.
+        self.exposition: Callable[[], Awaitable[bytes]] | None = None
         self._client_factory = engine_client_factory or self._new_client
         self._endpoint: EngineEndpoint | None = None
         self._client: EngineClientProtocol | None = None

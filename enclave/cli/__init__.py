@@ -149,6 +149,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "_relay",
     "_models",
     "_ohttp_keys",
+    "_measure",
 )
 
 

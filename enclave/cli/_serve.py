@@ -64,6 +64,14 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--shutdown-grace", "shutdown_grace_seconds", float, "drain time on SIGTERM, seconds"),
     ("--load-timeout", "load_timeout_seconds", float, "model load timeout, seconds"),
     (
+        "--data-plane-workers",
+        "data_plane_workers",
+        int,
+        "data-plane worker processes on the port, each with its own TLS listener, relay, "
+        "gateway and engine client, next to one owner of the keys, certificates and lifecycle "
+        "(1: one process serves everything; 0: one per core less one, at least 1)",
+    ),
+    (
         "--stream-padding-bytes",
         "stream_padding_bytes",
         int,
@@ -221,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
     overrides["insecure_allow_simulated_gpu"] = args.insecure_allow_simulated_gpu
     overrides["insecure_dev_mode"] = args.insecure_dev_mode
     overrides["insecure_dev_engine"] = args.insecure_dev_engine
+    overrides["insecure_no_stream_padding"] = args.insecure_no_stream_padding
     overrides["restore_on_boot"] = args.restore_on_boot
     if args.engine_command is not None:
         overrides["engine_command"] = tuple(shlex.split(args.engine_command))

@@ -59,6 +59,23 @@ def response_headers(head: bhttp.ResponseHead) -> list[tuple[bytes, bytes]]:
     return [(name, value) for name, value in head.headers if name != b"content-length"]
 
 
+#: The outer refusals a gateway names with a code (its state, never the request's content).
+GATEWAY_STATE_CODES = frozenset({"ohttp_key_unavailable", "replay_store_unavailable"})
+
+
+def gateway_state_code(status: int, body: bytes) -> str | None:
+    """The code of an outer 503 that says why the gateway cannot serve (replicas), or None."""
+    if status != 503:
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None
+    error = document.get("error") if isinstance(document, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if code in GATEWAY_STATE_CODES else None
+
+
 def is_ohttp_key_problem(status: int, body: bytes) -> bool:
     """Whether an outer response is the gateway's ``ohttp-key`` problem (RFC 9458 5.3)."""
     if status not in (400, 422):

@@ -25,6 +25,7 @@ import httpx
 from enclave.client._endpoint import VerifiedEndpoint, attest_endpoint
 from enclave.client._messages import (
     ChunkedResponseReader,
+    gateway_state_code,
     inner_request,
     is_ohttp_key_problem,
     response_headers,
@@ -323,7 +324,9 @@ class OhttpTransport(httpx.BaseTransport):
                 if attempt == 1 and is_ohttp_key_problem(outer.status_code, problem):
                     endpoint = self.refresh()
                     continue
-                raise GatewayRefused(outer.status_code)
+                raise GatewayRefused(
+                    outer.status_code, gateway_state_code(outer.status_code, problem)
+                )
             if common.certificate_changed(outer, endpoint):
                 endpoint = self.refresh()
             return self._open(outer, opener, request, endpoint)
@@ -428,7 +431,9 @@ class AsyncOhttpTransport(httpx.AsyncBaseTransport):
                 if attempt == 1 and is_ohttp_key_problem(outer.status_code, problem):
                     endpoint = await self.refresh()
                     continue
-                raise GatewayRefused(outer.status_code)
+                raise GatewayRefused(
+                    outer.status_code, gateway_state_code(outer.status_code, problem)
+                )
             if common.certificate_changed(outer, endpoint):
                 endpoint = await self.refresh()
             return await self._open(outer, opener, request, endpoint)

@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import secrets
 import time
@@ -39,7 +38,7 @@ from pathlib import Path
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
@@ -62,7 +61,14 @@ from enclave.client._proxy_guard import ProxyGuard
 from enclave.client._proxy_page import PAGE_PATH, render_page
 from enclave.client._receipts import ReceiptKeeper, ResponseWatcher
 from enclave.client.errors import AttestationFailed, ClientError
-from enclave.protocol import api
+from enclave.protocol import api, strictjson
+from enclave.protocol.bodies import (
+    BodyIncompleteError,
+    BodyTooLargeError,
+    InvalidContentLengthError,
+    content_length,
+    read_body,
+)
 
 __all__ = [
     "CHALLENGE_HEADER",
@@ -111,10 +117,6 @@ class ProxyOptions:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)
-
-
-class _BodyTooLargeError(Exception):
-    pass
 
 
 class _Health:
@@ -208,41 +210,17 @@ def _anthropic_refusal(refusal: Refusal, request_id: str) -> JSONResponse:
     return _anthropic_error(refusal.status, error_type, refusal.message, headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLargeError
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _BodyTooLargeError
-    return bytes(body)
-
-
-def _not_json(constant: str) -> float:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("a number out of range")
-    return value
-
-
-def strict_json(raw: bytes) -> object:
-    """``raw`` as JSON (RFC 8259), refusing what Python's json reads beyond it: ``NaN``,
-    ``Infinity``, numbers out of range (``1e999``) and strings that are not Unicode (a lone
-    surrogate ``\\ud800``, which no UTF-8 encoder can write). ``ValueError`` otherwise."""
-    document = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
-    _encode(document)  # a lone surrogate anywhere, key or value: UnicodeEncodeError
-    return document
-
-
-def _encode(document: object) -> bytes:
-    """The compact UTF-8 JSON of ``document``; ``ValueError`` for what is not JSON."""
-    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+async def _read_body(request: Request, options: ProxyOptions) -> bytes | Refusal:
+    """The body, or the refusal for it (:mod:`enclave.protocol.bodies` reads and parses)."""
+    try:
+        declared = content_length(request.scope["headers"])
+        return await read_body(request.receive, options.body_limit_bytes, declared=declared)
+    except InvalidContentLengthError:
+        return _INVALID_LENGTH
+    except BodyTooLargeError:
+        return _too_large(options)
+    except BodyIncompleteError as exc:
+        raise ClientDisconnect from exc
 
 
 def _new_request_id() -> str:
@@ -342,13 +320,12 @@ def build_proxy_app(
         headers = [
             (name, value) for name, value in request.headers.items() if name not in _REQUEST_DROPPED
         ]
-        try:
-            body = await _read_body(request, options.body_limit_bytes)
-        except _BodyTooLargeError:
-            return _error(_too_large(options), request_id)
+        body = await _read_body(request, options)
+        if isinstance(body, Refusal):
+            return _error(body, request_id)
         if body:  # JSON by its content type (the door refuses any other)
             try:
-                strict_json(body)
+                strictjson.loads(body)
             except (ValueError, RecursionError):
                 return _error(_INVALID_JSON, request_id)
         if "x-request-id" not in request.headers:
@@ -392,13 +369,12 @@ def build_proxy_app(
     async def messages(request: Request) -> Response:
         """``POST /v1/messages``: translated to ``/v1/chat/completions`` and back."""
         request_id = _new_request_id()
+        raw = await _read_body(request, options)
+        if isinstance(raw, Refusal):
+            return _anthropic_refusal(raw, request_id)
         try:
-            raw = await _read_body(request, options.body_limit_bytes)
-        except _BodyTooLargeError:
-            return _anthropic_refusal(_too_large(options), request_id)
-        try:
-            translated = to_openai_request(strict_json(raw))
-            content = _encode(translated.body)
+            translated = to_openai_request(strictjson.loads(raw))
+            content = strictjson.dumps(translated.body)
         except (ValueError, RecursionError):
             return _anthropic_error(400, "invalid_request_error", _INVALID_JSON.message)
         except AnthropicRequestError as exc:
@@ -596,6 +572,9 @@ _INVALID_JSON = Refusal(
     "the body is not valid JSON (NaN, Infinity, numbers out of range and lone surrogates are "
     "not JSON)",
 )
+
+
+_INVALID_LENGTH = Refusal("invalid_content_length", api.ERRORS["invalid_content_length"].message)
 
 
 def _too_large(options: ProxyOptions) -> Refusal:

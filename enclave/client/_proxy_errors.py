@@ -54,7 +54,7 @@ def refusal_for(exc: BaseException, *, through_relay: bool) -> Refusal:
             )
         return Refusal("attestation_unverified", f"endpoint not verified: {exc.reason}")
     if isinstance(exc, GatewayRefused):
-        return _gateway_refusal(exc.status, through_relay)
+        return _gateway_refusal(exc.status, through_relay, exc.code)
     if isinstance(exc, httpx.TimeoutException):
         return Refusal("upstream_timeout", "the endpoint did not answer in time")
     if isinstance(exc, httpx.ConnectError | httpx.NetworkError):
@@ -63,9 +63,15 @@ def refusal_for(exc: BaseException, *, through_relay: bool) -> Refusal:
     return Refusal("upstream_failed", "the encrypted request failed")
 
 
-def _gateway_refusal(status: int, through_relay: bool) -> Refusal:
+def _gateway_refusal(status: int, through_relay: bool, code: str | None = None) -> Refusal:
     if status == 413:
         return Refusal("body_too_large", "the endpoint refused the request body as too large")
+    if status == 503 and code is not None:  # a replica without its key or its replay store
+        return Refusal(
+            "gateway_overloaded",
+            f"the endpoint's OHTTP gateway cannot serve now ({code}); retry later",
+            {"Retry-After": "1"},
+        )
     if status in (429, 503):
         return Refusal(
             "gateway_overloaded",

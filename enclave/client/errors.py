@@ -36,6 +36,10 @@ The client's own ``AttestationFailed.reason`` codes (next to ``attestation.check
   the detail is the ``Retry-After`` seconds;
 - ``report_too_large``: the report is larger than ``MAX_REPORT_BYTES`` (refused while it is
   being read).
+
+A signed policy (``load_signed_policy``, ``--policy-bundle``) is checked before any connection:
+its refusals are ``attestation.errors.VerificationError`` with the ``policy_bundle_*`` codes of
+``attestation.policy_bundle.BundleReason`` (docs/client.md lists them).
 """
 
 from __future__ import annotations
@@ -88,9 +92,13 @@ class ResponseDecryptError(ClientError, httpx.RemoteProtocolError):
 class GatewayRefused(ClientError, httpx.RemoteProtocolError):  # noqa: N818
     """The OHTTP gateway (or the relay) refused the encapsulated request."""
 
-    def __init__(self, status: int) -> None:
-        httpx.RemoteProtocolError.__init__(self, f"the OHTTP gateway answered {status}")
+    def __init__(self, status: int, code: str | None = None) -> None:
+        said = f"the OHTTP gateway answered {status}" + (f" {code}" if code else "")
+        httpx.RemoteProtocolError.__init__(self, said)
         self.status = status
+        #: The gateway's own error code for a refusal about the service's state, e.g.
+        #: ``ohttp_key_unavailable`` or ``replay_store_unavailable`` (replicas); else None.
+        self.code = code
 
 
 class MeasurementsNotPinned(ClientError, ValueError):  # noqa: N818

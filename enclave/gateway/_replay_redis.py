@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import urllib.parse
 from typing import Any
 
@@ -23,6 +24,11 @@ __all__ = ["DEFAULT_REDIS_PREFIX", "RedisReplayStore", "check_redis_url", "redac
 logger = logging.getLogger(__name__)
 
 DEFAULT_REDIS_PREFIX = "enclave:replay:"
+#: Connections to Redis at most; a request waits (up to the timeout) for a free one rather than
+#: failing at once (redis-py's plain pool raises when it is exhausted).
+DEFAULT_MAX_CONNECTIONS = 64
+#: An outage is logged once per this many seconds, not once per refused request.
+_LOG_EVERY_SECONDS = 10.0
 _SCHEMES = ("redis", "rediss", "unix")
 
 
@@ -67,22 +73,27 @@ class RedisReplayStore:
         password: str | None = None,
         prefix: str = DEFAULT_REDIS_PREFIX,
         timeout_seconds: float = 1.0,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         client: Any = None,
     ) -> None:
         check_redis_url(url)
         self._prefix = prefix.encode()
         self._where = redacted_redis_url(url)
+        self._logged_at = -math.inf
         if client is None:
             import redis.asyncio  # imported here: only a replica with a shared store needs it
 
-            client = redis.asyncio.Redis.from_url(
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
                 url,
                 password=password,
+                max_connections=max_connections,
+                timeout=timeout_seconds,  # the wait for a free connection
                 socket_timeout=timeout_seconds,
                 socket_connect_timeout=timeout_seconds,
                 retry_on_timeout=False,
                 health_check_interval=30,
             )
+            client = redis.asyncio.Redis.from_pool(pool)  # owns the pool: aclose closes it
         self._client = client
 
     @property
@@ -97,7 +108,14 @@ class RedisReplayStore:
                 self._prefix + key.hex().encode(), b"1", nx=True, ex=seconds
             )
         except Exception as exc:  # redis errors, OSError, timeouts: all mean "no answer"
-            logger.warning("replay store %s did not answer: %s", self._where, type(exc).__name__)
+            now = time.monotonic()
+            if now - self._logged_at >= _LOG_EVERY_SECONDS:
+                self._logged_at = now
+                logger.warning(
+                    "replay store %s did not answer (%s): OHTTP requests are refused until it does",
+                    self._where,
+                    type(exc).__name__,
+                )
             raise ReplayStoreUnavailableError from exc
         return answer is True
 

@@ -37,6 +37,7 @@ DEFAULT_ALLOWED_ROUTES: Final = frozenset(
 FAILURE_REASONS: Final = (
     "method",  # not POST
     "content_type",  # neither request media type
+    "content_length",  # Content-Length not 1*DIGIT, repeated otherwise, or not the body's
     "body_too_large",  # over the body limit
     "overloaded",  # too many requests in flight
     "unknown_key",  # key ID not held

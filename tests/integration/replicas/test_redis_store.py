@@ -3,6 +3,7 @@ password, and failing closed when the server is gone."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from pathlib import Path
 
@@ -60,3 +61,16 @@ def test_urls_with_credentials_or_other_schemes_are_refused() -> None:
         with pytest.raises(ValueError, match="replay_store") as caught:
             RedisReplayStore(url)
         assert "pw" not in str(caught.value)
+
+
+async def test_a_burst_above_the_pool_size_waits_for_a_connection(tmp_path: Path) -> None:
+    """More requests at once than connections (the gateway admits max_concurrent_streams, 256
+    by default): each waits for a free connection; none is refused. redis-py's plain pool
+    raised MaxConnectionsError past 100, which refused them (503)."""
+    with redis_server(tmp_path) as server:
+        store = RedisReplayStore(server.url, max_connections=16, timeout_seconds=5)
+        keys = [secrets.token_bytes(16) for _ in range(300)]
+        results = await asyncio.gather(*(store.seen_or_add(key, 30) for key in keys))
+        assert all(results)
+        assert not any(await asyncio.gather(*(store.seen_or_add(key, 30) for key in keys)))
+        await store.aclose()

@@ -42,7 +42,13 @@ import pytest
 from attestation.collateral import Collateral
 from attestation.policy import Policy, pinned_policy, policy_to_toml
 from attestation.simulator import SimulatedMeasurements
-from enclave.client import AsyncOhttpTransport, AsyncRaTlsTransport, AttestationFailed, Verifier
+from enclave.client import (
+    AsyncOhttpTransport,
+    AsyncRaTlsTransport,
+    AttestationFailed,
+    GatewayRefused,
+    Verifier,
+)
 from enclave.keybroker import KeyGeneration, derive_generation_keys
 from enclave.protocol import bhttp
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs, encapsulate_request
@@ -556,3 +562,13 @@ def test_redis_gone_refuses_ohttp_never_accepts_unchecked(fleet: Fleet) -> None:
         assert refused.json()["error"]["code"] == "replay_store_unavailable"
     with fleet.plain(0) as client:
         assert client.get("/health").status_code == 200
+
+    async def through_the_relay() -> None:
+        transport = AsyncOhttpTransport(fleet.lb_url, fleet.verifier(), relay_url=fleet.relay_url)
+        async with httpx.AsyncClient(transport=transport, base_url=fleet.lb_url) as client:
+            await client.get("/v1/models/status")
+
+    with pytest.raises(GatewayRefused) as refused_through_relay:
+        asyncio.run(through_the_relay())
+    assert refused_through_relay.value.status == 503
+    assert refused_through_relay.value.code == "replay_store_unavailable"

@@ -34,6 +34,24 @@ def test_gateway_refusals(status: int, relay: bool, code: str, http: int) -> Non
         assert refusal.headers["Retry-After"] == "1"
 
 
+@pytest.mark.parametrize("state", ["ohttp_key_unavailable", "replay_store_unavailable"])
+def test_a_replica_that_cannot_serve_says_why(state: str) -> None:
+    refusal = refusal_for(GatewayRefused(503, state), through_relay=True)
+    assert (refusal.code, refusal.status) == ("gateway_overloaded", 503)
+    assert state in refusal.message
+    assert refusal.headers["Retry-After"] == "1"
+
+
+def test_only_known_state_codes_are_taken_from_a_503() -> None:
+    from enclave.client._messages import gateway_state_code
+
+    body = b'{"error": {"code": "replay_store_unavailable"}}'
+    assert gateway_state_code(503, body) == "replay_store_unavailable"
+    assert gateway_state_code(400, body) is None
+    assert gateway_state_code(503, b'{"error": {"code": "<script>"}}') is None
+    assert gateway_state_code(503, b"not json") is None
+
+
 def test_attestation_failures() -> None:
     limited = refusal_for(AttestationFailed("report_rate_limited", "6"), through_relay=False)
     assert (limited.status, limited.headers["Retry-After"]) == (503, "6")
