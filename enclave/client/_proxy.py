@@ -42,8 +42,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from attestation.receipt import CERTIFICATE_HEADER, EVIDENCE_REQUEST_HEADER
-from attestation.receipt import HEADER as RECEIPT_HEADER
+from attestation.receipt import EVIDENCE_REQUEST_HEADER
 from enclave.client._anthropic import (
     AnthropicRequestError,
     TranslatedRequest,
@@ -157,10 +156,7 @@ def _watcher(upstream: httpx.Response) -> ResponseWatcher | None:
     """A watcher for an answer that should carry a receipt (a 200 from an inference route)."""
     if upstream.status_code != 200 or upstream.request.url.path not in _RECEIPT_PATHS:
         return None
-    sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
-    return ResponseWatcher(
-        upstream.headers.get(RECEIPT_HEADER), sse, upstream.headers.get(CERTIFICATE_HEADER)
-    )
+    return ResponseWatcher.of(upstream)
 
 
 def confidential_headers(endpoint: VerifiedEndpoint) -> dict[str, str]:

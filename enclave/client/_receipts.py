@@ -32,9 +32,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from attestation.evidence import ModelClaim
 from attestation.receipt import (
+    CERTIFICATE_HEADER,
     CERTIFICATE_MEMBER,
+    HEADER,
     MEMBER,
     SSE_MARKER,
     EvidenceBundle,
@@ -45,7 +49,7 @@ from attestation.receipt import (
     decode_receipt,
 )
 from enclave.client._endpoint import VerifiedEndpoint
-from enclave.client._verifier import Verifier
+from enclave.client._verifier import VerifiedCertificate, Verifier, run_sync
 from enclave.client.errors import AttestationFailed
 
 __all__ = ["KEPT_IN_MEMORY", "KeptReceipt", "ReceiptKeeper", "ResponseWatcher"]
@@ -83,6 +87,13 @@ class ResponseWatcher:
         self._line = b""
         self._found: dict[str, object] | None = None
         self.too_large = False
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> ResponseWatcher:
+        """A watcher for ``response`` (its receipt header, whether it streams, its
+        certificate); then :meth:`feed` it the body as it is read, in order."""
+        sse = response.headers.get("content-type", "").startswith("text/event-stream")
+        return cls(response.headers.get(HEADER), sse, response.headers.get(CERTIFICATE_HEADER))
 
     def feed(self, piece: bytes) -> None:
         if not self.too_large:
@@ -153,7 +164,17 @@ class _Basis:
     url: str
 
     @classmethod
-    def of(cls, endpoint: VerifiedEndpoint) -> _Basis:
+    def of(cls, endpoint: VerifiedEndpoint | VerifiedCertificate) -> _Basis:
+        if isinstance(endpoint, VerifiedCertificate):  # an RA-TLS connection's
+            return cls(
+                endpoint.quote_sha256,
+                endpoint.receipt_key_sha256,
+                endpoint.evidence.model,
+                endpoint.certificate_der,
+                endpoint.collateral_json,
+                time.time(),
+                "",
+            )
         return cls(
             endpoint.certificate_quote_sha256,
             endpoint.receipt_key_sha256,
@@ -178,14 +199,16 @@ class ReceiptKeeper:
 
     async def keep(
         self,
-        endpoint: VerifiedEndpoint | None,
+        endpoint: VerifiedEndpoint | VerifiedCertificate | None,
         route: str,
         request: bytes,
         watcher: ResponseWatcher,
         verifier: Verifier | None = None,
     ) -> KeptReceipt:
-        """Check the answer ``watcher`` saw against ``endpoint`` (or against the certificate
-        it carried, verified with ``verifier``) and ``request``; keep it."""
+        """Check the answer ``watcher`` saw against ``endpoint`` (what an OHTTP transport
+        verified, ``attested_endpoint(response)``, or an RA-TLS connection's certificate,
+        ``verified_certificate(response)``; or against the certificate the answer carried,
+        verified with ``verifier``) and ``request``; keep it."""
         receipt: Receipt | None = None
         basis = None
         try:
@@ -195,7 +218,7 @@ class ReceiptKeeper:
             basis = _Basis.of(endpoint)
             receipt.verify_signature()
             if receipt.quote_sha256 != basis.quote_sha256 and watcher.certificate is not None:
-                basis = await _verified_basis(verifier, watcher.certificate, endpoint.url)
+                basis = await _verified_basis(verifier, watcher.certificate, basis.url)
             receipt.check_quote_sha256(basis.quote_sha256)
             receipt.check_key(basis.receipt_key)
             receipt.check_model(basis.model)
@@ -226,6 +249,17 @@ class ReceiptKeeper:
         )
         self.latest.appendleft(kept)
         return kept
+
+    def keep_sync(
+        self,
+        endpoint: VerifiedEndpoint | VerifiedCertificate | None,
+        route: str,
+        request: bytes,
+        watcher: ResponseWatcher,
+        verifier: Verifier | None = None,
+    ) -> KeptReceipt:
+        """:meth:`keep` from synchronous code."""
+        return run_sync(self.keep(endpoint, route, request, watcher, verifier))
 
     def _write(self, receipt: Receipt, basis: _Basis) -> str | None:
         assert self.directory is not None
