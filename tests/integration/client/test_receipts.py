@@ -5,6 +5,7 @@ streamed and whole answers carrying a receipt as before."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -208,3 +209,18 @@ async def test_a_program_keeps_receipts_with_the_library(running: Running, tmp_p
             "--root-ca", str(root), "--insecure-simulated-root",
         )  # fmt: skip
         assert code == 0, out
+
+
+async def test_enclave_verify_prints_the_receipt_key(running: Running) -> None:
+    from tests.integration.client.test_policy_workflow import trust
+
+    code, out, _ = await asyncio.to_thread(
+        run_cli,
+        "verify",
+        running.url,
+        *trust(running, ("insecure_dev_engine", "insecure_allow_simulated_tee")),
+    )
+    assert code == 0, out
+    claim = running.server.receipts.claim.hex()
+    assert f"receipt_key_sha256: {claim}" in out
+    assert "8     receipt key: ok" in out
