@@ -498,6 +498,61 @@ def test_a_rotation_at_the_broker_reaches_every_replica(fleet: Fleet) -> None:
     fleet.generations[:] = [current]
 
 
+def test_receipts_from_each_replica_are_kept_with_that_replicas_certificate(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Through relay and balancer, answers come from replicas other than the one the proxy
+    verified: each receipt names its replica's certificate, which the proxy (asking for it)
+    verifies and keeps; every receipt then verifies offline from the folder alone."""
+    from enclave.client._proxy import ProxyOptions, build_proxy_app
+    from tests.integration.client.conftest import serve
+    from tests.integration.client.test_policy_workflow import run_cli
+
+    for index in range(TRUSTED):
+        with fleet.plain(index) as client:
+            if client.get("/v1/models/status").json()["proxy_status"] != "ready":
+                loaded = client.post(
+                    "/v1/models/load",
+                    json={"model": "tiny"},
+                    headers={"Authorization": f"Bearer {LOAD_TOKEN}"},
+                )
+                assert loaded.status_code in (200, 202), loaded.text
+            wait_until(
+                lambda c=client: c.get("/v1/models/status").json()["proxy_status"] == "ready",
+                "loaded",
+            )
+    kept = tmp_path / "kept"
+
+    async def run() -> list[Any]:
+        transport = AsyncOhttpTransport(fleet.lb_url, fleet.verifier(), relay_url=fleet.relay_url)
+        app = build_proxy_app(
+            transport, options=ProxyOptions(receipts_dir=kept, through_relay=True)
+        )
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "r"}], "max_tokens": 3}
+        async with serve(app) as url, httpx.AsyncClient(timeout=60) as client:
+
+            async def one(stream: bool) -> None:
+                answer = await client.post(
+                    url + "/v1/chat/completions", json={**body, "stream": stream}
+                )
+                assert answer.status_code == 200, answer.text
+
+            await asyncio.gather(*(one(i % 2 == 0) for i in range(24)))
+        return list(app.state.receipts.latest)
+
+    latest = asyncio.run(run())
+    assert len(latest) == 24
+    assert all(item.verified for item in latest), [item.reason for item in latest]
+    evidence = list((kept / "evidence").glob("*.json"))
+    assert len(evidence) >= 2, evidence  # several replicas answered, each kept with its own
+    policy = tmp_path / "policy.toml"
+    policy.write_text(policy_to_toml(fleet_policy()))
+    trust = ("--root-ca", str(fleet.tmp / "platform" / "root_ca.der"), "--insecure-simulated-root")
+    for receipt in sorted((kept / "receipts").glob("rcpt_*.json")):
+        code, out, _ = run_cli("receipt", "verify", str(receipt), "--policy", str(policy), *trust)
+        assert code == 0, out
+
+
 def test_redis_gone_refuses_ohttp_never_accepts_unchecked(fleet: Fleet) -> None:
     config = expected_configs(fleet.generations[0])[0]
     fleet.redis.stop()
