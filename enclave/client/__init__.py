@@ -35,6 +35,7 @@ from enclave.client._verifier import VerifiedCertificate, Verifier
 from enclave.client.errors import (
     AttestationFailed,
     ClientError,
+    ClientReason,
     GatewayRefused,
     MeasurementsNotPinned,
     ResponseDecryptError,
@@ -47,6 +48,7 @@ __all__ = [
     "AsyncRaTlsTransport",
     "AttestationFailed",
     "ClientError",
+    "ClientReason",
     "GatewayRefused",
     "MeasurementsNotPinned",
     "OhttpTransport",

@@ -46,7 +46,7 @@ from attestation.verify import Measurements
 from enclave.client._neterrors import describe_connection_error
 from enclave.client._ratls import AsyncRaTlsTransport, verified_certificate
 from enclave.client._verifier import Verifier, run_sync
-from enclave.client.errors import AttestationFailed
+from enclave.client.errors import AttestationFailed, ClientReason
 from enclave.protocol.api import REPORT_PATH
 from enclave.protocol.errors import ProtocolError
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs
@@ -156,7 +156,8 @@ def check_report_certificate(report_spki_der: bytes, connection_spki_der: bytes)
     """Step 3: the report's certificate holds the key the TLS handshake proved."""
     if not hmac.compare_digest(report_spki_der, connection_spki_der):
         raise AttestationFailed(
-            "report_certificate_mismatch", "the report's certificate is not the connection's"
+            ClientReason.REPORT_CERTIFICATE_MISMATCH,
+            "the report's certificate is not the connection's",
         )
 
 
@@ -165,7 +166,8 @@ def check_ohttp_keys(claims: Claims | None, ohttp_keys: bytes) -> None:
     claimed = None if claims is None else claims.ohttp_keys
     if claimed is None or not hmac.compare_digest(hashlib.sha256(ohttp_keys).digest(), claimed):
         raise AttestationFailed(
-            "ohttp_keys_mismatch", "the served key configurations are not the attested ones"
+            ClientReason.OHTTP_KEYS_MISMATCH,
+            "the served key configurations are not the attested ones",
         )
 
 
@@ -174,22 +176,22 @@ def usable_key_configs(ohttp_keys: bytes) -> tuple[KeyConfig, ...]:
     try:
         configs = preferred_key_configs(decode_key_configs(ohttp_keys))
     except ProtocolError as exc:
-        raise AttestationFailed("ohttp_keys_unusable", type(exc).__name__) from exc
+        raise AttestationFailed(ClientReason.OHTTP_KEYS_UNUSABLE, type(exc).__name__) from exc
     if not configs:
-        raise AttestationFailed("ohttp_keys_unusable", "no supported key configuration")
+        raise AttestationFailed(ClientReason.OHTTP_KEYS_UNUSABLE, "no supported key configuration")
     return configs
 
 
 def _field(document: object, name: str) -> object:
     if not isinstance(document, dict) or name not in document:
-        raise AttestationFailed("report_malformed", f"the report has no {name!r}")
+        raise AttestationFailed(ClientReason.REPORT_MALFORMED, f"the report has no {name!r}")
     return document[name]
 
 
 def _text(document: object, name: str) -> str:
     value = _field(document, name)
     if not isinstance(value, str):
-        raise AttestationFailed("report_malformed", f"{name!r} is not a string")
+        raise AttestationFailed(ClientReason.REPORT_MALFORMED, f"{name!r} is not a string")
     return value
 
 
@@ -204,20 +206,24 @@ class _ReportTransport(AsyncRaTlsTransport):
 async def _read_capped(response: httpx.Response) -> bytes:
     """The report body, refused as soon as it passes MAX_REPORT_BYTES (never buffered whole)."""
     if verified_certificate(response) is None:
-        raise AttestationFailed("not_verified", "the report did not come over RA-TLS")
+        raise AttestationFailed(ClientReason.NOT_VERIFIED, "the report did not come over RA-TLS")
     if response.status_code == 429:  # the report's rate limit: say so, and when to retry
         retry_after = response.headers.get("retry-after", "")
-        raise AttestationFailed("report_rate_limited", retry_after if retry_after.isdigit() else "")
+        raise AttestationFailed(
+            ClientReason.REPORT_RATE_LIMITED, retry_after if retry_after.isdigit() else ""
+        )
     if response.status_code != 200:
-        raise AttestationFailed("report_unavailable", f"status {response.status_code}")
+        raise AttestationFailed(ClientReason.REPORT_UNAVAILABLE, f"status {response.status_code}")
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_REPORT_BYTES:
-        raise AttestationFailed("report_too_large", f"declared {declared} bytes")
+        raise AttestationFailed(ClientReason.REPORT_TOO_LARGE, f"declared {declared} bytes")
     body = bytearray()
     async for piece in response.aiter_bytes():
         body += piece
         if len(body) > MAX_REPORT_BYTES:
-            raise AttestationFailed("report_too_large", f"more than {MAX_REPORT_BYTES} bytes")
+            raise AttestationFailed(
+                ClientReason.REPORT_TOO_LARGE, f"more than {MAX_REPORT_BYTES} bytes"
+            )
     return bytes(body)
 
 
@@ -231,13 +237,17 @@ async def _fetch_report(
         exc.stage = exc.stage or "certificate"
         raise
     except httpx.HTTPError as exc:
-        raise AttestationFailed("endpoint_unreachable", describe_connection_error(exc)) from exc
+        raise AttestationFailed(
+            ClientReason.ENDPOINT_UNREACHABLE, describe_connection_error(exc)
+        ) from exc
     try:
         return response, await _read_capped(response)
     except AttestationFailed:
         raise
     except httpx.HTTPError as exc:
-        raise AttestationFailed("endpoint_unreachable", describe_connection_error(exc)) from exc
+        raise AttestationFailed(
+            ClientReason.ENDPOINT_UNREACHABLE, describe_connection_error(exc)
+        ) from exc
     finally:
         await response.aclose()
 
@@ -269,7 +279,7 @@ async def _attest(
             await session.aclose()
     connection = verified_certificate(response)
     if connection is None:  # checked while streaming; kept for the type checker
-        raise AttestationFailed("not_verified", "the report did not come over RA-TLS")
+        raise AttestationFailed(ClientReason.NOT_VERIFIED, "the report did not come over RA-TLS")
     try:
         document = json.loads(body)
         evidence = bytes.fromhex(_text(document, "evidence"))
@@ -278,7 +288,7 @@ async def _attest(
     except AttestationFailed:
         raise
     except (ValueError, binascii.Error, AttestationError) as exc:
-        raise AttestationFailed("report_malformed", type(exc).__name__) from exc
+        raise AttestationFailed(ClientReason.REPORT_MALFORMED, type(exc).__name__) from exc
     provider = document.get("quote_provider")
     # 3. The report's certificate holds the key the handshake proved.
     check_report_certificate(report_certificate.spki_der, connection.spki_der)
