@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -36,6 +37,7 @@ __all__ = [
     "ServiceSettings",
     "SettingsError",
     "TeeChoice",
+    "data_plane_workers",
     "insecure_settings",
     "insecure_warnings",
     "load_settings",
@@ -190,6 +192,13 @@ class ServiceSettings(BaseSettings):
     ohttp_key_dstack_path: str = Field(default="enclave/ohttp", min_length=1, max_length=200)
     ohttp_key_refresh_seconds: float = Field(default=300.0, ge=1)
 
+    # Data-plane workers (docs/service.md, "More than one core"). 1: one process serves
+    # everything (as before). N > 1: N worker processes accept on the port (SO_REUSEPORT), each
+    # with the TLS listener, the relay, the gateway and its own engine client; one owner keeps
+    # the lifecycle, the keys and certificates, the management API, and pushes every change to
+    # them. 0: one per core less one for the owner, at least 1.
+    data_plane_workers: int = Field(default=0, ge=0, le=256)
+
     # Logging.
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -262,6 +271,15 @@ class ServiceSettings(BaseSettings):
     def padding_bucket(self) -> int:
         """The bucket every padded piece is rounded up to; 0 when padding is off."""
         return 0 if self.insecure_no_stream_padding else self.stream_padding_bytes
+
+
+def data_plane_workers(settings: ServiceSettings) -> int:
+    """How many data-plane worker processes ``settings`` asks for (1: the single process); 0
+    resolves to one per core less one for the owner, at least 1."""
+    if settings.data_plane_workers > 0:
+        return settings.data_plane_workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max((cores or 1) - 1, 1)
 
 
 def _is_loopback(host: str) -> bool:

@@ -24,13 +24,13 @@ boot options.
 
 from __future__ import annotations
 
+import hashlib
+
 from attestation.measure._events import (
     EFI_GLOBAL_VARIABLE,
     EFI_IMAGE_SECURITY_DATABASE,
     MeasuredEvent,
-    action,
     efi_variable,
-    separator,
     sha384,
     utf16_cmdline,
 )
@@ -124,18 +124,34 @@ def qemu_patched_kernel(
     return bytes(image)
 
 
-def firmware_boot_events(application: list[MeasuredEvent]) -> tuple[MeasuredEvent, ...]:
-    """RTMR1 as the firmware's boot manager extends it around the EFI applications it runs."""
-    return (
-        *application[:1],
-        MeasuredEvent(4, f"EV_EFI_ACTION {_CALLING!r}", action(_CALLING)),
-        MeasuredEvent(4, "EV_SEPARATOR", separator()),
-        *application[1:],
-        *(
-            MeasuredEvent(5, f"EV_EFI_ACTION {text!r}", action(text))
-            for text in _EXIT_BOOT_SERVICES
-        ),
+def firmware_boot_events(
+    application: list[MeasuredEvent],
+    algorithm: str = "sha384",
+    *,
+    loaded_before_boot_manager: bool = False,
+) -> tuple[MeasuredEvent, ...]:
+    """RTMR1 as the firmware extends it around the EFI applications it runs: at ReadyToBoot
+    "Calling EFI Application from Boot Option" and the separator, then the applications the
+    boot option loads, and at ExitBootServices its two actions. A kernel QEMU hands over for
+    a direct boot is loaded (and measured) before ReadyToBoot
+    (``loaded_before_boot_manager``). Every boot option that fails before the one that boots
+    adds "Returning from EFI Application from Boot Option" and another "Calling ...": a shape
+    must boot its first option."""
+
+    def digest(data: bytes) -> bytes:
+        return hashlib.new(algorithm, data).digest()
+
+    ready_to_boot = (
+        MeasuredEvent(4, f"EV_EFI_ACTION {_CALLING!r}", digest(_CALLING.encode())),
+        MeasuredEvent(4, "EV_SEPARATOR", digest(bytes(4))),
     )
+    exit_boot_services = tuple(
+        MeasuredEvent(5, f"EV_EFI_ACTION {text!r}", digest(text.encode()))
+        for text in _EXIT_BOOT_SERVICES
+    )
+    if loaded_before_boot_manager:
+        return (*application, *ready_to_boot, *exit_boot_services)
+    return (*ready_to_boot, *application, *exit_boot_services)
 
 
 def direct_kernel_events(
@@ -172,26 +188,39 @@ def direct_kernel_digest_events(
         kernel_authenticode,
     )
     return (
-        *firmware_boot_events([kernel_event]),
+        *firmware_boot_events([kernel_event], loaded_before_boot_manager=True),
         MeasuredEvent(8, f"EV_EVENT_TAG kernel command line {cmdline}", cmdline_digest),
         MeasuredEvent(9, f"EV_EVENT_TAG initrd {initrd}", initrd_digest),
     )
 
 
-def uki_events(uki: bytes) -> tuple[MeasuredEvent, ...]:
-    """RTMR1 and RTMR2 of a UKI booted from disk by the firmware (systemd-stub)."""
+def uki_events(
+    uki: bytes, *, kernel_measures_initrd: bool = False, algorithm: str = "sha384"
+) -> tuple[MeasuredEvent, ...]:
+    """RTMR1 and RTMR2 of a UKI booted from disk by the firmware (systemd-stub).
+
+    ``kernel_measures_initrd``: the kernel's EFI stub also measures the command line it was
+    given (LoadOptions: UTF-16LE with its NUL) and the initrd into PCR 9 (-> RTMR2), as Linux
+    does through TCG2 and, in newer kernels than Debian 12's 6.1, through the CC protocol too.
+    ``algorithm``: the digest (``sha256`` compares with a TPM's SHA-256 bank)."""
+
+    def digest(data: bytes) -> bytes:
+        return hashlib.new(algorithm, data).digest()
+
     image = parse_pe(uki)
     linux = image.section(".linux")
     if linux is None:
         raise MeasureError("not a UKI: no .linux section")
     loaded = [
         MeasuredEvent(
-            4, "EV_EFI_BOOT_SERVICES_APPLICATION UKI, Authenticode", authenticode_digest(uki)
+            4,
+            "EV_EFI_BOOT_SERVICES_APPLICATION UKI, Authenticode",
+            authenticode_digest(uki, algorithm),
         ),
         MeasuredEvent(
             4,
             "EV_EFI_BOOT_SERVICES_APPLICATION .linux (kernel) via LoadImage, Authenticode",
-            authenticode_digest(linux),
+            authenticode_digest(linux, algorithm),
         ),
     ]
     stub: list[MeasuredEvent] = []
@@ -199,9 +228,15 @@ def uki_events(uki: bytes) -> tuple[MeasuredEvent, ...]:
         data = image.section(name)
         if data is None:
             continue
-        stub.append(MeasuredEvent(11, f"EV_IPL section name {name}", sha384(name.encode() + b"\0")))
-        stub.append(MeasuredEvent(11, f"EV_IPL section {name} ({len(data)} bytes)", sha384(data)))
-    return (*firmware_boot_events(loaded), *stub)
+        stub.append(MeasuredEvent(11, f"EV_IPL section name {name}", digest(name.encode() + b"\0")))
+        stub.append(MeasuredEvent(11, f"EV_IPL section {name} ({len(data)} bytes)", digest(data)))
+    cmdline, initrd = image.section(".cmdline"), image.section(".initrd")
+    if kernel_measures_initrd and cmdline is not None:
+        options = cmdline.decode("utf-8", "replace").encode("utf-16-le") + b"\0\0"
+        stub.append(MeasuredEvent(9, "EV_EVENT_TAG LOADED_IMAGE::LoadOptions", digest(options)))
+    if kernel_measures_initrd and initrd is not None:
+        stub.append(MeasuredEvent(9, "EV_EVENT_TAG Linux initrd", digest(initrd)))
+    return (*firmware_boot_events(loaded, algorithm), *stub)
 
 
 def secure_boot_events() -> tuple[MeasuredEvent, ...]:

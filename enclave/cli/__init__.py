@@ -144,6 +144,7 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "_serve",
     "_attest",
     "_verify",
+    "_receipt",
     "_proxy",
     "_relay",
     "_models",

@@ -107,7 +107,9 @@ def _run(args: argparse.Namespace) -> int:
             )
             source = f"direct kernel boot of {args.kernel.name}"
         else:
-            image = uki_events(_read(args.uki, "UKI"))
+            image = uki_events(
+                _read(args.uki, "UKI"), kernel_measures_initrd=args.kernel_measures_initrd
+            )
             source = f"UKI {args.uki.name} booted from disk"
         events = (*rtmr0_events(shape, firmware), *image)
         mrtd = _mrtd(args, shape, firmware)
@@ -180,6 +182,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     uki = boots.add_parser("uki", help="a UKI booted from disk by the firmware (systemd-stub)")
     _common(uki)
     uki.add_argument("--uki", type=Path, required=True, metavar="FILE", help="the UKI (.efi)")
+    uki.add_argument(
+        "--kernel-measures-initrd",
+        action="store_true",
+        help="the kernel's EFI stub measures its command line and the initrd into PCR 9 "
+        "(RTMR2) through the CC protocol (kernels newer than Debian 12's 6.1)",
+    )
     uki.set_defaults(handler=_run)
     mrtd = boots.add_parser("mrtd", help="MRTD of a TDVF firmware image")
     mrtd.add_argument("--firmware", type=Path, required=True, metavar="FILE", help="OVMF.fd")

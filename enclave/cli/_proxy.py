@@ -19,6 +19,8 @@ HOST:PORT``), ``--compat`` / ``ENCLAVE_PROXY_COMPAT``, ``--body-limit-bytes`` /
 ones; comma-separated), ``--allowed-origin`` / ``ENCLAVE_PROXY_ALLOWED_ORIGINS`` (browser
 origins served; none by default), ``ENCLAVE_PROXY_TOKEN`` (an access token every request must
 carry as ``Authorization: Bearer`` or ``x-api-key``; environment only, never a flag),
+``--receipts`` / ``ENCLAVE_PROXY_RECEIPTS`` (a folder where each answer's receipt is kept with
+the evidence it was verified against, for ``enclave receipt verify``; none by default),
 ``--max-connections`` / ``ENCLAVE_PROXY_MAX_CONNECTIONS`` (256: the connection pool to the
 endpoint; each streamed answer holds one connection while it streams).
 """
@@ -47,7 +49,12 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from enclave.cli._listen import is_loopback, parse_listen
-from enclave.cli._verify import InputError, add_verifier_arguments, verifier_from_args
+from enclave.cli._verify import (
+    InputError,
+    _trust_description,
+    add_verifier_arguments,
+    verifier_from_args,
+)
 from enclave.client import AsyncOhttpTransport
 from enclave.client._proxy import (
     CHALLENGE_HEADER,
@@ -85,6 +92,8 @@ class ProxySettings(BaseSettings):
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
     token: SecretStr | None = Field(default=None, min_length=16)
+    # Where each answer's receipt is kept with its evidence (enclave.client._receipts).
+    receipts: Path | None = None
     # The pool to the endpoint: each streamed answer holds a connection while it streams.
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1, le=100_000)
 
@@ -202,6 +211,14 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         "ENCLAVE_PROXY_ALLOWED_ORIGINS; default none: any request with an Origin is refused)",
     )
     parser.add_argument(
+        "--receipts",
+        type=Path,
+        metavar="DIR",
+        help="keep each answer's receipt in DIR/receipts/<id>.json with the evidence it was "
+        "verified against in DIR/evidence/<quote>.json, for `enclave receipt verify` without "
+        "the service (ENCLAVE_PROXY_RECEIPTS; default none: checked, kept in memory only)",
+    )
+    parser.add_argument(
         "--insecure-listen-public",
         action="store_true",
         default=None,
@@ -227,6 +244,7 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         "max_connections": args.max_connections,
         "allowed_hosts": None if args.allowed_hosts is None else tuple(args.allowed_hosts),
         "allowed_origins": None if args.allowed_origins is None else tuple(args.allowed_origins),
+        "receipts": args.receipts,
     }
     if args.listen is not None:
         try:
@@ -259,6 +277,12 @@ def _checked(args: argparse.Namespace) -> tuple[ProxySettings, dict[str, str]]:
     if not args.url.startswith("https://"):
         raise InputError("URL must be https://")
     verifier_from_args(args)  # the policy file: readable, valid, pinning the measurements
+    if settings.receipts is not None:
+        try:
+            for sub in ("receipts", "evidence"):
+                (settings.receipts / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise InputError(f"--receipts: cannot use {settings.receipts}: {exc.strerror}") from exc
     relay_headers: dict[str, str] = {}
     if args.relay_key_env:
         key = os.environ.get(args.relay_key_env)
@@ -292,12 +316,16 @@ def _run(args: argparse.Namespace) -> int:
     allowed_hosts = settings.allowed_hosts
     if not is_loopback(settings.host) and settings.host not in ("0.0.0.0", "::"):  # noqa: S104
         allowed_hosts = (*allowed_hosts, settings.host)  # the address it was asked to serve
+    anchor, collateral = _trust_description(args)
     options = ProxyOptions(
         body_limit_bytes=settings.body_limit_bytes,
         through_relay=args.relay is not None,
         allowed_hosts=allowed_hosts,
         allowed_origins=settings.allowed_origins,
         token=settings.token_value,
+        receipts_dir=settings.receipts,
+        trust_anchor=anchor,
+        collateral_source=collateral,
     )
     app = build_proxy_app(transport, compat=settings.compat, options=options)
     logger.warning(
@@ -419,6 +447,8 @@ def _run_argv(args: argparse.Namespace, settings: ProxySettings) -> list[str]:
         argv += ["--allowed-host", host]
     for origin in settings.allowed_origins:
         argv += ["--allowed-origin", origin]
+    if settings.receipts is not None:
+        argv += ["--receipts", str(settings.receipts.resolve())]
     for flag, value in (
         ("--relay", args.relay),
         ("--relay-key-env", args.relay_key_env),

@@ -64,6 +64,14 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--shutdown-grace", "shutdown_grace_seconds", float, "drain time on SIGTERM, seconds"),
     ("--load-timeout", "load_timeout_seconds", float, "model load timeout, seconds"),
     (
+        "--data-plane-workers",
+        "data_plane_workers",
+        int,
+        "data-plane worker processes on the port, each with its own TLS listener, relay, "
+        "gateway and engine client, next to one owner of the keys, certificates and lifecycle "
+        "(1: one process serves everything; 0: one per core less one, at least 1)",
+    ),
+    (
         "--stream-padding-bytes",
         "stream_padding_bytes",
         int,

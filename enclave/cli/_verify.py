@@ -220,6 +220,11 @@ def _policy_file(args: argparse.Namespace) -> Policy:
         identity.repository,
         signed.release_ref,
     )
+    args.signed_policy = {
+        "version": signed.version,
+        "signer": f"{identity.repository_uri}/{identity.workflow}@{signed.release_ref}",
+        "sha256": signed.subject_sha256.hex(),
+    }
     return signed.policy
 
 
@@ -359,13 +364,17 @@ def _verify(args: argparse.Namespace) -> int:
     )
     facts = {**document.to_json_dict(), "facts": endpoint.to_json_dict()}
     saved = ""
+    signed = getattr(args, "signed_policy", None)
+    if signed is not None:
+        facts["signed_policy"] = signed
+        saved = f"policy: version {signed['version']}, signed by {signed['signer']}\n"
     if args.save_policy is not None:
         try:
             _save_policy(args.save_policy, endpoint, verifier.policy.insecure_accept_service)
         except InputError as exc:
             return _input_error(args, str(exc))
         facts["saved_policy"] = str(args.save_policy)
-        saved = f"policy pinning these measurements written to {args.save_policy}\n"
+        saved += f"policy pinning these measurements written to {args.save_policy}\n"
     _emit(args, facts, document.render() + _facts_text(endpoint) + saved)
     return 0
 

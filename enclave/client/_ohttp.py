@@ -389,6 +389,11 @@ class AsyncOhttpTransport(httpx.AsyncBaseTransport):
         return self._common.url
 
     @property
+    def verifier(self) -> Verifier:
+        """The verifier (and so the policy) every endpoint verification uses."""
+        return self._common.verifier
+
+    @property
     def endpoint(self) -> VerifiedEndpoint | None:
         return self._common.endpoint
 

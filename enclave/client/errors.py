@@ -27,6 +27,7 @@ The client's own ``AttestationFailed.reason`` codes (next to ``attestation.check
 - ``report_certificate_mismatch``: the report's certificate is not the connection's;
 - ``ohttp_keys_mismatch``: the served key configurations do not hash to the ``ohttp-keys`` claim;
 - ``ohttp_keys_unusable``: no key configuration this client can encrypt to;
+- ``receipt_key_mismatch``: the report's ``receipt-key`` claim is not the certificate's;
 - ``collateral_unavailable``: the collateral source failed;
 - ``not_tls`` / ``not_verified``: an http:// URL, or a response that did not come over a
   verified RA-TLS connection;
@@ -77,6 +78,7 @@ class ClientReason(StrEnum):
     REPORT_RATE_LIMITED = "report_rate_limited"
     REPORT_TOO_LARGE = "report_too_large"
     GPU_EVIDENCE_UNAVAILABLE = "gpu_evidence_unavailable"
+    RECEIPT_KEY_MISMATCH = "receipt_key_mismatch"
 
     #: Every code (derived from the members).
     ALL: ClassVar[frozenset[str]]

@@ -143,6 +143,11 @@ class OhttpGateway:
         self._in_flight = 0
         self._app: ASGIApp | None = None
 
+    @property
+    def replay_cache(self) -> ReplayCache:
+        """The reference time of this gateway (and, without a shared store, its replay set)."""
+        return self._replay
+
     def set_app(self, app: ASGIApp) -> None:
         self._app = app
 
@@ -283,13 +288,18 @@ class OhttpGateway:
         if refusal is not None:
             stream = bhttp.StreamingResponseEncoder()
             head = stream.head(refusal.status, refusal.headers)
-            body = stream.body(refusal.content) + stream.end()
+            body = self._padded_tail(stream.body(refusal.content) + stream.end())
             sealed = (
                 encoder.header + encoder.seal_chunk(head) + encoder.seal_chunk(body, final=True)
             )
             await send({"type": "http.response.body", "body": sealed, "more_body": False})
             return
         await self._stream(request, scope, receive, send, encoder)
+
+    def _padded_tail(self, tail: bytes) -> bytes:
+        """A whole refusal's content and end, with zero padding (RFC 9292 section 3.8) to
+        the size bucket: the refusal's size is the bucket, not its reason."""
+        return tail + bytes(bhttp_padding(len(tail), self.limits.padding))
 
     async def _accept(
         self, plaintext: bytes, enc: bytes, key_id: int
@@ -440,7 +450,7 @@ class OhttpGateway:
             _log_failure("inner request failed before its response started", exc)
             failed = inner_json_error("internal_error")
             head = stream.head(failed.status, failed.headers)
-            tail = stream.body(failed.content) + stream.end()
+            tail = self._padded_tail(stream.body(failed.content) + stream.end())
             await emit(encoder.header + seal(head) + seal(tail, final=True), more=False)
             return
         headers = _inner_headers(start.headers)

@@ -419,8 +419,14 @@ class Listener:
             _timed_out(f"handshake_failed:{type(exc).__name__}")
 
 
-def bind_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
-    """Listening sockets for ``host`` (every address it resolves to) and ``port``."""
+def bind_sockets(
+    host: str, port: int, backlog: int, *, reuse_port: bool = False, listen: bool = True
+) -> list[socket.socket]:
+    """Listening sockets for ``host`` (every address it resolves to) and ``port``.
+
+    ``reuse_port``: with ``SO_REUSEPORT``, so that the data-plane workers each listen on the
+    same port and the kernel spreads connections across them; ``listen=False`` only binds
+    (the owner of the workers holds the port that way and takes no connection)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     seen: set[tuple[int, Any]] = set()
@@ -432,10 +438,13 @@ def bind_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
-            sock.listen(backlog)
+            if listen:
+                sock.listen(backlog)
             sock.setblocking(False)
     except OSError:
         for sock in sockets:

@@ -102,6 +102,7 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "too_many_streams": _e(429, "too many concurrent requests; retry later"),
     "overloaded": _e(503, "the service is busy; retry later"),
     "service_stopping": _e(503, "the service is stopping"),
+    "owner_unavailable": _e(503, "the service's owner process did not answer; retry later"),
     "rate_limited": _e(429, "too many attestation reports; retry after Retry-After seconds"),
     "too_many_token_failures": _e(
         429, "too many failed token attempts; retry after Retry-After seconds"

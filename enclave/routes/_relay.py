@@ -29,12 +29,22 @@
 - Other (non-SSE) bodies are relayed as they arrive; a failure mid-body leaves the response
   incomplete (the connection is closed without the final chunk, or short of its
   Content-Length), so a client can never mistake it for a complete body.
+- Receipts (``RelayContext.receipt``, :mod:`enclave._receipts`): a streamed answer gets its
+  signed receipt in one event just before ``data: [DONE]``, in the same body message as
+  ``[DONE]`` (the final OHTTP chunk), also after an error event; the hash covers the events
+  as the engine wrote them, before padding (padding comment lines are not covered anyway). A
+  non-streamed answer is read whole first (the receipt covers it), then sent with the
+  ``enclave-receipt`` header and, when it is a JSON object, the ``enclave_receipt`` member
+  (then its padding). An engine failure before such a body was sent is answered ``502
+  engine_error`` instead of an incomplete body.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -43,8 +53,12 @@ from dataclasses import dataclass
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from attestation.receipt import HEADER as RECEIPT_HEADER
+from attestation.receipt import SseDataDigest, attach_member, json_member_base
+from enclave._receipts import RequestReceipt, receipt_event
 from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.metrics import ServiceMetrics
+from enclave.protocol.api import error_body
 from enclave.protocol.padding import json_padding, keep_alive, pad_events, padded_length
 from enclave.routes._errors import sse_error_event
 
@@ -90,6 +104,8 @@ class RelayContext:
     #: The size bucket every piece is padded to (0: none), and the fixed cadence (None: none).
     padding: int = 0
     cadence: float | None = None
+    #: The answer's receipt in the making; None: no receipt (a service without a receipt key).
+    receipt: RequestReceipt | None = None
 
 
 class Relay(Response):
@@ -123,14 +139,22 @@ class Relay(Response):
         self._stats = context.metrics.stream_stats(context.route)
         self._error_seen = False
         self._done_seen = False
+        self._receipt = context.receipt
+        self._digest = SseDataDigest() if self._receipt is not None and self._sse else None
+        self._first_event: dict[str, object] | None = None
+        #: Non-streamed answers with a receipt are read whole, then sent with it.
+        self._whole = self._receipt is not None and not self._sse
+        self._started = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = "engine_failed"
         try:
-            await send(
-                {"type": "http.response.start", "status": 200, "headers": self._start_headers}
-            )
+            if not self._whole:
+                await self._start(send, self._start_headers)
             outcome = await self._race(receive, send)
+            if not self._started:  # a whole body never came: say so instead of nothing
+                await self._start(send, _ERROR_HEADERS, status=502)
+                await send({"type": "http.response.body", "body": error_body("engine_error")})
         finally:
             await self._close_upstream()
             self._ctx.metrics.stream_outcome(self._ctx.route, outcome)
@@ -143,6 +167,12 @@ class Relay(Response):
                 self._events,
                 time.monotonic() - self._ctx.started,
             )
+
+    async def _start(
+        self, send: Send, headers: list[tuple[bytes, bytes]], status: int = 200
+    ) -> None:
+        self._started = True
+        await send({"type": "http.response.start", "status": status, "headers": headers})
 
     async def _race(self, receive: Receive, send: Send) -> str:
         pump = asyncio.create_task(self._pump(send))
@@ -169,6 +199,8 @@ class Relay(Response):
                 return await self._pump_at_cadence(send, self._ctx.cadence)
             if self._sse:
                 return await self._pump_events(send)
+            if self._whole:
+                return await self._pump_whole(send)
             while data := await self._upstream.read():
                 self._body_bytes += len(data)
                 await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -186,6 +218,29 @@ class Relay(Response):
             await self._end_with_error(send, "engine_stream_failed")
             return "engine_failed"
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return "completed"
+
+    async def _pump_whole(self, send: Send) -> str:
+        """A non-streamed answer: read whole, signed, sent with its receipt (then padded)."""
+        pieces = []
+        while data := await self._upstream.read():
+            pieces.append(data)
+        body = b"".join(pieces)
+        headers = [h for h in self._start_headers if h[0] != b"content-length"]
+        assert self._receipt is not None
+        stripped = json_member_base(body)
+        if stripped.startswith(b"{") and stripped.endswith(b"}"):
+            receipt = self._receipt.sign(hashlib.sha256(stripped).digest(), "json-member")
+        else:  # not a JSON object: the receipt covers the exact body, sent as it came
+            receipt = self._receipt.sign(hashlib.sha256(body).digest(), "body")
+        attached = body if receipt is None else attach_member(body, receipt) or body
+        if receipt is not None:
+            headers.append((RECEIPT_HEADER.encode(), receipt.header_value.encode("ascii")))
+        if self._pad_json:
+            attached += json_padding(len(attached), self._pad_json)
+        headers.append((b"content-length", str(len(attached)).encode("ascii")))
+        await self._start(send, headers)
+        await send({"type": "http.response.body", "body": attached, "more_body": False})
         return "completed"
 
     async def _pump_at_cadence(self, send: Send, cadence: float) -> str:
@@ -299,7 +354,29 @@ class Relay(Response):
             self._done_seen = self._done_seen or done
             if _starts_an_event(piece, _ERROR_PREFIX):
                 self._error_seen = True
+            if self._digest is not None:
+                if self._first_event is None:
+                    self._first_event = _first_event(piece)
+                if done:
+                    piece = self._with_receipt(piece)
+        if self._digest is not None and not (events and done):
+            self._digest.update(piece)
         await self._send_events(send, piece, whole=events > 0)
+
+    def _with_receipt(self, piece: bytes) -> bytes:
+        """``piece`` (ending with ``[DONE]``) with the receipt event inserted before it."""
+        at = 0 if piece.startswith(_DONE_PREFIX) else piece.find(b"\n" + _DONE_PREFIX) + 1
+        head, tail = piece[:at], piece[at:]
+        return head + self._receipt_event(head) + tail
+
+    def _receipt_event(self, head: bytes = b"") -> bytes:
+        """The receipt event over everything relayed so far and ``head`` (once per answer)."""
+        if self._digest is None or self._receipt is None:
+            return b""
+        self._digest.update(head)
+        receipt = self._receipt.sign(self._digest.digest(), "sse-lines")
+        self._digest = None
+        return b"" if receipt is None else receipt_event(receipt, self._first_event)
 
     async def _send_events(self, send: Send, piece: bytes, *, whole: bool = True) -> None:
         """One message of events, padded to the bucket when it starts at an event boundary
@@ -310,14 +387,30 @@ class Relay(Response):
 
     async def _end_with_error(self, send: Send, code: str) -> None:
         # Two events, two messages: the gateway seals each one as its own chunk.
-        await self._send_events(send, sse_error_event(code))
-        await self._send_events(send, DONE_EVENT)
+        error = sse_error_event(code)
+        await self._send_events(send, error)
+        await self._send_events(send, self._receipt_event(error) + DONE_EVENT)
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _close_upstream(self) -> None:
         # Shielded: a cancelled request must still drop its engine connection.
         with contextlib.suppress(EngineError, OSError):
             await asyncio.shield(self._upstream.aclose())
+
+
+_ERROR_HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+
+
+def _first_event(piece: bytes) -> dict[str, object] | None:
+    """The first event's JSON object (for the receipt event to copy its id, model...)."""
+    line = piece.split(b"\n", 1)[0]
+    if not line.startswith(b"data: {"):
+        return None
+    try:
+        document = json.loads(line[6:])
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None
 
 
 async def _wait_disconnect(receive: Receive) -> None:

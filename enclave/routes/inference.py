@@ -5,7 +5,9 @@ Per request, in order: a stream slot (else 429 ``too_many_streams``: requests ar
 queued, so a saturated service answers at once and the client decides when to retry); the
 content type (415); the body limit (413); JSON with a string ``model`` (400); a ready model
 (503 ``model_not_ready``) that is the one named (404 ``model_not_found``); then the engine.
-Only ``model``, ``stream`` and ``cache_salt`` are read; the body goes to the engine byte for byte
+Refusals and whole answers are padded to the size bucket with trailing spaces
+(:mod:`enclave.protocol.padding`), streams by the relay. Only ``model``, ``stream`` and
+``cache_salt`` are read; the body goes to the engine byte for byte
 but for the prefix-cache salt the service sets itself (:mod:`enclave._cache_salt`: a
 client's ``cache_salt`` is replaced; the ``x-cache-isolation-key`` header chooses a shared
 domain, 400 ``invalid_cache_isolation_key`` when malformed).
@@ -40,6 +42,7 @@ from enclave.protocol.bodies import (
     content_length,
     read_body,
 )
+from enclave.protocol.padding import json_padding
 from enclave.routes._access import annotate
 from enclave.routes._access import request_id as access_request_id
 from enclave.routes._errors import ApiError, error_response
@@ -83,12 +86,28 @@ async def _handle(service: Service, path: str, request: Request) -> Response:
             service.metrics.stream_ended()
 
     relay: Response | None = None
+    bucket = service.settings.service.padding_bucket
     try:
         relay = await _pass_through(service, path, request, end)
-        return relay
+        return relay if isinstance(relay, Relay) else _padded(relay, bucket)
+    except ApiError as exc:
+        # Answered here rather than by the app's handler: a refusal is a whole answer too, and
+        # its size (an engine's message may quote the request's lengths) is padded like one.
+        annotate(request.scope, reason=exc.code)
+        return _padded(error_response(exc.code, param=exc.param, headers=exc.headers), bucket)
     finally:
         if not isinstance(relay, Relay):
             end()
+
+
+def _padded(response: Response, bucket: int) -> Response:
+    """A whole JSON answer with spaces to its size bucket (JSON allows them after the value)."""
+    body = bytes(response.body)
+    padding = json_padding(len(body), bucket)
+    if padding:
+        response.body = body + padding
+        response.headers["content-length"] = str(len(response.body))
+    return response
 
 
 async def _pass_through(
@@ -133,6 +152,8 @@ async def _pass_through(
         annotate(request.scope, reason="engine_rejected" if refused else "engine_error")
         return await _engine_refusal(upstream, request_id, path)
     logger.info("request %s on %s: relaying (%d bytes in)", request_id, path, len(body))
+    issuer = service.receipts
+    receipt = None if issuer is None else issuer.for_request(path, body, status)
     context = RelayContext(
         route=OHTTP_INNER_ROUTE if through_gateway(request.scope) else path,
         request_id=request_id,
@@ -142,6 +163,7 @@ async def _pass_through(
         on_end=end,
         stall_timeout=service.settings.service.engine_stall_timeout_seconds,
         first_token_timeout=service.settings.service.engine_first_token_timeout_seconds,
+        receipt=receipt,
         padding=service.settings.service.padding_bucket,
         cadence=_cadence(service.settings.service.stream_cadence_ms),
     )

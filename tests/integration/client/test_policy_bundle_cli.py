@@ -77,6 +77,13 @@ async def test_verify_uses_a_signed_policy_and_refuses_an_older_one(
     assert document["verified"] is True
     assert document["measurements_pinned"] is True
     assert json.loads(version_state_path(client.policy).read_text())["version"] == 5
+    assert document["signed_policy"]["version"] == 5
+    assert document["signed_policy"]["signer"] == (
+        "https://github.com/owner/enclave/.github/workflows/release.yml@refs/tags/v1.0.0"
+    )
+    code, out, _ = await asyncio.to_thread(run_cli, "verify", running.url, *client.args())
+    assert code == 0
+    assert "policy: version 5, signed by https://github.com/owner/enclave/" in out
 
     client.publish(4)  # an older release, genuinely signed: a rollback
     code, document = await client.verify()

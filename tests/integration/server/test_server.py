@@ -174,8 +174,9 @@ async def test_an_engine_crash_mid_stream_is_an_encrypted_error_then_the_final_c
     inner = bhttp.decode_response(result.plaintext)
     content = strip_event_padding(inner.content)
     events = [e for e in content.split(b"\n\n") if e.startswith(b"data: {")]
-    assert b"error" in events[-1]
-    error = json.loads(events[-1][len(b"data: ") :])["error"]
+    assert events[-1].startswith(b'data: {"enclave_receipt":')  # signed, after the error
+    assert b"error" in events[-2]
+    error = json.loads(events[-2][len(b"data: ") :])["error"]
     assert error["code"]
 
 

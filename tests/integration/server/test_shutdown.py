@@ -139,7 +139,8 @@ async def test_streams_open_past_the_grace_end_with_the_error_event(tmp_path: Pa
     for events in (plain_events, sealed_events):
         assert len(events) < LONG  # cut short, not drained to the end
         assert events[-1] == b"data: [DONE]"
-        error = json.loads(events[-2][len(b"data: ") :])["error"]
+        assert events[-2].startswith(b'data: {"enclave_receipt":')  # signed, after the error
+        error = json.loads(events[-3][len(b"data: ") :])["error"]
         assert error["code"] == "model_unloaded"
     assert inner.status == 200
     assert (status, json.loads(cut_body)["error"]["code"]) == (503, "service_stopping")

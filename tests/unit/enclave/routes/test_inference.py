@@ -237,3 +237,28 @@ async def test_body_over_the_limit_is_413(make_harness: MakeHarness, declare_len
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
     assert harness.engine.requests == []
+
+
+async def test_refusals_are_padded_to_the_bucket(make_harness: MakeHarness) -> None:
+    """A refusal is a whole answer: its size, which an engine's message could make depend on
+    the request (lengths it quotes), is a whole number of buckets too."""
+    harness = await ready(make_harness)
+    sizes = []
+    for words in (1, 40):
+        message = "context too long: " + "x " * words
+
+        async def handler(_: httpx.Request, message: str = message) -> httpx.Response:
+            error = {"error": {"message": message, "type": "BadRequestError", "code": 400}}
+            return httpx.Response(400, json=error)
+
+        harness.engine.handler = handler
+        refused = await harness.client.post(CHAT, json=chat_body())
+        assert refused.status_code == 400
+        assert refused.json()["error"]["message"] == message
+        sizes.append(len(refused.content))
+    unknown = await harness.client.post(CHAT, json=chat_body(model="other"))
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "model_not_found"
+    sizes.append(len(unknown.content))
+    assert [size % 256 for size in sizes] == [0, 0, 0]
+    assert int(unknown.headers["content-length"]) == sizes[-1]
