@@ -33,6 +33,7 @@ import hmac
 import json
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import httpx
 
@@ -42,7 +43,7 @@ from attestation.evidence import Claims, ModelClaim
 from attestation.gpu import VerifiedGpu
 from attestation.policy import Policy
 from attestation.ratls import parse_certificate
-from attestation.verify import Measurements
+from attestation.verify import EvidenceStep, Measurements
 from enclave.client._neterrors import describe_connection_error
 from enclave.client._ratls import AsyncRaTlsTransport, verified_certificate
 from enclave.client._verifier import Verifier, run_sync
@@ -106,6 +107,9 @@ class VerifiedEndpoint:
     #: receipt naming its quote is verified against later (``enclave receipt verify``).
     certificate_der: bytes = field(default=b"", repr=False)
     collateral_json: str | None = field(default=None, repr=False)
+    #: The steps that ran and passed, in order (``EndpointStep`` and ``EvidenceStep`` values):
+    #: what the verification document prints as "ok".
+    steps: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def model_digest_hex(self) -> str | None:
@@ -240,7 +244,7 @@ async def _read_capped(response: httpx.Response) -> bytes:
 
 
 async def _fetch_report(
-    session: httpx.AsyncClient, url: str, nonce: bytes
+    session: httpx.AsyncClient, url: str, nonce: bytes, ran: list[str]
 ) -> tuple[httpx.Response, bytes]:
     request = session.build_request("GET", url, params={"nonce": nonce.hex()})
     try:
@@ -252,6 +256,8 @@ async def _fetch_report(
         raise AttestationFailed(
             ClientReason.ENDPOINT_UNREACHABLE, describe_connection_error(exc)
         ) from exc
+    if verified_certificate(response) is not None:  # 1. passed, in the TLS layer
+        ran.append(EndpointStep.CERTIFICATE)
     try:
         return response, await _read_capped(response)
     except AttestationFailed:
@@ -264,19 +270,35 @@ async def _fetch_report(
         await response.aclose()
 
 
+class EndpointStep(StrEnum):
+    """The steps of :func:`attest_endpoint` outside the evidence check (whose steps are
+    ``attestation.verify.EvidenceStep``); ``VerifiedEndpoint.steps`` and
+    ``AttestationFailed.steps`` name those that ran and passed, in order."""
+
+    CERTIFICATE = "certificate"  # 1: the RA-TLS certificate, in the TLS layer
+    REPORT = "report"  # 2
+    REPORT_CERTIFICATE = "report_certificate"  # 3
+    OHTTP_KEYS = "ohttp_keys"  # 5
+    KEY_CONFIG = "key_config"  # 6
+    GPUS = "gpus"  # 7
+    RECEIPT_KEY = "receipt_key"  # 8
+
+
 async def attest_endpoint(
     verifier: Verifier, url: str, client: httpx.AsyncClient | None = None
 ) -> VerifiedEndpoint:
     """Verify ``url`` (the service's base URL) with ``verifier``; see the module steps."""
+    ran: list[str] = []
     try:
-        return await _attest(verifier, url.rstrip("/"), client)
+        return await _attest(verifier, url.rstrip("/"), client, ran)
     except AttestationFailed as exc:
         exc.stage = exc.stage or "report"
+        exc.steps = tuple(ran)
         raise
 
 
 async def _attest(
-    verifier: Verifier, base: str, client: httpx.AsyncClient | None
+    verifier: Verifier, base: str, client: httpx.AsyncClient | None, ran: list[str]
 ) -> VerifiedEndpoint:
     nonce = os.urandom(NONCE_BYTES)
     own = client is None
@@ -285,7 +307,7 @@ async def _attest(
     )
     try:
         # 1-2. The certificate verifies in the TLS layer; the report comes over that connection.
-        response, body = await _fetch_report(session, base + REPORT_PATH, nonce)
+        response, body = await _fetch_report(session, base + REPORT_PATH, nonce, ran)
     finally:
         if own:
             await session.aclose()
@@ -301,19 +323,32 @@ async def _attest(
         raise
     except (ValueError, binascii.Error, AttestationError) as exc:
         raise AttestationFailed(ClientReason.REPORT_MALFORMED, type(exc).__name__) from exc
+    ran.append(EndpointStep.REPORT)
     provider = document.get("quote_provider")
     # 3. The report's certificate holds the key the handshake proved.
     check_report_certificate(report_certificate.spki_der, connection.spki_der)
-    # 4. Fresh evidence, our nonce, the connection's key.
-    verified = await verifier.verify_evidence(evidence, spki_der=connection.spki_der, nonce=nonce)
+    ran.append(EndpointStep.REPORT_CERTIFICATE)
+    # 4. Fresh evidence, our nonce, the connection's key (its steps recorded as they pass).
+    evidence_steps: list[EvidenceStep] = []
+    try:
+        verified = await verifier.verify_evidence(
+            evidence, spki_der=connection.spki_der, nonce=nonce, record=evidence_steps
+        )
+    finally:
+        ran.extend(evidence_steps)
     claims = verified.claims
     # 5. The key configurations are the attested ones.
     check_ohttp_keys(claims, ohttp_keys)
+    ran.append(EndpointStep.OHTTP_KEYS)
     # 6. Something to encrypt to.
     configs = usable_key_configs(ohttp_keys)
+    ran.append(EndpointStep.KEY_CONFIG)
     # 7. The GPUs: bound to these claims and allowed by the policy.
     gpus = verifier.verify_gpus(claims, document.get("gpu_evidence"))
+    ran.append(EndpointStep.GPUS)
+    # 8. The receipt key is the one the certificate names.
     receipt_key = check_receipt_key(claims, connection.receipt_key_sha256)
+    ran.append(EndpointStep.RECEIPT_KEY)
     return VerifiedEndpoint(
         url=base,
         tcb_status=verified.status,
@@ -336,6 +371,7 @@ async def _attest(
         receipt_key_sha256=receipt_key,
         certificate_der=connection.certificate_der,
         collateral_json=connection.collateral_json,
+        steps=tuple(ran),
     )
 
 

@@ -29,7 +29,7 @@ from attestation.gpu import VerifiedGpu, decode_gpu_evidence, verify_gpus
 from attestation.policy import Policy, unpinned_message
 from attestation.ratls import parse_certificate
 from attestation.reasons import GpuReason, Reason
-from attestation.verify import VerifiedEvidence, verify_evidence
+from attestation.verify import EvidenceStep, VerifiedEvidence, verify_evidence
 from enclave.client.errors import AttestationFailed, MeasurementsNotPinned
 
 __all__ = ["DEFAULT_CACHE_SECONDS", "VerifiedCertificate", "Verifier", "run_sync"]
@@ -187,15 +187,21 @@ class Verifier:
         return run_sync(self.verify_certificate(certificate_der))
 
     async def verify_evidence(
-        self, evidence: bytes, *, spki_der: bytes, nonce: bytes | None
+        self,
+        evidence: bytes,
+        *,
+        spki_der: bytes,
+        nonce: bytes | None,
+        record: list[EvidenceStep] | None = None,
     ) -> VerifiedEvidence:
-        """Verify challenge evidence (never cached: it is fresh by construction)."""
+        """Verify challenge evidence (never cached: it is fresh by construction); each step
+        that passes is appended to ``record`` (``attestation.verify.verify_evidence``)."""
         try:
             parsed = decode_evidence(evidence)
         except AttestationError as exc:
             raise AttestationFailed(Reason.EVIDENCE_MALFORMED, str(exc)) from exc
         collateral = await self.collateral_for(parsed.quote)
-        return self._check(parsed, collateral, spki_der, nonce)
+        return self._check(parsed, collateral, spki_der, nonce, record)
 
     def verify_gpus(self, claims: Claims | None, served: object) -> tuple[VerifiedGpu, ...]:
         """The GPU evidence served with verified ``claims`` (a list of base64 items): bound to
@@ -226,7 +232,12 @@ class Verifier:
             raise AttestationFailed(exc.reason, exc.detail) from exc
 
     def _check(
-        self, evidence: Evidence, collateral: Collateral, spki_der: bytes, nonce: bytes | None
+        self,
+        evidence: Evidence,
+        collateral: Collateral,
+        spki_der: bytes,
+        nonce: bytes | None,
+        record: list[EvidenceStep] | None = None,
     ) -> VerifiedEvidence:
         self.verifications += 1
         try:
@@ -238,6 +249,7 @@ class Verifier:
                 nonce=nonce,
                 now=self._now,
                 insecure_root_ca_der=self._root_ca_der,
+                record=record,
             )
         except VerificationError as exc:
             logger.warning("evidence refused: %s", exc.reason)

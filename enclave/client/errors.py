@@ -102,6 +102,8 @@ class AttestationFailed(ClientError, httpx.ConnectError):  # noqa: N818 (the nam
         #: Where it failed in ``verify_endpoint``: "certificate" (the TLS connection's RA-TLS
         #: certificate), "report" (the attestation report), or "" (elsewhere).
         self.stage = stage
+        #: The steps of ``verify_endpoint`` that ran and passed before it failed.
+        self.steps: tuple[str, ...] = ()
 
 
 class ResponseTruncated(ClientError, httpx.RemoteProtocolError):  # noqa: N818
