@@ -31,7 +31,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from attestation._der import _children, _read
-from attestation.errors import AttestationError, CertificateError
+from attestation.errors import CertificateError, GpuChainError
 from attestation.reasons import GpuReason
 
 __all__ = [
@@ -76,15 +76,6 @@ EY55WYoDBvs2wPAH1Gw4LbcwUN8QCff8bFmV4ZxjCRr4WXTLFHBKjbfneGSBWwA=
 NVIDIA_DEVICE_ROOT_SHA256: Final = bytes.fromhex(
     "102bf659d5419614c9d8e6aecebc80454eb26b1df6a769ac720b9a690b167b48"
 )
-
-
-class GpuChainError(AttestationError):
-    """A certificate chain failed a check; reason names which (a GPU reason code)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def parse_chain(data: bytes | str) -> tuple[x509.Certificate, ...]:

@@ -51,6 +51,8 @@ from typing import ClassVar
 
 import httpx
 
+from enclave.errors import EnclaveError
+
 __all__ = [
     "AttestationFailed",
     "ClientError",
@@ -87,7 +89,7 @@ class ClientReason(StrEnum):
 ClientReason.ALL = frozenset(ClientReason)
 
 
-class ClientError(Exception):
+class ClientError(EnclaveError):
     """Root of every error raised by the client side."""
 
 
