@@ -49,6 +49,7 @@ from typing import Literal, Protocol
 
 import httpx
 
+from enclave.errors import EnclaveError
 from enclave.protocol._keystore import (
     DEFAULT_X25519_SYMMETRIC,
     DEFAULT_XWING_SYMMETRIC,
@@ -89,7 +90,7 @@ _DERIVE_LABEL = b"enclave/ohttp-key-generation/v1/"
 State = Literal["current", "next", "previous"]
 
 
-class KeyUnavailableError(Exception):
+class KeyUnavailableError(EnclaveError):
     """The broker did not release the key (refused, unreachable, or a malformed document).
     The message names the cause, never a secret."""
 

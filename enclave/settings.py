@@ -25,6 +25,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from enclave.errors import EnclaveError
 from enclave.gateway import GatewayLimits, check_redis_url
 from enclave.keybroker import check_cdh_url, check_resource_path
 from enclave.protocol.chunked import MIN_CHUNK_SIZE
@@ -62,7 +63,7 @@ _SIMULATOR_MISSING = (
 )
 
 
-class SettingsError(ValueError):
+class SettingsError(EnclaveError, ValueError):
     """The configuration is invalid. The message names fields and problems, never values."""
 
 

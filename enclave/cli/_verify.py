@@ -41,6 +41,7 @@ from attestation.policy_bundle_files import load_signed_policy
 from enclave.client import AttestationFailed, VerifiedEndpoint, Verifier, attest_endpoint
 from enclave.client._document import verification_document
 from enclave.client._verifier import run_sync
+from enclave.errors import EnclaveError
 
 __all__ = ["add_verifier_arguments", "register", "verifier_from_args"]
 
@@ -69,7 +70,7 @@ pass. Check the printed MRTD and RTMRs against the image you expect, then keep t
 """
 
 
-class InputError(Exception):
+class InputError(EnclaveError):
     """A command-line input that cannot be used (``reason``: a stable code for the output)."""
 
     reason = "input_error"

@@ -38,6 +38,7 @@ from enclave.client._verifier import VerifiedCertificate, Verifier
 from enclave.client.errors import (
     AttestationFailed,
     ClientError,
+    ClientReason,
     GatewayRefused,
     MeasurementsNotPinned,
     ResponseDecryptError,
@@ -50,6 +51,7 @@ __all__ = [
     "AsyncRaTlsTransport",
     "AttestationFailed",
     "ClientError",
+    "ClientReason",
     "GatewayRefused",
     "KeptReceipt",
     "MeasurementsNotPinned",

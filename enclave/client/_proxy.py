@@ -59,7 +59,7 @@ from enclave.client._proxy_errors import Refusal, refusal_for
 from enclave.client._proxy_guard import ProxyGuard
 from enclave.client._proxy_page import PAGE_PATH, render_page
 from enclave.client._receipts import ReceiptKeeper, ResponseWatcher
-from enclave.client.errors import AttestationFailed, ClientError
+from enclave.client.errors import AttestationFailed, ClientError, ClientReason
 from enclave.protocol import api, strictjson
 from enclave.protocol.bodies import (
     BodyIncompleteError,
@@ -460,7 +460,7 @@ def build_proxy_app(
                 base, policy, trust_anchor=anchor, collateral=collateral, endpoint=endpoint
             )
         else:
-            error = state.error or AttestationFailed("not_verified", "not verified yet")
+            error = state.error or AttestationFailed(ClientReason.NOT_VERIFIED, "not verified yet")
             document = verification_document(
                 base, policy, trust_anchor=anchor, collateral=collateral, failure=error
             )
