@@ -35,7 +35,7 @@ FROM ${VLLM_IMAGE}
 COPY --from=build /wheels /tmp/wheels
 RUN python3 -m venv --without-pip /opt/enclave \
     && python3 -m pip --python /opt/enclave/bin/python install --no-cache-dir \
-        "$(echo /tmp/wheels/enclave-*.whl)[server]" \
+        "$(echo /tmp/wheels/enclave_inference-*.whl)[server]" \
     && rm -rf /tmp/wheels \
     && groupadd --system --gid 10001 enclave \
     && useradd --system --uid 10001 --gid enclave --home-dir /home/enclave --create-home \

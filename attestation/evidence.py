@@ -12,6 +12,8 @@ Evidence (CCC "Interoperable RA-TLS", SGX/TDX evidence formats)::
                                  ? "service": { "version": tstr },
                                  ? "gpus": [* bstr],     ; SHA-256 of each GPU's evidence
                                  ? "insecure": [* tstr], ; the service's insecure_* settings
+                                 ? "receipt-key": bstr,  ; SHA-256 of the raw Ed25519 public
+                                                         ; key that signs answer receipts
                                  * tstr => any }                             ; tolerated
     quote.report_data = SHA-256(claims-buffer) || 32 zero bytes
 
@@ -47,6 +49,7 @@ __all__ = [
     "decode_evidence",
     "encode_claims",
     "ohttp_keys_digest",
+    "receipt_key_digest",
     "report_data_for",
 ]
 
@@ -69,7 +72,10 @@ _MODEL: Final = "model"
 _SERVICE: Final = "service"
 _GPUS: Final = "gpus"
 _INSECURE: Final = "insecure"
-_KNOWN: Final = frozenset({_PUBKEY_HASH, _NONCE, _OHTTP_KEYS, _MODEL, _SERVICE, _GPUS, _INSECURE})
+_RECEIPT_KEY: Final = "receipt-key"
+_KNOWN: Final = frozenset(
+    {_PUBKEY_HASH, _NONCE, _OHTTP_KEYS, _MODEL, _SERVICE, _GPUS, _INSECURE, _RECEIPT_KEY}
+)
 MAX_GPU_CLAIMS: Final = 16
 MAX_INSECURE_CLAIMS: Final = 16
 _MAX_INSECURE_NAME: Final = 64
@@ -135,6 +141,9 @@ class Claims:
     #: The service's ``insecure_*`` settings in effect (e.g. ``insecure_dev_engine``: the
     #: engine is the development engine, not a language model); empty in production.
     insecure: tuple[str, ...] = ()
+    #: SHA-256 of the raw 32-byte Ed25519 public key the service signs receipts with
+    #: (:mod:`attestation.receipt`); None from a service that signs none.
+    receipt_key: bytes | None = None
 
     def to_json_dict(self) -> dict[str, object]:
         """A JSON-friendly view (hex for bytes), for the CLI and the attestation report."""
@@ -155,6 +164,7 @@ class Claims:
             "service": None if self.service_version is None else {"version": self.service_version},
             "gpus": None if self.gpus is None else [digest.hex() for digest in self.gpus],
             "insecure": list(self.insecure),
+            "receipt-key": None if self.receipt_key is None else self.receipt_key.hex(),
             "extra": list(self.extra),
         }
 
@@ -162,6 +172,13 @@ class Claims:
 def ohttp_keys_digest(ohttp_keys_body: bytes) -> bytes:
     """The ``ohttp-keys`` claim: SHA-256 of the exact ``application/ohttp-keys`` bytes served."""
     return hashlib.sha256(ohttp_keys_body).digest()
+
+
+def receipt_key_digest(public_key_raw: bytes) -> bytes:
+    """The ``receipt-key`` claim: SHA-256 of the raw 32-byte Ed25519 public key."""
+    if len(public_key_raw) != 32:
+        raise EvidenceError("an Ed25519 public key is 32 bytes")
+    return hashlib.sha256(public_key_raw).digest()
 
 
 def encode_claims(claims: Claims) -> bytes:
@@ -189,6 +206,10 @@ def encode_claims(claims: Claims) -> bytes:
         entries[_GPUS] = list(claims.gpus)
     if claims.insecure:
         entries[_INSECURE] = list(_check_insecure(claims.insecure))
+    if claims.receipt_key is not None:
+        if len(claims.receipt_key) != 32:
+            raise EvidenceError("the receipt-key claim is a 32-byte SHA-256 digest")
+        entries[_RECEIPT_KEY] = claims.receipt_key
     buffer: bytes = cbor2.dumps(_sorted_map(entries))
     return buffer
 
@@ -217,6 +238,7 @@ def decode_claims(buffer: bytes) -> Claims:
         service_version=_decode_service(entries.get(_SERVICE)),
         gpus=_decode_gpus(entries.get(_GPUS)),
         insecure=_decode_insecure(entries.get(_INSECURE)),
+        receipt_key=_decode_receipt_key(entries),
         extra=tuple(sorted(k for k in entries if k not in _KNOWN)),
     )
 
@@ -284,6 +306,13 @@ def _decode_insecure(value: object) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise EvidenceError("claim 'insecure' must be an array of text strings")
     return _check_insecure(value)
+
+
+def _decode_receipt_key(entries: Mapping[str, object]) -> bytes | None:
+    value = _optional_bytes(entries, _RECEIPT_KEY)
+    if value is not None and len(value) != 32:
+        raise EvidenceError("claim 'receipt-key' must be a 32-byte SHA-256 digest")
+    return value
 
 
 def report_data_for(claims_buffer: bytes) -> bytes:

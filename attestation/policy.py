@@ -178,10 +178,10 @@ def unpinned_message(policy: Policy) -> str:
         + ", ".join(policy.unpinned)
         + ": any TDX VM on a genuine platform would be trusted. Get a policy: "
         "`enclave verify URL --save-policy policy.toml` (trust on first use: check the "
-        "printed measurements first), or `deploy/image/measure.py policy --report ...` for an "
-        "image you built; then pass --policy policy.toml (library: Verifier(policy="
-        "load_policy(path))). For development only: --insecure-any-measurement "
-        "(Policy(insecure_any_measurement=True))"
+        "printed measurements first), a release's signed policy (--policy-bundle), or "
+        "`enclave measure` for an image you built; then pass --policy policy.toml "
+        "(library: Verifier(policy=load_policy(path))). For development only: "
+        "--insecure-any-measurement (Policy(insecure_any_measurement=True))"
     )
 
 

@@ -45,17 +45,16 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
-from sigstore.errors import Error as SigstoreError
-from sigstore.errors import VerificationError as SigstoreVerificationError
-from sigstore.models import Bundle, TrustedRoot
-from sigstore.verify import Verifier
 
 from attestation.errors import PolicyError, VerificationError
 from attestation.policy import Policy
+
+if TYPE_CHECKING:  # sigstore takes about a second to import: only when a bundle is checked
+    from sigstore.models import Bundle, TrustedRoot
 
 __all__ = [
     "GITHUB_ISSUER",
@@ -236,6 +235,9 @@ def _refuse(reason: str, detail: str) -> VerificationError:
 
 def _parse_bundle(data: bytes) -> Bundle:
     """Step 1: the shape sigstore's own checks take for granted, then sigstore's parser."""
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.models import Bundle
+
     if len(data) > MAX_BUNDLE_BYTES:
         raise _refuse(BundleReason.MALFORMED, f"larger than {MAX_BUNDLE_BYTES} bytes")
     try:
@@ -280,6 +282,9 @@ def verify_statement_bundle(
 ) -> tuple[dict[str, object], str]:
     """Verify ``bundle_json`` about ``subject`` (steps 1-6 of the module doc); return the
     statement and the release tag ref it was signed at."""
+    from sigstore.errors import VerificationError as SigstoreVerificationError
+    from sigstore.verify import Verifier
+
     bundle = _parse_bundle(bundle_json)
     checker = _IdentityPolicy(identity)
     try:

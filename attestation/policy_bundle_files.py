@@ -20,10 +20,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Final
-
-from sigstore.errors import Error as SigstoreError
-from sigstore.models import TrustedRoot
+from typing import TYPE_CHECKING, Final
 
 from attestation.errors import PolicyError
 from attestation.policy import MAX_POLICY_FILE, policy_from_bytes
@@ -34,6 +31,9 @@ from attestation.policy_bundle import (
     check_version,
     verify_policy_bundle,
 )
+
+if TYPE_CHECKING:
+    from sigstore.models import TrustedRoot
 
 __all__ = [
     "MAX_TRUSTED_ROOT_BYTES",
@@ -64,6 +64,9 @@ def _read(path: Path, limit: int, what: str) -> bytes:
 
 def load_trusted_root(path: Path) -> TrustedRoot:
     """A Sigstore trusted root file (``trusted_root.json``); ``PolicyError`` if it is not one."""
+    from sigstore.errors import Error as SigstoreError
+    from sigstore.models import TrustedRoot
+
     _read(path, MAX_TRUSTED_ROOT_BYTES, "trusted root")  # readable, and not huge
     try:
         return TrustedRoot.from_file(str(path))

@@ -103,9 +103,12 @@ class RaTlsIssuer:
         clock: Callable[[], datetime.datetime] = _utc_now,
         gpu_provider: GpuProvider | None = None,
         insecure: tuple[str, ...] = (),
+        receipt_key: bytes | None = None,
     ) -> None:
         """``insecure``: the service's ``insecure_*`` settings in effect, bound into every
-        claims buffer (``insecure`` claim) so a verifier's policy can refuse them."""
+        claims buffer (``insecure`` claim) so a verifier's policy can refuse them.
+        ``receipt_key``: the ``receipt-key`` claim (SHA-256 of the raw Ed25519 public key the
+        service signs receipts with), bound into every certificate and report likewise."""
         if lifetime <= datetime.timedelta(0):
             raise ValueError("certificate lifetime must be positive")
         if isinstance(quote_source, QuoteSource):
@@ -121,6 +124,9 @@ class RaTlsIssuer:
         self._clock = clock
         self._gpus = gpu_provider
         self._insecure = tuple(sorted(set(insecure)))
+        if receipt_key is not None and len(receipt_key) != 32:
+            raise ValueError("receipt_key is a 32-byte SHA-256 digest")
+        self._receipt_key = receipt_key
 
     @property
     def gpu_provider(self) -> GpuProvider | None:
@@ -153,6 +159,7 @@ class RaTlsIssuer:
             model=model,
             service_version=service_version,
             insecure=self._insecure,
+            receipt_key=self._receipt_key,
         )
 
     async def bind_gpus(self, claims: Claims) -> tuple[Claims, tuple[GpuEvidence, ...]]:

@@ -26,6 +26,7 @@ opened and warmed before the measured window. Figures per hop (medians over the 
 
 Run: python3 bench/bench_relay.py                # everything, about 6 minutes on 2 cores
      python3 bench/bench_relay.py --streams 64 --paces 40 --reps 1 --hops nginx,plain,ohttp
+     python3 bench/bench_relay.py --workers 1,2      # one and two data-plane workers side by side
 """
 
 from __future__ import annotations
@@ -134,7 +135,7 @@ class Service:
         return self.run_dir / "engine.sock"
 
 
-def start_service(name: str, tree: Path, tmp: Path, models: Path) -> Service:
+def start_service(name: str, tree: Path, tmp: Path, models: Path, workers: int = 1) -> Service:
     port = free_port()
     home = tmp / f"svc-{name}"
     engine = (
@@ -148,6 +149,8 @@ def start_service(name: str, tree: Path, tmp: Path, models: Path) -> Service:
         "--run-dir", str(home / "run"), "--roothash-dir", str(home / "rh"),
         "--engine-command", engine, "--max-concurrent-streams", "1024",
     ]  # fmt: skip
+    if workers != 1:  # trees from before data-plane workers lack the flag
+        command += ["--data-plane-workers", str(workers)]
     if "--insecure-dev-engine" in (tree / "enclave" / "cli" / "_serve.py").read_text():
         command.append("--insecure-dev-engine")  # trees from before it was required lack it
     env = {
@@ -419,6 +422,12 @@ def parse_args() -> argparse.Namespace:
         metavar="NAME=PATH",
         help="a source tree of the service to measure (repeatable; default: this one)",
     )
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="data-plane worker counts to run each tree with, side by side (e.g. 1,2; "
+        "CPU/token then counts the owner and every worker)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     return parser.parse_args()
 
@@ -434,8 +443,13 @@ def main() -> None:
     nginx: subprocess.Popen[bytes] | None = None
     gen: LoadGenerator | None = None
     try:
+        counts = [int(w) for w in args.workers.split(",")]
         for name, path in trees:
-            services.append(start_service(name, Path(path).resolve(), tmp, tmp / "models"))
+            for workers in counts:
+                label = name if len(counts) == 1 else f"{name}w{workers}"
+                services.append(
+                    start_service(label, Path(path).resolve(), tmp, tmp / "models", workers)
+                )
         for service in services:
             wait_ready(service)
         first = services[0]

@@ -22,6 +22,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
 
 from enclave._ratelimit import TokenBuckets
 from enclave.routes import (
@@ -43,8 +44,19 @@ __all__ = ["METRICS_PATH", "build_app", "build_metrics_app"]
 logger = logging.getLogger(__name__)
 
 
-def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """The app serving ``service``; ``extra_routes`` are added after the built-in ones."""
+def build_app(
+    service: Service,
+    *,
+    extra_routes: Sequence[BaseRoute] = (),
+    forward: ASGIApp | None = None,
+    observe: bool = True,
+) -> Starlette:
+    """The app serving ``service``; ``extra_routes`` are added after the built-in ones.
+
+    ``forward`` (a data-plane worker, :mod:`enclave.workers`): the lifecycle and metrics routes
+    are served by the owner, and this app sends them there. ``observe=False`` (the owner of
+    workers): no request metrics or access lines, the worker that took the request keeps them.
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -54,10 +66,8 @@ def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> St
         finally:
             await service.aclose()
 
-    routes: list[BaseRoute] = [
-        *health_routes(service),
+    owner_routes: list[BaseRoute] = [
         *metrics_routes(service, listener="main"),
-        *model_list_routes(service),
         *guard_lifecycle_routes(
             model_routes(service.manager, service.settings.model_manager, error_response),
             per_peer=service.settings.service.load_token_failures_per_peer_per_minute,
@@ -65,13 +75,24 @@ def build_app(service: Service, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             buckets=TokenBuckets(),
             token=service.settings.model_manager.load_token,
         ),
+    ]
+    if forward is not None:
+        owner_routes = [
+            Route(route.path, forward, methods=sorted(route.methods or ("GET",)))
+            for route in owner_routes
+            if isinstance(route, Route)
+        ]
+    routes: list[BaseRoute] = [
+        *health_routes(service),
+        *model_list_routes(service),
+        *owner_routes,
         *inference_routes(service),
         *extra_routes,
     ]
     service.metrics.register_routes(route.path for route in routes if isinstance(route, Route))
     return Starlette(
         routes=routes,
-        middleware=[Middleware(ObservedApp, metrics=service.metrics)],
+        middleware=[Middleware(ObservedApp, metrics=service.metrics)] if observe else [],
         exception_handlers={ApiError: _api_error, HTTPException: _http_error},
         lifespan=lifespan,
     )

@@ -37,6 +37,7 @@ from attestation.policy import pinned_policy
 from enclave.client import AsyncOhttpTransport, AsyncRaTlsTransport, Verifier, attest_endpoint
 from enclave.client._endpoint import VerifiedEndpoint
 from enclave.local import local_settings, serve_locally
+from enclave.protocol._encap import response_nonce_size
 from enclave.server import EnclaveServer
 from enclave.settings import EnclaveSettings
 from enclave.tinymodel import build_command, is_built
@@ -62,6 +63,7 @@ class _Tap:
     response_bytes: int = 0
     response_pieces: int = 0
     captured: bytearray = field(default_factory=bytearray)
+    response: bytearray = field(default_factory=bytearray)  # the last response's body
 
 
 class _TappedStream(httpx.AsyncByteStream):
@@ -73,6 +75,7 @@ class _TappedStream(httpx.AsyncByteStream):
             self._tap.response_bytes += len(piece)
             self._tap.response_pieces += 1
             self._tap.captured += piece
+            self._tap.response += piece
             yield piece
 
     async def aclose(self) -> None:
@@ -90,6 +93,7 @@ class _TappedTransport(httpx.AsyncBaseTransport):
         self._tap.request_bytes += len(body)
         self._tap.captured += body
         response = await self._inner.handle_async_request(request)
+        self._tap.response.clear()
         if isinstance(response.stream, httpx.AsyncByteStream):
             response.stream = _TappedStream(response.stream, self._tap)
         return response
@@ -306,6 +310,57 @@ async def _client_side(server: EnclaveServer, token: str, say: _Printer) -> None
     say(f"    prompt or answer visible in those bytes: {'YES (bug!)' if leaked else 'no'}")
     if leaked:
         raise RuntimeError("plaintext was visible on the wire")
+    _describe_sizes(say, tap, endpoint, server.settings.service.padding_bucket)
+
+
+def _chunk_lengths(body: bytes, nonce_size: int) -> list[int]:
+    """What a relay reads of a chunked OHTTP response: each sealed chunk's length (the varint
+    in front of it; the final chunk, after a zero length, runs to the end)."""
+    lengths, at = [], nonce_size
+    while at < len(body):
+        size = 1 << (body[at] >> 6)
+        length = int.from_bytes(bytes([body[at] & 0x3F]) + body[at + 1 : at + size], "big")
+        at += size
+        if length == 0:
+            lengths.append(len(body) - at)
+            break
+        lengths.append(length)
+        at += length
+    return lengths
+
+
+def _runs(values: list[int]) -> str:
+    """``[274, 274, 274, 530]`` as ``274 x3, 530``."""
+    out: list[str] = []
+    for value in values:
+        if out and out[-1].split(" ")[0] == str(value):
+            count = int(out[-1].split("x")[1]) + 1 if "x" in out[-1] else 2
+            out[-1] = f"{value} x{count}"
+        else:
+            out.append(str(value))
+    return ", ".join(out)
+
+
+def _describe_sizes(say: _Printer, tap: _Tap, endpoint: VerifiedEndpoint, bucket: int) -> None:
+    """The sizes of the answer's chunks, and why they say nothing about its tokens."""
+    config = endpoint.key_configs[0]
+    lengths = _chunk_lengths(bytes(tap.response), response_nonce_size(config.suites()[0]))
+    events = lengths[1:-1]  # the head first, the final chunk last
+    say(f"    chunk sizes a relay read: {_runs(lengths)}")
+    if not bucket:
+        say("    (padding is OFF, insecure_no_stream_padding: each size is its token's length plus")
+        say("     a constant, so the relay reads every token's length)")
+        return
+    tag = 16 + 2  # the AEAD tag and the Binary HTTP chunk's 2-byte length
+    whole = all((length - tag) % bucket == 0 for length in events)
+    single = sum(length == bucket + tag for length in events)
+    say(f"    chunks carrying events are whole {bucket}-byte buckets: {'yes' if whole else 'NO'}")
+    say(f"    the one-token chunks ({single} of {len(events)}) are all {bucket + tag} bytes: equal")
+    say("    (why: the service pads each event to the bucket inside the encryption, with an SSE")
+    say("     comment line that every parser ignores; so a size says nothing of a token's length,")
+    say("     only the number of chunks, their timing and the total in buckets remain)")
+    if not whole:
+        raise RuntimeError("a streamed chunk was not padded to the bucket")
 
 
 async def run_demo(

@@ -24,7 +24,8 @@ from enclave.settings import EnclaveSettings, load_settings
 __all__ = ["DEV_ENGINE", "local_settings", "serve_locally"]
 
 #: The development engine as an ``engine_command``; its ``--dev-*`` flags may follow.
-DEV_ENGINE: tuple[str, ...] = (sys.executable, "-m", "model_manager.devengine")
+#: ``-P``: nothing in the working directory can shadow a package (PYTHONPATH still counts).
+DEV_ENGINE: tuple[str, ...] = (sys.executable, "-P", "-m", "model_manager.devengine")
 
 
 def local_settings(

@@ -16,7 +16,9 @@ import contextlib
 import datetime
 import hashlib
 import logging
+import signal
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,12 +27,14 @@ from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
+from uvicorn.config import STARTUP_FAILURE
 
 from attestation.evidence import ModelClaim
 from attestation.gpu.providers import GpuProvider, SimulatedGpuProvider, make_gpu_provider
 from attestation.providers import QuoteProvider, detect_provider
 from attestation.ratls import RaTlsIssuer
 from enclave import __version__
+from enclave._receipts import ReceiptIssuer
 from enclave.app import build_app, build_metrics_app
 from enclave.gateway import (
     OhttpGateway,
@@ -48,10 +52,12 @@ from enclave.keybroker import (
 )
 from enclave.metrics import ServiceMetrics
 from enclave.net import BodyGuard, BodyLimits, ConnectionLimits, GuardedServer
+from enclave.net._connections import bind_sockets, fit_to_descriptor_limit
+from enclave.net._server import STREAM_END_SECONDS
 from enclave.protocol.ohttp import KeyStore, generate_default_key_configs
 from enclave.report import RateLimiter, ReportSource, report_routes
 from enclave.service import Service
-from enclave.settings import EnclaveSettings
+from enclave.settings import EnclaveSettings, data_plane_workers
 from enclave.tls import CertificateManager, model_claim
 from model_manager import ModelStatus, StatusPusher
 
@@ -59,6 +65,7 @@ __all__ = ["EnclaveServer", "GatewayMetrics", "SimulatedTee"]
 
 if TYPE_CHECKING:  # the simulator is not in production builds; imported only when chosen
     from attestation.simulator import Simulator
+    from enclave.workers import WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -170,6 +177,9 @@ class EnclaveServer:
         if isinstance(gpu_provider, SimulatedGpuProvider):
             self._write_simulated_gpu_root(gpu_provider)
 
+        self.receipts = ReceiptIssuer(self._certificate_quote_sha256)
+        self.service.receipts = self.receipts
+
         async def quote(report_data: bytes) -> bytes:
             return (await self.provider.get_quote(report_data)).quote
 
@@ -180,6 +190,7 @@ class EnclaveServer:
                 include_model_digest_extension=service_settings.emit_model_digest_extension,
                 gpu_provider=gpu_provider,
                 insecure=self.service.insecure,
+                receipt_key=self.receipts.claim,
             ),
             ohttp_keys=self.key_store.ohttp_keys,
             model=lambda: model_claim(self.service.manager.status()),
@@ -208,12 +219,18 @@ class EnclaveServer:
             service_settings.gpus_rate_per_client_per_minute,
             service_settings.gpus_rate_global_per_minute,
         )
+        #: Data-plane worker processes (1: this process serves the port itself).
+        self.workers = data_plane_workers(service_settings)
+        self.pool: WorkerPool | None = None
+        self._stop: asyncio.Event | None = None
+        self._reserved: list[socket.socket] = []
         self.app: Starlette = build_app(
             self.service,
             extra_routes=[
                 *gateway_routes(self.gateway),
                 *report_routes(report, limiter, gpus_limiter),
             ],
+            observe=self.workers == 1,  # with workers, the worker that took it counts it
         )
         self.gateway.set_app(self.app)
         self.service.readiness_checks.append(
@@ -237,6 +254,9 @@ class EnclaveServer:
         operations.track_certificate(self._certificate_validity)
         operations.track_ohttp_keys(lambda: self._keys_generated)
         self._tasks: list[asyncio.Task[None]] = []
+        #: The connection limits, max_connections fitted to RLIMIT_NOFILE (a warning if lowered;
+        #: ValueError, so no start, if not even one connection fits).
+        self.limits = fit_to_descriptor_limit(self.connection_limits())
         self.uvicorn: GuardedServer | None = None
         #: The metrics listener's port once bound (``metrics_port``; None when off).
         self.metrics_port: int | None = None
@@ -271,6 +291,11 @@ class EnclaveServer:
         self._claimed_model = claim
         await self.certificates.reissue("model_change")
 
+    def _certificate_quote_sha256(self) -> bytes | None:
+        """SHA-256 of the current certificate's quote: what a receipt names."""
+        current = self.certificates.current
+        return None if current is None else hashlib.sha256(current.evidence.quote).digest()
+
     def _certificate_validity(self) -> tuple[float, float] | None:
         current = self.certificates.current
         if current is None:
@@ -296,6 +321,8 @@ class EnclaveServer:
         for key_id in key_ids:
             with contextlib.suppress(Exception):
                 self.key_store.remove(key_id)
+        if self.pool is not None:
+            self.pool.push_keys()
 
     async def _rotation_loop(self) -> None:
         while True:
@@ -413,6 +440,11 @@ class EnclaveServer:
         return ConnectionLimits(
             max_connections=settings.max_connections,
             max_per_address=settings.max_connections_per_address,
+            max_per_prefix=settings.max_connections_per_prefix,
+            reserved_for_light_peers=min(
+                settings.connections_reserved_for_light_peers, settings.max_connections // 8
+            ),
+            light_peer_connections=settings.light_peer_connections,
             handshake_timeout_seconds=settings.tls_handshake_timeout_seconds,
             header_timeout_seconds=settings.header_timeout_seconds,
             keep_alive_timeout_seconds=settings.keep_alive_timeout_seconds,
@@ -422,6 +454,8 @@ class EnclaveServer:
     @property
     def bound_port(self) -> int | None:
         """The TCP port the service listens on (useful with ``port=0``)."""
+        if self.pool is not None:
+            return int(self._reserved[0].getsockname()[1])
         server = self.uvicorn
         if server is None or not server.started:
             return None
@@ -455,11 +489,14 @@ class EnclaveServer:
 
     async def serve(self) -> None:
         """Run until SIGTERM/SIGINT (or :meth:`request_shutdown`); then drain and stop."""
+        if self.workers > 1:
+            await self._serve_with_workers()
+            return
         metrics = self._bind_metrics_listener()
         await self.start_background()
         self.uvicorn = GuardedServer(
             self.uvicorn_config(),
-            limits=self.connection_limits(),
+            limits=self.limits,
             grace_seconds=self.settings.service.shutdown_grace_seconds,
             on_grace_over=self.service.end_streams,
         )
@@ -479,3 +516,65 @@ class EnclaveServer:
     def request_shutdown(self) -> None:
         if self.uvicorn is not None:
             self.uvicorn.should_exit = True
+        if self._stop is not None:
+            self._stop.set()
+
+    # -- data-plane workers (docs/service.md, "More than one core") ----------------------------
+
+    async def _serve_with_workers(self) -> None:
+        """The owner: hold the port (bound, not listening: the workers listen on it with
+        ``SO_REUSEPORT``), start the service and the workers, push every change to them, and
+        on SIGTERM/SIGINT let each drain as the single process does, then stop the engine."""
+        from enclave.workers import WorkerPool
+
+        settings = self.settings.service
+        try:
+            self._reserved = bind_sockets(
+                settings.host, settings.port, 0, reuse_port=True, listen=False
+            )
+        except OSError as exc:
+            logger.error("cannot listen on %s port %d: %s", settings.host, settings.port, exc)
+            sys.exit(STARTUP_FAILURE)
+        port = int(self._reserved[0].getsockname()[1])
+        metrics = self._bind_metrics_listener()
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        listener = None
+        await self.service.start()  # what the app's lifespan does in one process
+        try:
+            await self.start_background()
+            pool = WorkerPool(self, self.workers, port)
+            self.certificates.listeners.append(pool.push_certificate)
+            self.service.manager.add_hook(pool.push_status)
+            self.service.exposition = pool.exposition
+            await pool.start()
+            self.pool = pool
+            logger.info(
+                "listening on %s port %d with %d data-plane workers",
+                settings.host,
+                port,
+                self.workers,
+            )
+            if metrics is not None:
+                listener = asyncio.create_task(metrics[0].serve(sockets=[metrics[1]]))
+            await self._stop.wait()
+            logger.info(
+                "shutting down: the workers drain open requests for %.1f s",
+                settings.shutdown_grace_seconds,
+            )
+            await pool.stop(settings.shutdown_grace_seconds + STREAM_END_SECONDS)
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            if metrics is not None:
+                metrics[0].should_exit = True
+                if listener is not None:
+                    with contextlib.suppress(Exception):
+                        await listener
+                metrics[1].close()
+            await self.stop_background()
+            await self.service.aclose()
+            for sock in self._reserved:
+                sock.close()

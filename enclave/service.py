@@ -12,11 +12,12 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 
 from enclave._cache_salt import CacheSalter
+from enclave._receipts import ReceiptIssuer
 from enclave.engine import EngineClient, EngineClientProtocol, EngineTimeouts
 from enclave.metrics import ServiceMetrics
 from enclave.settings import EnclaveSettings, insecure_settings, insecure_warnings
@@ -84,7 +85,13 @@ class Service:
         self.streams = StreamSlots(settings.service.max_concurrent_streams)
         #: The prefix-cache salts of engine requests (its secret lives in memory only).
         self.cache_salter = CacheSalter()
+        #: Signs a receipt for every inference answer (set by EnclaveServer, which binds its
+        #: key into the evidence); None: answers carry no receipt.
+        self.receipts: ReceiptIssuer | None = None
         self.readiness_checks: list[ReadinessCheck] = []
+        #: The metrics exposition when more than this registry makes it (the owner of
+        #: data-plane workers sums theirs in); None: this registry's.
+        self.exposition: Callable[[], Awaitable[bytes]] | None = None
         self._client_factory = engine_client_factory or self._new_client
         self._endpoint: EngineEndpoint | None = None
         self._client: EngineClientProtocol | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -27,6 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from enclave.gateway import GatewayLimits, check_redis_url
 from enclave.keybroker import check_cdh_url, check_resource_path
 from enclave.protocol.chunked import MIN_CHUNK_SIZE
+from enclave.protocol.padding import DEFAULT_BUCKET
 from model_manager import ModelManagerSettings
 from model_manager.settings import MIN_LOAD_TOKEN_CHARS, MIN_LOAD_TOKEN_DISTINCT_CHARS
 
@@ -35,6 +37,7 @@ __all__ = [
     "ServiceSettings",
     "SettingsError",
     "TeeChoice",
+    "data_plane_workers",
     "insecure_settings",
     "insecure_warnings",
     "load_settings",
@@ -116,12 +119,18 @@ class ServiceSettings(BaseSettings):
     # Connections and request bodies: what an unauthenticated client can hold. A body must
     # arrive whole within the body timeout before any work starts; the bodies of all requests
     # in flight together stay under the budget. Connections are capped overall and per peer
-    # address (an IPv6 peer counts by its /64); a TLS handshake, the request head, and the
-    # idle time between two requests of a keep-alive connection each have a deadline.
+    # address (an IPv6 peer counts by its /64, and also by its /56), the last places (at most
+    # an eighth of max_connections) are kept for peers (IPv4 address, IPv6 /56) holding fewer
+    # than light_peer_connections, and max_connections is lowered at start to fit the
+    # process's RLIMIT_NOFILE (with a warning); a TLS handshake, the request head, and the idle
+    # time between two requests of a keep-alive connection each have a deadline.
     body_timeout_seconds: float = Field(default=30.0, gt=0)
     body_memory_budget_bytes: int = Field(default=256 * 1024 * 1024, ge=1024)
     max_connections: int = Field(default=2048, ge=1)
     max_connections_per_address: int = Field(default=256, ge=1)
+    max_connections_per_prefix: int = Field(default=512, ge=1)
+    connections_reserved_for_light_peers: int = Field(default=256, ge=0)
+    light_peer_connections: int = Field(default=8, ge=1)
     tls_handshake_timeout_seconds: float = Field(default=10.0, gt=0)
     header_timeout_seconds: float = Field(default=10.0, gt=0)
     keep_alive_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -152,6 +161,14 @@ class ServiceSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(default=None, ge=0, le=65535)
 
+    # Sizes and timing (issue 19, docs/threat-model.md "Sizes and timing"): every streamed
+    # piece (SSE event group, OHTTP chunk) and every non-streamed answer is padded to a
+    # multiple of stream_padding_bytes. 0 turns padding off and needs
+    # insecure_no_stream_padding, which also turns it off. stream_cadence_ms (off by default)
+    # sends streamed pieces only at that fixed cadence, an empty padded piece when nothing came.
+    stream_padding_bytes: int = Field(default=DEFAULT_BUCKET, ge=0, le=65536)
+    insecure_no_stream_padding: bool = False
+    stream_cadence_ms: int | None = Field(default=None, ge=5, le=10_000)
     # Replicas (docs/operations.md, "Replicas"): several services behind one load balancer.
     # The replay set: "memory" (this process; one replica) or a Redis URL shared by every
     # replica (redis://host:port/db, rediss:// for TLS, unix:///path), whose password comes
@@ -174,6 +191,13 @@ class ServiceSettings(BaseSettings):
     ohttp_key_dstack_socket: str = "/var/run/dstack.sock"
     ohttp_key_dstack_path: str = Field(default="enclave/ohttp", min_length=1, max_length=200)
     ohttp_key_refresh_seconds: float = Field(default=300.0, ge=1)
+
+    # Data-plane workers (docs/service.md, "More than one core"). 1: one process serves
+    # everything (as before). N > 1: N worker processes accept on the port (SO_REUSEPORT), each
+    # with the TLS listener, the relay, the gateway and its own engine client; one owner keeps
+    # the lifecycle, the keys and certificates, the management API, and pushes every change to
+    # them. 0: one per core less one for the owner, at least 1.
+    data_plane_workers: int = Field(default=0, ge=0, le=256)
 
     # Logging.
     log_format: Literal["text", "json"] = "text"
@@ -236,7 +260,26 @@ class ServiceSettings(BaseSettings):
             raise ValueError(
                 "a metrics listener on an address that is not loopback needs metrics_token"
             )
+        if self.stream_padding_bytes == 0 and not self.insecure_no_stream_padding:
+            raise ValueError(
+                "stream_padding_bytes=0 turns size padding off, so an observer reads every "
+                "token's length from the ciphertext; set insecure_no_stream_padding to do so"
+            )
         return self
+
+    @property
+    def padding_bucket(self) -> int:
+        """The bucket every padded piece is rounded up to; 0 when padding is off."""
+        return 0 if self.insecure_no_stream_padding else self.stream_padding_bytes
+
+
+def data_plane_workers(settings: ServiceSettings) -> int:
+    """How many data-plane worker processes ``settings`` asks for (1: the single process); 0
+    resolves to one per core less one for the owner, at least 1."""
+    if settings.data_plane_workers > 0:
+        return settings.data_plane_workers
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max((cores or 1) - 1, 1)
 
 
 def _is_loopback(host: str) -> bool:
@@ -263,6 +306,7 @@ class EnclaveSettings:
             replay_window_seconds=service.replay_window_seconds,
             replay_cache_size=service.replay_cache_size,
             max_concurrent_requests=service.max_concurrent_streams,
+            padding=service.padding_bucket,
         )
 
 
@@ -317,6 +361,10 @@ _WARNINGS: dict[str, str] = {
     "insecure_allow_simulated_gpu": (
         "INSECURE: the simulated GPU is allowed (insecure_allow_simulated_gpu); its reports "
         "are signed by a simulated root and prove nothing about this machine's GPUs"
+    ),
+    "insecure_no_stream_padding": (
+        "INSECURE: size padding is off (insecure_no_stream_padding): the length of every "
+        "streamed token and of every answer can be read from the ciphertext"
     ),
     "insecure_dev_mode": "INSECURE: development mode is on (lifecycle API may be open)",
     "insecure_dev_engine": (

@@ -22,10 +22,10 @@ from collections.abc import Callable
 from cryptography.hazmat.primitives import serialization
 
 from attestation.evidence import ModelClaim
-from attestation.ratls import IssuedCertificate, RaTlsIssuer
+from attestation.ratls import CLOCK_SKEW, IssuedCertificate, RaTlsIssuer
 from model_manager.status import ModelStatus
 
-__all__ = ["REFRESH_FRACTION", "CertificateManager", "model_claim"]
+__all__ = ["REFRESH_FRACTION", "CertificateManager", "load_chain", "model_claim", "server_context"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,8 @@ class CertificateManager:
         self._wake = asyncio.Event()
         self.ssl_context = _server_context()
         self.current: IssuedCertificate | None = None
+        #: Called with each certificate once it is loaded (the data-plane workers' push).
+        self.listeners: list[Callable[[IssuedCertificate], None]] = []
 
     @property
     def issuer(self) -> RaTlsIssuer:
@@ -90,18 +92,18 @@ class CertificateManager:
         self._wake.set()
         return issued
 
-    def _load(self, issued: IssuedCertificate) -> None:
-        key_pem = self._issuer.private_key.private_bytes(
+    def key_pem(self) -> bytes:
+        """The certificate key, PEM (PKCS#8): for the data-plane workers, over their channel."""
+        return self._issuer.private_key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        fd = os.memfd_create("ratls", os.MFD_CLOEXEC)
-        try:
-            os.write(fd, issued.certificate_pem + key_pem)
-            self.ssl_context.load_cert_chain(f"/proc/self/fd/{fd}")
-        finally:
-            os.close(fd)
+
+    def _load(self, issued: IssuedCertificate) -> None:
+        load_chain(self.ssl_context, issued.certificate_pem, self.key_pem())
+        for listener in self.listeners:
+            listener(issued)
 
     def start(self) -> None:
         """Start reissuing at ``REFRESH_FRACTION`` of each certificate's lifetime."""
@@ -119,8 +121,11 @@ class CertificateManager:
         current = self.current
         if current is None:
             return 0.0
-        lifetime = (current.not_after - current.not_before).total_seconds()
-        due = current.not_before + datetime.timedelta(seconds=lifetime * REFRESH_FRACTION)
+        # The issuer backdates notBefore by the clock skew: the lifetime runs from issuance
+        # (counted from notBefore, a certificate of 60 s would be due before it was issued).
+        issued = current.not_before + CLOCK_SKEW
+        lifetime = (current.not_after - issued).total_seconds()
+        due = issued + datetime.timedelta(seconds=lifetime * REFRESH_FRACTION)
         return max(0.0, (due - now).total_seconds())
 
     async def _refresh_loop(self) -> None:
@@ -135,3 +140,18 @@ class CertificateManager:
             except Exception as exc:  # keep serving the current one; try again soon
                 logger.error("RA-TLS certificate refresh failed: %s", type(exc).__name__)
                 await asyncio.sleep(_RETRY_SECONDS)
+
+
+def load_chain(context: ssl.SSLContext, certificate_pem: bytes, key_pem: bytes) -> None:
+    """Load a certificate and its key into a live context through an anonymous memory file."""
+    fd = os.memfd_create("ratls", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, certificate_pem + key_pem)
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
+def server_context() -> ssl.SSLContext:
+    """A TLS 1.3-only server context, as the service's listener uses."""
+    return _server_context()

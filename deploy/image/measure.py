@@ -25,22 +25,31 @@ Two sources, used together:
     must use the production VM shape. The output is only as trustworthy as that reference
     launch: do it on hardware you control and keep the quote with the release.
 
-Needs: Python 3.11+ and this repository's ``attestation`` package (for ``policy``).
+The computation lives in ``attestation.measure`` (``enclave measure`` in the installed CLI
+computes RTMR0-2 from source too: docs/attestation.md); this script keeps its two commands.
+Needs: Python 3.11+ and this repository's ``attestation`` package.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import json
-import struct
 import sys
-import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+
+if __name__ == "__main__":  # run as a script from the checkout: the package is next to it
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from attestation.measure import (
+    PAGE_ORDERS,
+    MeasureError,
+    PageOrder,
+    TdvfSection,
+    compute_mrtd,
+    parse_tdvf,
+)
 
 __all__ = [
     "MeasureError",
@@ -51,135 +60,6 @@ __all__ = [
     "parse_tdvf",
     "policy_toml",
 ]
-
-PageOrder = Literal["single-pass", "two-pass"]
-
-PAGE_SIZE = 0x1000
-MR_EXTEND_CHUNK = 0x100
-ATTRIBUTE_MR_EXTEND = 0x1
-ATTRIBUTE_PAGE_AUG = 0x2
-#: The OVMF GUIDed table ends 32 bytes before the end of the image (the reset vector follows).
-FOOTER_DISTANCE = 32
-FOOTER_GUID = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d").bytes_le
-TDX_METADATA_OFFSET_GUID = uuid.UUID("e47a6535-984a-4798-865e-4685a7bf8ec2").bytes_le
-_ENTRY_HEADER = 18  # u16 length + 16-byte GUID, after the entry's data
-_SECTION = struct.Struct("<IIQQII")
-_DESCRIPTOR = struct.Struct("<4sIII")
-MAX_SECTIONS = 64
-_ORDERS: tuple[PageOrder, ...] = ("single-pass", "two-pass")
-
-
-class MeasureError(Exception):
-    """The input is not what the computation needs (no TDVF metadata, a malformed quote...)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TdvfSection:
-    data_offset: int
-    raw_data_size: int
-    memory_address: int
-    memory_data_size: int
-    section_type: int
-    attributes: int
-
-
-def _metadata_offset(firmware: bytes) -> int:
-    """Walk the OVMF GUIDed table backwards to the TDX metadata offset entry."""
-    end = len(firmware) - FOOTER_DISTANCE
-    if end < _ENTRY_HEADER or firmware[end - 16 : end] != FOOTER_GUID:
-        raise MeasureError("no OVMF GUIDed table footer: not an OVMF/TDVF image")
-    (table_length,) = struct.unpack_from("<H", firmware, end - _ENTRY_HEADER)
-    start = end - table_length
-    if table_length < _ENTRY_HEADER or start < 0:
-        raise MeasureError("OVMF GUIDed table length out of range")
-    position = end - _ENTRY_HEADER  # the footer entry itself is skipped
-    while position - _ENTRY_HEADER >= start:
-        guid = firmware[position - 16 : position]
-        (length,) = struct.unpack_from("<H", firmware, position - _ENTRY_HEADER)
-        if length < _ENTRY_HEADER or position - length < start:
-            raise MeasureError("OVMF GUIDed table entry length out of range")
-        if guid == TDX_METADATA_OFFSET_GUID:
-            if length < _ENTRY_HEADER + 4:
-                raise MeasureError("TDX metadata offset entry too short")
-            distance: int = struct.unpack_from("<I", firmware, position - _ENTRY_HEADER - 4)[0]
-            if not 0 < distance <= len(firmware):
-                raise MeasureError("TDX metadata offset out of range")
-            return len(firmware) - distance
-        position -= length
-    raise MeasureError("no TDX metadata in the OVMF GUIDed table (firmware built without TDX)")
-
-
-def parse_tdvf(firmware: bytes) -> tuple[TdvfSection, ...]:
-    """The TDVF metadata sections of a firmware image (TDX Virtual Firmware Design Guide)."""
-    offset = _metadata_offset(firmware)
-    if offset + _DESCRIPTOR.size > len(firmware):
-        raise MeasureError("TDVF descriptor out of range")
-    signature, _length, version, count = _DESCRIPTOR.unpack_from(firmware, offset)
-    if signature != b"TDVF":
-        raise MeasureError("TDVF descriptor signature missing")
-    if version != 1:
-        raise MeasureError(f"unsupported TDVF metadata version {version}")
-    if not 0 < count <= MAX_SECTIONS:
-        raise MeasureError(f"TDVF section count {count} out of range")
-    first = offset + _DESCRIPTOR.size
-    if first + count * _SECTION.size > len(firmware):
-        raise MeasureError("TDVF sections out of range")
-    sections = []
-    for index in range(count):
-        section = TdvfSection(*_SECTION.unpack_from(firmware, first + index * _SECTION.size))
-        _check_section(index, section, len(firmware))
-        sections.append(section)
-    return tuple(sections)
-
-
-def _check_section(index: int, section: TdvfSection, firmware_size: int) -> None:
-    if section.memory_address % PAGE_SIZE or section.memory_data_size % PAGE_SIZE:
-        raise MeasureError(f"TDVF section {index} is not page-aligned")
-    if section.raw_data_size > section.memory_data_size:
-        raise MeasureError(f"TDVF section {index} holds more data than memory")
-    if section.attributes & ATTRIBUTE_MR_EXTEND and (
-        section.data_offset + section.memory_data_size > firmware_size
-    ):
-        raise MeasureError(f"TDVF section {index} is measured but extends past the image")
-
-
-def _page_add(digest: hashlib._Hash, gpa: int) -> None:
-    record = bytearray(128)
-    record[0:12] = b"MEM.PAGE.ADD"
-    record[16:24] = gpa.to_bytes(8, "little")
-    digest.update(record)
-
-
-def _extend(digest: hashlib._Hash, firmware: bytes, section: TdvfSection, page: int) -> None:
-    for chunk in range(PAGE_SIZE // MR_EXTEND_CHUNK):
-        within = page * PAGE_SIZE + chunk * MR_EXTEND_CHUNK
-        record = bytearray(128)
-        record[0:9] = b"MR.EXTEND"
-        record[16:24] = (section.memory_address + within).to_bytes(8, "little")
-        digest.update(record)
-        start = section.data_offset + within
-        digest.update(firmware[start : start + MR_EXTEND_CHUNK])
-
-
-def compute_mrtd(firmware: bytes, order: PageOrder = "single-pass") -> bytes:
-    """MRTD (48 bytes) of a TD launched with ``firmware``."""
-    digest = hashlib.sha384()
-    for section in parse_tdvf(firmware):
-        pages = range(section.memory_data_size // PAGE_SIZE)
-        added = not section.attributes & ATTRIBUTE_PAGE_AUG
-        extended = bool(section.attributes & ATTRIBUTE_MR_EXTEND)
-        if order == "two-pass":
-            for page in pages if added else ():
-                _page_add(digest, section.memory_address + page * PAGE_SIZE)
-            for page in pages if extended else ():
-                _extend(digest, firmware, section, page)
-            continue
-        for page in pages:
-            if added:
-                _page_add(digest, section.memory_address + page * PAGE_SIZE)
-            if extended:
-                _extend(digest, firmware, section, page)
-    return digest.digest()
 
 
 def policy_toml(registers: dict[str, bytes], source: str) -> str:
@@ -237,7 +117,7 @@ def _policy(args: argparse.Namespace) -> int:
         print("event log replays to the quote's RTMR0..3", file=sys.stderr)
     if args.firmware is not None:
         firmware = Path(args.firmware).read_bytes()
-        orders = [o for o in _ORDERS if compute_mrtd(firmware, o) == report.mr_td]
+        orders = [o for o in PAGE_ORDERS if compute_mrtd(firmware, o) == report.mr_td]
         if not orders:
             raise MeasureError("MRTD of --firmware (either page order) differs from the quote's")
         print(f"MRTD matches --firmware ({orders[0]})", file=sys.stderr)
@@ -284,13 +164,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _expected_errors() -> tuple[type[Exception], ...]:
-    """Errors reported as one line; ``mrtd`` works without the attestation package."""
-    expected: tuple[type[Exception], ...] = (MeasureError, OSError, ValueError, KeyError)
-    try:
-        from attestation.errors import AttestationError
-    except ImportError:
-        return expected
-    return (*expected, AttestationError)
+    """Errors reported as one line."""
+    from attestation.errors import AttestationError
+
+    return (MeasureError, OSError, ValueError, KeyError, AttestationError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -304,5 +181,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     sys.exit(main())

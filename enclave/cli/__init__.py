@@ -144,10 +144,12 @@ _SUBCOMMAND_MODULES: tuple[str, ...] = (
     "_serve",
     "_attest",
     "_verify",
+    "_receipt",
     "_proxy",
     "_relay",
     "_models",
     "_ohttp_keys",
+    "_measure",
 )
 
 

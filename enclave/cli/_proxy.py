@@ -18,7 +18,11 @@ HOST:PORT``), ``--compat`` / ``ENCLAVE_PROXY_COMPAT``, ``--body-limit-bytes`` /
 ``--allowed-host`` / ``ENCLAVE_PROXY_ALLOWED_HOSTS`` (Host names served besides the loopback
 ones; comma-separated), ``--allowed-origin`` / ``ENCLAVE_PROXY_ALLOWED_ORIGINS`` (browser
 origins served; none by default), ``ENCLAVE_PROXY_TOKEN`` (an access token every request must
-carry as ``Authorization: Bearer`` or ``x-api-key``; environment only, never a flag).
+carry as ``Authorization: Bearer`` or ``x-api-key``; environment only, never a flag),
+``--receipts`` / ``ENCLAVE_PROXY_RECEIPTS`` (a folder where each answer's receipt is kept with
+the evidence it was verified against, for ``enclave receipt verify``; none by default),
+``--max-connections`` / ``ENCLAVE_PROXY_MAX_CONNECTIONS`` (256: the connection pool to the
+endpoint; each streamed answer holds one connection while it streams).
 """
 
 from __future__ import annotations
@@ -45,7 +49,12 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from enclave.cli._listen import is_loopback, parse_listen
-from enclave.cli._verify import InputError, add_verifier_arguments, verifier_from_args
+from enclave.cli._verify import (
+    InputError,
+    _trust_description,
+    add_verifier_arguments,
+    verifier_from_args,
+)
 from enclave.client import AsyncOhttpTransport
 from enclave.client._proxy import (
     CHALLENGE_HEADER,
@@ -56,6 +65,7 @@ from enclave.client._proxy import (
     instance_proof,
 )
 from enclave.client._proxy_errors import refusal_for
+from enclave.client._ratls import DEFAULT_MAX_CONNECTIONS
 from enclave.client.errors import ClientError
 
 __all__ = ["ProxySettings", "register"]
@@ -82,6 +92,10 @@ class ProxySettings(BaseSettings):
     allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
     allowed_origins: Annotated[tuple[str, ...], NoDecode] = ()
     token: SecretStr | None = Field(default=None, min_length=16)
+    # Where each answer's receipt is kept with its evidence (enclave.client._receipts).
+    receipts: Path | None = None
+    # The pool to the endpoint: each streamed answer holds a connection while it streams.
+    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1, le=100_000)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -174,6 +188,13 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="the proxy's log level (ENCLAVE_PROXY_LOG_LEVEL; default WARNING)",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        metavar="N",
+        help="connections to the endpoint at most; each streamed answer holds one while it "
+        f"streams (ENCLAVE_PROXY_MAX_CONNECTIONS; default {DEFAULT_MAX_CONNECTIONS})",
+    )
+    parser.add_argument(
         "--allowed-host",
         dest="allowed_hosts",
         action="append",
@@ -188,6 +209,14 @@ def _add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="serve browser requests from ORIGIN, e.g. http://localhost:3000 (repeatable; "
         "ENCLAVE_PROXY_ALLOWED_ORIGINS; default none: any request with an Origin is refused)",
+    )
+    parser.add_argument(
+        "--receipts",
+        type=Path,
+        metavar="DIR",
+        help="keep each answer's receipt in DIR/receipts/<id>.json with the evidence it was "
+        "verified against in DIR/evidence/<quote>.json, for `enclave receipt verify` without "
+        "the service (ENCLAVE_PROXY_RECEIPTS; default none: checked, kept in memory only)",
     )
     parser.add_argument(
         "--insecure-listen-public",
@@ -212,8 +241,10 @@ def settings_from_args(args: argparse.Namespace) -> ProxySettings:
         "body_limit_bytes": args.body_limit_bytes,
         "log_level": args.proxy_log_level,
         "insecure_listen_public": args.insecure_listen_public,
+        "max_connections": args.max_connections,
         "allowed_hosts": None if args.allowed_hosts is None else tuple(args.allowed_hosts),
         "allowed_origins": None if args.allowed_origins is None else tuple(args.allowed_origins),
+        "receipts": args.receipts,
     }
     if args.listen is not None:
         try:
@@ -246,6 +277,12 @@ def _checked(args: argparse.Namespace) -> tuple[ProxySettings, dict[str, str]]:
     if not args.url.startswith("https://"):
         raise InputError("URL must be https://")
     verifier_from_args(args)  # the policy file: readable, valid, pinning the measurements
+    if settings.receipts is not None:
+        try:
+            for sub in ("receipts", "evidence"):
+                (settings.receipts / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise InputError(f"--receipts: cannot use {settings.receipts}: {exc.strerror}") from exc
     relay_headers: dict[str, str] = {}
     if args.relay_key_env:
         key = os.environ.get(args.relay_key_env)
@@ -264,7 +301,11 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     logging.getLogger().setLevel(settings.log_level)
     transport = AsyncOhttpTransport(
-        args.url, verifier, relay_url=args.relay, relay_headers=relay_headers
+        args.url,
+        verifier,
+        relay_url=args.relay,
+        relay_headers=relay_headers,
+        max_connections=settings.max_connections,
     )
     try:  # verify before serving: a proxy that starts says its endpoint verified
         endpoint = asyncio.run(transport.refresh())
@@ -275,12 +316,16 @@ def _run(args: argparse.Namespace) -> int:
     allowed_hosts = settings.allowed_hosts
     if not is_loopback(settings.host) and settings.host not in ("0.0.0.0", "::"):  # noqa: S104
         allowed_hosts = (*allowed_hosts, settings.host)  # the address it was asked to serve
+    anchor, collateral = _trust_description(args)
     options = ProxyOptions(
         body_limit_bytes=settings.body_limit_bytes,
         through_relay=args.relay is not None,
         allowed_hosts=allowed_hosts,
         allowed_origins=settings.allowed_origins,
         token=settings.token_value,
+        receipts_dir=settings.receipts,
+        trust_anchor=anchor,
+        collateral_source=collateral,
     )
     app = build_proxy_app(transport, compat=settings.compat, options=options)
     logger.warning(
@@ -391,18 +436,27 @@ def _health(listen: str, instance: str | None, timeout: float = 20.0) -> dict[st
 
 
 def _run_argv(args: argparse.Namespace, settings: ProxySettings) -> list[str]:
-    argv = [sys.executable, "-m", "enclave", "proxy", "run", args.url]
+    # -P: the working directory is not put on sys.path, so a directory named like a package
+    # there (``~/enclave`` from the README) cannot shadow it; PYTHONPATH is still honoured.
+    argv = [sys.executable, "-P", "-m", "enclave", "proxy", "run", args.url]
     argv += ["--listen", settings.listen, "--compat", settings.compat]
     argv += ["--body-limit-bytes", str(settings.body_limit_bytes)]
     argv += ["--log-level", settings.log_level]
+    argv += ["--max-connections", str(settings.max_connections)]
     for host in settings.allowed_hosts:
         argv += ["--allowed-host", host]
     for origin in settings.allowed_origins:
         argv += ["--allowed-origin", origin]
+    if settings.receipts is not None:
+        argv += ["--receipts", str(settings.receipts.resolve())]
     for flag, value in (
         ("--relay", args.relay),
         ("--relay-key-env", args.relay_key_env),
         ("--policy", args.policy),
+        ("--policy-bundle", args.policy_bundle),
+        ("--policy-trusted-root", args.policy_trusted_root),
+        ("--policy-signer", args.policy_signer),
+        ("--policy-workflow", args.policy_workflow if args.policy_bundle else None),
         ("--collateral", args.collateral),
         ("--pccs", args.pccs),
         ("--root-ca", args.root_ca),

@@ -63,6 +63,28 @@ _FLAGS: tuple[tuple[str, str, Any, str], ...] = (
     ("--max-concurrent-streams", "max_concurrent_streams", int, "inference requests at once"),
     ("--shutdown-grace", "shutdown_grace_seconds", float, "drain time on SIGTERM, seconds"),
     ("--load-timeout", "load_timeout_seconds", float, "model load timeout, seconds"),
+    (
+        "--data-plane-workers",
+        "data_plane_workers",
+        int,
+        "data-plane worker processes on the port, each with its own TLS listener, relay, "
+        "gateway and engine client, next to one owner of the keys, certificates and lifecycle "
+        "(1: one process serves everything; 0: one per core less one, at least 1)",
+    ),
+    (
+        "--stream-padding-bytes",
+        "stream_padding_bytes",
+        int,
+        "pad every streamed event, OHTTP chunk and answer to a multiple of this many bytes, "
+        "so sizes say nothing of token lengths (0 needs --insecure-no-stream-padding)",
+    ),
+    (
+        "--stream-cadence-ms",
+        "stream_cadence_ms",
+        int,
+        "send streamed pieces only every this many milliseconds (what arrived coalesced, an "
+        "empty padded piece when nothing did), so timing says nothing of token boundaries",
+    ),
     ("--log-format", "log_format", str, "the service log's format"),
     ("--service-log-level", "log_level", str.upper, "the service log's level (any case)"),
 )
@@ -175,6 +197,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="INSECURE: development mode (lifecycle API open without a token)",
     )
     parser.add_argument(
+        "--insecure-no-stream-padding",
+        action="store_true",
+        default=None,
+        help="INSECURE: no size padding (an observer reads each token's length from the sizes)",
+    )
+    parser.add_argument(
         "--restore-on-boot",
         action="store_true",
         default=None,
@@ -201,6 +229,7 @@ def run(args: argparse.Namespace) -> int:
     overrides["insecure_allow_simulated_gpu"] = args.insecure_allow_simulated_gpu
     overrides["insecure_dev_mode"] = args.insecure_dev_mode
     overrides["insecure_dev_engine"] = args.insecure_dev_engine
+    overrides["insecure_no_stream_padding"] = args.insecure_no_stream_padding
     overrides["restore_on_boot"] = args.restore_on_boot
     if args.engine_command is not None:
         overrides["engine_command"] = tuple(shlex.split(args.engine_command))

@@ -25,7 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from attestation.collateral import CollateralSource, OfflineCollateral, PccsCollateral
-from attestation.errors import AttestationError
+from attestation.errors import AttestationError, VerificationError
 from attestation.gpu import GpuPolicy
 from attestation.policy import (
     DEFAULT_POLICY,
@@ -36,6 +36,8 @@ from attestation.policy import (
     policy_to_toml,
     unpinned_message,
 )
+from attestation.policy_bundle import ReleaseIdentity
+from attestation.policy_bundle_files import load_signed_policy
 from enclave.client import AttestationFailed, VerifiedEndpoint, Verifier, attest_endpoint
 from enclave.client._document import verification_document
 from enclave.client._verifier import run_sync
@@ -68,7 +70,17 @@ pass. Check the printed MRTD and RTMRs against the image you expect, then keep t
 
 
 class InputError(Exception):
-    """A command-line input that cannot be used."""
+    """A command-line input that cannot be used (``reason``: a stable code for the output)."""
+
+    reason = "input_error"
+
+
+class PolicyBundleRefusedError(InputError):
+    """``--policy-bundle`` did not verify; ``reason`` is its ``policy_bundle_*`` code."""
+
+    def __init__(self, error: VerificationError) -> None:
+        super().__init__(str(error))
+        self.reason = error.reason
 
 
 def add_verifier_arguments(parser: argparse.ArgumentParser) -> None:
@@ -78,6 +90,35 @@ def add_verifier_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="measurement policy, TOML or JSON (from `enclave verify --save-policy` or "
         "deploy/image/measure.py)",
+    )
+    bundle = parser.add_argument_group(
+        "signed policy (a release's policy file with its Sigstore bundle; docs/attestation.md)"
+    )
+    bundle.add_argument(
+        "--policy-bundle",
+        type=Path,
+        metavar="FILE",
+        help="the Sigstore bundle of the --policy file (in-toto statement signed by the "
+        "release workflow); verified offline before the policy is used, and its version must "
+        "not be below the highest seen (kept in <policy>.version.json)",
+    )
+    bundle.add_argument(
+        "--policy-trusted-root",
+        type=Path,
+        metavar="FILE",
+        help="the Sigstore trusted root (trusted_root.json) the bundle is checked against",
+    )
+    bundle.add_argument(
+        "--policy-signer",
+        metavar="OWNER/NAME",
+        help="the GitHub repository whose release workflow signs the policy (a tag refs/tags/v*, "
+        "a GitHub-hosted runner)",
+    )
+    bundle.add_argument(
+        "--policy-workflow",
+        default=".github/workflows/release.yml",
+        metavar="PATH",
+        help="that repository's signing workflow (default %(default)s)",
     )
     parser.add_argument(
         "--insecure-any-measurement",
@@ -137,7 +178,7 @@ def policy_from_args(args: argparse.Namespace, *, sending: bool) -> Policy:
     """The policy the options name. ``sending``: the command sends requests, so the policy
     must pin the measurements (or --insecure-any-measurement must be given)."""
     try:
-        policy = DEFAULT_POLICY if args.policy is None else load_policy(args.policy)
+        policy = _policy_file(args)
         if args.insecure_any_measurement:
             policy = dataclasses.replace(policy, insecure_any_measurement=True)
         accepted = set(getattr(args, "insecure_accept_service", None) or ())
@@ -152,6 +193,39 @@ def policy_from_args(args: argparse.Namespace, *, sending: bool) -> Policy:
     if sending and not (policy.pins_measurements or policy.insecure_any_measurement):
         raise InputError(unpinned_message(policy))
     return policy
+
+
+def _policy_file(args: argparse.Namespace) -> Policy:
+    """The --policy file, through its --policy-bundle when one is given."""
+    bundle: Path | None = getattr(args, "policy_bundle", None)
+    if bundle is None:
+        if getattr(args, "policy_trusted_root", None) or getattr(args, "policy_signer", None):
+            raise InputError("--policy-trusted-root and --policy-signer go with --policy-bundle")
+        return DEFAULT_POLICY if args.policy is None else load_policy(args.policy)
+    if args.policy is None:
+        raise InputError("--policy-bundle is the bundle of a --policy file: give both")
+    if args.policy_trusted_root is None or args.policy_signer is None:
+        raise InputError("--policy-bundle needs --policy-trusted-root and --policy-signer")
+    identity = ReleaseIdentity(args.policy_signer, args.policy_workflow)
+    try:
+        signed = load_signed_policy(
+            args.policy, bundle, trusted_root=args.policy_trusted_root, identity=identity
+        )
+    except VerificationError as exc:
+        raise PolicyBundleRefusedError(exc) from exc
+    logger.info(
+        "policy %s version %d verified: signed by %s at %s",
+        args.policy,
+        signed.version,
+        identity.repository,
+        signed.release_ref,
+    )
+    args.signed_policy = {
+        "version": signed.version,
+        "signer": f"{identity.repository_uri}/{identity.workflow}@{signed.release_ref}",
+        "sha256": signed.subject_sha256.hex(),
+    }
+    return signed.policy
 
 
 def verifier_from_args(args: argparse.Namespace, *, sending: bool = True) -> Verifier:
@@ -274,7 +348,7 @@ def _verify(args: argparse.Namespace) -> int:
             )
         verifier = verifier_from_args(args, sending=False)
     except InputError as exc:
-        return _input_error(args, str(exc))
+        return _input_error(args, str(exc), exc.reason)
     anchor, collateral = _trust_description(args)
     url = args.url.rstrip("/")
     try:
@@ -290,13 +364,17 @@ def _verify(args: argparse.Namespace) -> int:
     )
     facts = {**document.to_json_dict(), "facts": endpoint.to_json_dict()}
     saved = ""
+    signed = getattr(args, "signed_policy", None)
+    if signed is not None:
+        facts["signed_policy"] = signed
+        saved = f"policy: version {signed['version']}, signed by {signed['signer']}\n"
     if args.save_policy is not None:
         try:
             _save_policy(args.save_policy, endpoint, verifier.policy.insecure_accept_service)
         except InputError as exc:
             return _input_error(args, str(exc))
         facts["saved_policy"] = str(args.save_policy)
-        saved = f"policy pinning these measurements written to {args.save_policy}\n"
+        saved += f"policy pinning these measurements written to {args.save_policy}\n"
     _emit(args, facts, document.render() + _facts_text(endpoint) + saved)
     return 0
 
@@ -324,7 +402,7 @@ def _emit(args: argparse.Namespace, document: dict[str, object], text: str) -> N
     sys.stdout.write(json.dumps(document, indent=2) + "\n" if args.json else text)
 
 
-def _input_error(args: argparse.Namespace, detail: str) -> int:
-    document = {"verified": False, "reason": "input_error", "detail": detail}
-    _emit(args, document, f"verified: no\nreason: input_error\ndetail: {detail}\n")
+def _input_error(args: argparse.Namespace, detail: str, reason: str = "input_error") -> int:
+    document = {"verified": False, "reason": reason, "detail": detail}
+    _emit(args, document, f"verified: no\nreason: {reason}\ndetail: {detail}\n")
     return 1

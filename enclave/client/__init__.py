@@ -6,6 +6,9 @@
   are verified in the TLS layer before any request byte is written;
 - :class:`OhttpTransport` / :class:`AsyncOhttpTransport`: httpx transports that encrypt every
   request to the attested OHTTP key (chunked, streamed), directly or through a relay;
+- :func:`load_signed_policy`: a release's policy file, verified through its Sigstore bundle
+  (signed by the release workflow, Rekor-logged, its version never going backwards) before
+  it is used: ``Verifier(source, policy=load_signed_policy(...).policy)``;
 - :class:`Verifier`: the policy, collateral and cache these share. The transports refuse
   (:class:`MeasurementsNotPinned`) a policy that does not pin the measurements unless it says
   ``insecure_any_measurement``.
@@ -13,6 +16,8 @@
 docs/client.md describes the design and the error codes.
 """
 
+from attestation.policy_bundle import ReleaseIdentity, SignedPolicy
+from attestation.policy_bundle_files import load_signed_policy
 from enclave.client._endpoint import (
     VerifiedEndpoint,
     attest_endpoint,
@@ -46,14 +51,17 @@ __all__ = [
     "MeasurementsNotPinned",
     "OhttpTransport",
     "RaTlsTransport",
+    "ReleaseIdentity",
     "ResponseDecryptError",
     "ResponseTruncated",
+    "SignedPolicy",
     "VerifiedCertificate",
     "VerifiedEndpoint",
     "Verifier",
     "attest_endpoint",
     "attested_endpoint",
     "averify_endpoint",
+    "load_signed_policy",
     "verified_certificate",
     "verify_endpoint",
 ]

@@ -64,6 +64,7 @@ _STEP_OF_REASON: dict[str, str] = {
     Reason.SERVICE_INSECURE: "4.11",
     "ohttp_keys_mismatch": "5",
     "ohttp_keys_unusable": "6",
+    "receipt_key_mismatch": "8",
     **{
         str(code): "7"
         for name, code in vars(GpuReason).items()
@@ -349,8 +350,21 @@ def _steps(
             _gpu_policy(policy),
             OK,
         ),
+        Step(
+            "8",
+            "receipt key",
+            "the report's receipt-key claim (SHA-256 of the Ed25519 key signing answer receipts)"
+            + ("" if e is None else f": {_receipt_key(e)}"),
+            "the certificate's receipt-key claim (receipts verify against the pinned quote)",
+            OK,
+        ),
     ]
     return tuple(steps)
+
+
+def _receipt_key(endpoint: VerifiedEndpoint) -> str:
+    key = endpoint.receipt_key_sha256
+    return "none (the service signs no receipts)" if key is None else key.hex()
 
 
 def _gpus(endpoint: VerifiedEndpoint) -> str:

@@ -58,6 +58,7 @@ __all__ = [
     "attest_endpoint",
     "averify_endpoint",
     "check_ohttp_keys",
+    "check_receipt_key",
     "check_report_certificate",
     "preferred_key_configs",
     "usable_key_configs",
@@ -97,6 +98,14 @@ class VerifiedEndpoint:
     report_data: bytes = field(default=b"", repr=False)
     #: Every GPU's verified evidence (step 7), in NVML index order; empty without GPUs.
     gpus: tuple[VerifiedGpu, ...] = ()
+    #: The ``receipt-key`` claim (SHA-256 of the raw Ed25519 key that signs the service's
+    #: answer receipts), the same in the certificate and the report (``receipt_key_mismatch``
+    #: otherwise); None from a service that signs none.
+    receipt_key_sha256: bytes | None = None
+    #: The connection's RA-TLS certificate and the collateral it verified with: what a
+    #: receipt naming its quote is verified against later (``enclave receipt verify``).
+    certificate_der: bytes = field(default=b"", repr=False)
+    collateral_json: str | None = field(default=None, repr=False)
 
     @property
     def model_digest_hex(self) -> str | None:
@@ -128,6 +137,9 @@ class VerifiedEndpoint:
             "service_version": self.service_version,
             "spki_sha256": self.spki_sha256.hex(),
             "ohttp_keys_sha256": hashlib.sha256(self.ohttp_keys).hexdigest(),
+            "receipt_key_sha256": None
+            if self.receipt_key_sha256 is None
+            else self.receipt_key_sha256.hex(),
             "ohttp_key_configs": [
                 {"key_id": c.key_id, "kem_id": int(c.kem_id)} for c in self.key_configs
             ],
@@ -291,6 +303,7 @@ async def _attest(
     configs = usable_key_configs(ohttp_keys)
     # 7. The GPUs: bound to these claims and allowed by the policy.
     gpus = verifier.verify_gpus(claims, document.get("gpu_evidence"))
+    receipt_key = check_receipt_key(claims, connection.receipt_key_sha256)
     return VerifiedEndpoint(
         url=base,
         tcb_status=verified.status,
@@ -310,7 +323,24 @@ async def _attest(
         nonce=nonce,
         report_data=verified.report_data,
         gpus=gpus,
+        receipt_key_sha256=receipt_key,
+        certificate_der=connection.certificate_der,
+        collateral_json=connection.collateral_json,
     )
+
+
+def check_receipt_key(claims: Claims | None, certificate_claim: bytes | None) -> bytes | None:
+    """The report and the certificate name the same receipt key (``receipt_key_mismatch``)."""
+    claimed = None if claims is None else claims.receipt_key
+    if claimed != certificate_claim or (
+        claimed is not None
+        and certificate_claim is not None
+        and not hmac.compare_digest(claimed, certificate_claim)
+    ):
+        raise AttestationFailed(
+            "receipt_key_mismatch", "the report and the certificate name different receipt keys"
+        )
+    return claimed
 
 
 async def averify_endpoint(

@@ -30,7 +30,13 @@ from enclave.client._messages import (
     is_ohttp_key_problem,
     response_headers,
 )
-from enclave.client._ratls import AsyncRaTlsTransport, RaTlsTransport, verified_certificate
+from enclave.client._ratls import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_KEEPALIVE_CONNECTIONS,
+    AsyncRaTlsTransport,
+    RaTlsTransport,
+    verified_certificate,
+)
 from enclave.client._verifier import Verifier, run_sync
 from enclave.client.errors import GatewayRefused, ResponseDecryptError, ResponseTruncated
 from enclave.protocol import bhttp
@@ -47,6 +53,7 @@ from enclave.protocol.ohttp import (
     ClientRequestContext,
     encapsulate_request,
 )
+from enclave.protocol.padding import DEFAULT_BUCKET, bhttp_padding
 
 __all__ = ["ENDPOINT_EXTENSION", "AsyncOhttpTransport", "OhttpTransport", "attested_endpoint"]
 
@@ -54,6 +61,15 @@ __all__ = ["ENDPOINT_EXTENSION", "AsyncOhttpTransport", "OhttpTransport", "attes
 ENDPOINT_EXTENSION = "enclave_endpoint"
 DEFAULT_MAX_AGE = 300.0
 _OUTER_TIMEOUT = httpx.Timeout(30.0, read=None)  # when the caller set none: streams may idle
+
+
+def _limits(max_connections: int) -> httpx.Limits:
+    """The pool of the plain outer client (through a relay); RA-TLS pools are the transport's."""
+    return httpx.Limits(
+        max_connections=max_connections,
+        max_keepalive_connections=min(DEFAULT_MAX_KEEPALIVE_CONNECTIONS, max_connections),
+    )
+
 
 _Opener: TypeAlias = ChunkedRequestEncoder | ClientRequestContext
 
@@ -89,6 +105,7 @@ class _Common:
         self.stale = False
         self.refreshes = 0  # endpoint verifications done (for tests and logs)
         self.seen_certificate: bytes | None = None  # quote digest on the direct connection
+        self.padding_bytes = DEFAULT_BUCKET  # every request is padded to a multiple of this
 
     def needs_refresh(self) -> bool:
         endpoint = self.endpoint
@@ -101,7 +118,13 @@ class _Common:
     def seal(
         self, request: httpx.Request, content: bytes, endpoint: VerifiedEndpoint
     ) -> tuple[bytes, dict[str, str], _Opener]:
-        message = bhttp.encode_request(inner_request(request, content, self.verifier.clock()))
+        inner = inner_request(request, content, self.verifier.clock())
+        # Zero padding to the size bucket (RFC 9292 section 3.8), inside the encryption: the
+        # relay and the network see the bucket, not the prompt's length.
+        message = bhttp.encode_request(inner)
+        message = bhttp.encode_request(
+            inner, padding=bhttp_padding(len(message), self.padding_bytes)
+        )
         config = endpoint.key_configs[0]
         headers = dict(self.relay_headers)
         if self.chunked:
@@ -234,7 +257,10 @@ class OhttpTransport(httpx.BaseTransport):
     ``url`` is the service's https base URL (where it is attested). ``relay_url``, when
     given, is where encapsulated requests go instead (a full URL), with ``relay_headers``
     added to the outer request only. ``outer_transport`` overrides how the outer request
-    travels (default: RA-TLS directly, plain httpx through a relay).
+    travels (default: RA-TLS directly, plain httpx through a relay), and ``max_connections``
+    bounds its connection pool (each streamed response holds one connection while it streams;
+    default :data:`~enclave.client._ratls.DEFAULT_MAX_CONNECTIONS`, the service's default
+    stream limit).
     """
 
     def __init__(
@@ -247,11 +273,14 @@ class OhttpTransport(httpx.BaseTransport):
         outer_transport: httpx.BaseTransport | None = None,
         chunked: bool = True,
         max_age: float = DEFAULT_MAX_AGE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self._common = _Common(url, verifier, relay_url, relay_headers, chunked, max_age)
-        if outer_transport is None:
-            outer_transport = RaTlsTransport(verifier) if relay_url is None else None
-        self._outer = httpx.Client(transport=outer_transport, timeout=_OUTER_TIMEOUT)
+        if outer_transport is None and relay_url is None:
+            outer_transport = RaTlsTransport(verifier, max_connections=max_connections)
+        self._outer = httpx.Client(
+            transport=outer_transport, timeout=_OUTER_TIMEOUT, limits=_limits(max_connections)
+        )
         self._lock = threading.Lock()
 
     @property
@@ -344,17 +373,25 @@ class AsyncOhttpTransport(httpx.AsyncBaseTransport):
         outer_transport: httpx.AsyncBaseTransport | None = None,
         chunked: bool = True,
         max_age: float = DEFAULT_MAX_AGE,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         self._common = _Common(url, verifier, relay_url, relay_headers, chunked, max_age)
-        if outer_transport is None:
-            outer_transport = AsyncRaTlsTransport(verifier) if relay_url is None else None
-        self._outer = httpx.AsyncClient(transport=outer_transport, timeout=_OUTER_TIMEOUT)
+        if outer_transport is None and relay_url is None:
+            outer_transport = AsyncRaTlsTransport(verifier, max_connections=max_connections)
+        self._outer = httpx.AsyncClient(
+            transport=outer_transport, timeout=_OUTER_TIMEOUT, limits=_limits(max_connections)
+        )
         self._lock: asyncio.Lock | None = None
 
     @property
     def url(self) -> str:
         """The service's base URL (where it is attested)."""
         return self._common.url
+
+    @property
+    def verifier(self) -> Verifier:
+        """The verifier (and so the policy) every endpoint verification uses."""
+        return self._common.verifier
 
     @property
     def endpoint(self) -> VerifiedEndpoint | None:

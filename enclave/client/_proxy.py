@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import secrets
 import time
@@ -34,14 +33,16 @@ from asyncio import timeout as asyncio_timeout
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from attestation.receipt import HEADER as RECEIPT_HEADER
 from enclave.client._anthropic import (
     AnthropicRequestError,
     TranslatedRequest,
@@ -51,12 +52,22 @@ from enclave.client._anthropic import (
     to_openai_request,
 )
 from enclave.client._anthropic_stream import AnthropicStream, SseDecoder
+from enclave.client._document import verification_document
 from enclave.client._endpoint import VerifiedEndpoint
 from enclave.client._ohttp import AsyncOhttpTransport, attested_endpoint
 from enclave.client._proxy_errors import Refusal, refusal_for
 from enclave.client._proxy_guard import ProxyGuard
+from enclave.client._proxy_page import PAGE_PATH, render_page
+from enclave.client._receipts import ReceiptKeeper, ResponseWatcher
 from enclave.client.errors import AttestationFailed, ClientError
-from enclave.protocol import api
+from enclave.protocol import api, strictjson
+from enclave.protocol.bodies import (
+    BodyIncompleteError,
+    BodyTooLargeError,
+    InvalidContentLengthError,
+    content_length,
+    read_body,
+)
 
 __all__ = [
     "CHALLENGE_HEADER",
@@ -96,13 +107,15 @@ class ProxyOptions:
     recheck_seconds: float = 30.0
     recheck_timeout_seconds: float = 15.0
     through_relay: bool = False
+    #: Where each answer's receipt is kept with its evidence (``--receipts DIR``); None: the
+    #: receipts are still checked, and the latest kept in memory only.
+    receipts_dir: Path | None = None
+    #: How the page (``/proxy/``) names the trust anchor and the collateral source.
+    trust_anchor: str = "Intel SGX Root CA (built into dcap-qvl)"
+    collateral_source: str = "the verifier's collateral source"
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)
-
-
-class _BodyTooLargeError(Exception):
-    pass
 
 
 class _Health:
@@ -111,13 +124,21 @@ class _Health:
     def __init__(self) -> None:
         self.failure: str | None = None
         self.checked_at: float = 0.0
+        #: Why, for the page: the verification failure, or the refusal as one.
+        self.error: AttestationFailed | None = None
 
-    def failed(self, refusal: Refusal) -> None:
+    def failed(self, refusal: Refusal, exc: BaseException | None = None) -> None:
         self.failure = refusal.code
         self.checked_at = time.time()
+        self.error = (
+            exc if isinstance(exc, AttestationFailed) else AttestationFailed(refusal.code, "")
+        )
+        if not isinstance(exc, AttestationFailed):
+            self.error.detail = refusal.message
 
     def succeeded(self) -> None:
         self.failure = None
+        self.error = None
         self.checked_at = time.time()
 
 
@@ -127,6 +148,16 @@ _REQUEST_DROPPED = frozenset(
 _RESPONSE_DROPPED = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive"})
 #: The only caller headers an Anthropic-mode request carries (inside the encryption).
 _ANTHROPIC_KEPT = ("authorization", "x-api-key")
+#: The routes whose answers carry a receipt.
+_RECEIPT_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+
+
+def _watcher(upstream: httpx.Response) -> ResponseWatcher | None:
+    """A watcher for an answer that should carry a receipt (a 200 from an inference route)."""
+    if upstream.status_code != 200 or upstream.request.url.path not in _RECEIPT_PATHS:
+        return None
+    sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+    return ResponseWatcher(upstream.headers.get(RECEIPT_HEADER), sse)
 
 
 def confidential_headers(endpoint: VerifiedEndpoint) -> dict[str, str]:
@@ -176,41 +207,17 @@ def _anthropic_refusal(refusal: Refusal, request_id: str) -> JSONResponse:
     return _anthropic_error(refusal.status, error_type, refusal.message, headers)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLargeError
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise _BodyTooLargeError
-    return bytes(body)
-
-
-def _not_json(constant: str) -> float:
-    raise ValueError(f"{constant} is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("a number out of range")
-    return value
-
-
-def strict_json(raw: bytes) -> object:
-    """``raw`` as JSON (RFC 8259), refusing what Python's json reads beyond it: ``NaN``,
-    ``Infinity``, numbers out of range (``1e999``) and strings that are not Unicode (a lone
-    surrogate ``\\ud800``, which no UTF-8 encoder can write). ``ValueError`` otherwise."""
-    document = json.loads(raw, parse_constant=_not_json, parse_float=_finite)
-    _encode(document)  # a lone surrogate anywhere, key or value: UnicodeEncodeError
-    return document
-
-
-def _encode(document: object) -> bytes:
-    """The compact UTF-8 JSON of ``document``; ``ValueError`` for what is not JSON."""
-    return json.dumps(document, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+async def _read_body(request: Request, options: ProxyOptions) -> bytes | Refusal:
+    """The body, or the refusal for it (:mod:`enclave.protocol.bodies` reads and parses)."""
+    try:
+        declared = content_length(request.scope["headers"])
+        return await read_body(request.receive, options.body_limit_bytes, declared=declared)
+    except InvalidContentLengthError:
+        return _INVALID_LENGTH
+    except BodyTooLargeError:
+        return _too_large(options)
+    except BodyIncompleteError as exc:
+        raise ClientDisconnect from exc
 
 
 def _new_request_id() -> str:
@@ -241,7 +248,10 @@ async def _upstream_error(upstream: httpx.Response, extra: dict[str, str]) -> JS
 
 
 async def _anthropic_stream(
-    upstream: httpx.Response, translated: TranslatedRequest, message_id: str
+    upstream: httpx.Response,
+    translated: TranslatedRequest,
+    message_id: str,
+    watcher: ResponseWatcher | None = None,
 ) -> AsyncIterator[bytes]:
     stream = AnthropicStream(
         message_id=message_id, model=translated.model, stop_sequences=translated.stop_sequences
@@ -250,6 +260,8 @@ async def _anthropic_stream(
     try:
         try:
             async for piece in upstream.aiter_bytes():
+                if watcher is not None:
+                    watcher.feed(piece)
                 for data in decoder.feed(piece):
                     for event in stream.feed(data):
                         yield event
@@ -279,6 +291,7 @@ def build_proxy_app(
     client = httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(30.0, read=None))
     base = transport.url
     state = _Health()
+    keeper = ReceiptKeeper(options.receipts_dir)
 
     async def send(outgoing: httpx.Request) -> httpx.Response | Refusal:
         try:
@@ -287,7 +300,7 @@ def build_proxy_app(
             refusal = refusal_for(exc, through_relay=options.through_relay)
             reason = exc.reason if isinstance(exc, AttestationFailed) else type(exc).__name__
             logger.warning("request refused: %s (%s)", refusal.code, reason)
-            state.failed(refusal)
+            state.failed(refusal, exc)
             return refusal
         state.succeeded()
         return upstream
@@ -299,13 +312,12 @@ def build_proxy_app(
         headers = [
             (name, value) for name, value in request.headers.items() if name not in _REQUEST_DROPPED
         ]
-        try:
-            body = await _read_body(request, options.body_limit_bytes)
-        except _BodyTooLargeError:
-            return _error(_too_large(options), request_id)
+        body = await _read_body(request, options)
+        if isinstance(body, Refusal):
+            return _error(body, request_id)
         if body:  # JSON by its content type (the door refuses any other)
             try:
-                strict_json(body)
+                strictjson.loads(body)
             except (ValueError, RecursionError):
                 return _error(_INVALID_JSON, request_id)
         outgoing = client.build_request(
@@ -328,12 +340,18 @@ def build_proxy_app(
         }
         kept.update(_request_id_headers(upstream.headers.get("x-request-id") or request_id))
 
+        watcher = _watcher(upstream)
+
         async def body_stream() -> AsyncIterator[bytes]:
             try:
                 async for piece in upstream.aiter_raw():
+                    if watcher is not None:
+                        watcher.feed(piece)
                     yield piece
             finally:
                 await upstream.aclose()
+            if watcher is not None:  # the whole answer went by: check and keep its receipt
+                keeper.keep(endpoint, path, body, watcher)
 
         return StreamingResponse(
             body_stream(), status_code=upstream.status_code, headers={**kept, **extra}
@@ -342,13 +360,12 @@ def build_proxy_app(
     async def messages(request: Request) -> Response:
         """``POST /v1/messages``: translated to ``/v1/chat/completions`` and back."""
         request_id = _new_request_id()
+        raw = await _read_body(request, options)
+        if isinstance(raw, Refusal):
+            return _anthropic_refusal(raw, request_id)
         try:
-            raw = await _read_body(request, options.body_limit_bytes)
-        except _BodyTooLargeError:
-            return _anthropic_refusal(_too_large(options), request_id)
-        try:
-            translated = to_openai_request(strict_json(raw))
-            content = _encode(translated.body)
+            translated = to_openai_request(strictjson.loads(raw))
+            content = strictjson.dumps(translated.body)
         except (ValueError, RecursionError):
             return _anthropic_error(400, "invalid_request_error", _INVALID_JSON.message)
         except AnthropicRequestError as exc:
@@ -375,13 +392,25 @@ def build_proxy_app(
             finally:
                 await upstream.aclose()
         message_id = "msg_" + secrets.token_hex(12)
+        watcher = _watcher(upstream)
+        sent = outgoing.content
         if translated.stream:
             headers = {**extra, "Cache-Control": "no-store"}
-            events = _anthropic_stream(upstream, translated, message_id)
-            return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+
+            async def events() -> AsyncIterator[bytes]:
+                async for event in _anthropic_stream(upstream, translated, message_id, watcher):
+                    yield event
+                if watcher is not None:
+                    keeper.keep(endpoint, "/v1/chat/completions", sent, watcher)
+
+            return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
         try:
+            answer = await upstream.aread()
+            if watcher is not None:
+                watcher.feed(answer)
+                keeper.keep(endpoint, "/v1/chat/completions", sent, watcher)
             document = to_anthropic_message(
-                json.loads(await upstream.aread()),
+                json.loads(answer),
                 message_id=message_id,
                 model=translated.model,
                 stop_sequences=translated.stop_sequences,
@@ -406,9 +435,46 @@ def build_proxy_app(
             async with asyncio_timeout(options.recheck_timeout_seconds):
                 await transport.refresh()
         except (ClientError, httpx.HTTPError, TimeoutError) as exc:
-            state.failed(refusal_for(exc, through_relay=options.through_relay))
+            state.failed(refusal_for(exc, through_relay=options.through_relay), exc)
             return
         state.succeeded()
+
+    async def page(_: Request) -> Response:
+        """``/proxy/``: what was verified, for a person (enclave.client._proxy_page)."""
+        await recheck()
+        endpoint = transport.endpoint
+        policy = transport.verifier.policy
+        anchor, collateral = options.trust_anchor, options.collateral_source
+        if endpoint is not None and state.failure is None:
+            document = verification_document(
+                base, policy, trust_anchor=anchor, collateral=collateral, endpoint=endpoint
+            )
+        else:
+            error = state.error or AttestationFailed("not_verified", "not verified yet")
+            document = verification_document(
+                base, policy, trust_anchor=anchor, collateral=collateral, failure=error
+            )
+        text = render_page(
+            url=base,
+            compat=compat,
+            policy=policy,
+            document=document,
+            endpoint=endpoint,
+            failure=state.failure,
+            last_checked=state.checked_at or None,
+            receipts=keeper.latest,
+            receipts_dir=None if options.receipts_dir is None else str(options.receipts_dir),
+        )
+        return HTMLResponse(
+            text,
+            headers={
+                "Cache-Control": "no-store",
+                # nothing to load and nothing to run: the page is inert
+                "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+                "X-Content-Type-Options": "nosniff",
+                "Referrer-Policy": "no-referrer",
+            },
+        )
 
     async def health(request: Request) -> Response:
         await recheck()
@@ -446,7 +512,10 @@ def build_proxy_app(
         return _anthropic_error(404, "not_found_error", message)
 
     methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    routes = [Route(HEALTH_PATH, health, methods=["GET"])]
+    routes = [
+        Route(HEALTH_PATH, health, methods=["GET"]),
+        Route(PAGE_PATH, page, methods=["GET"]),
+    ]
     if compat in ("anthropic", "both"):  # in "both", /v1/messages also works at the root
         routes.append(Route("/v1/messages", messages, methods=["POST"]))
     if compat == "anthropic":
@@ -467,7 +536,7 @@ def build_proxy_app(
 
     def anthropic_shaped(path: str) -> bool:
         if compat == "anthropic":
-            return path != HEALTH_PATH
+            return path not in (HEALTH_PATH, PAGE_PATH)
         return compat == "both" and (
             path.startswith("/anthropic/") or path.startswith("/v1/messages")
         )
@@ -479,7 +548,9 @@ def build_proxy_app(
         allowed_origins=options.allowed_origins,
         token=options.token,
     )
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
+    app.state.receipts = keeper  # what the answers' receipts were, for tests and the page
+    return app
 
 
 _INVALID_JSON = Refusal(
@@ -487,6 +558,9 @@ _INVALID_JSON = Refusal(
     "the body is not valid JSON (NaN, Infinity, numbers out of range and lone surrogates are "
     "not JSON)",
 )
+
+
+_INVALID_LENGTH = Refusal("invalid_content_length", api.ERRORS["invalid_content_length"].message)
 
 
 def _too_large(options: ProxyOptions) -> Refusal:

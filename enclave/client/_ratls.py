@@ -19,8 +19,23 @@ from enclave.client._backend import (
 )
 from enclave.client._verifier import VerifiedCertificate, Verifier
 from enclave.client.errors import AttestationFailed
+from enclave.protocol.padding import DEFAULT_BUCKET, json_padding
 
-__all__ = ["AsyncRaTlsTransport", "RaTlsTransport", "verified_certificate"]
+__all__ = [
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_KEEPALIVE_CONNECTIONS",
+    "AsyncRaTlsTransport",
+    "RaTlsTransport",
+    "verified_certificate",
+]
+
+#: The connection pool follows the load: a streamed response holds its connection while it
+#: streams, so the pool admits as many connections as the service's default stream limit
+#: (``max_concurrent_streams``, 256; more would only be refused there with 429), and keeps up
+#: to 100 of them open when idle. A pool of 10 made 200 OHTTP streams arrive in waves of 10
+#: (issue 20 point 7; bench/bench_client_pool.py).
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_MAX_KEEPALIVE_CONNECTIONS = 100
 
 _EXCEPTIONS: tuple[tuple[type[Exception], type[httpx.TransportError]], ...] = (
     (httpcore.ConnectTimeout, httpx.ConnectTimeout),
@@ -62,6 +77,7 @@ def verified_certificate(response: httpx.Response) -> VerifiedCertificate | None
 def _core_request(request: httpx.Request) -> httpcore.Request:
     if request.url.scheme != "https":
         raise AttestationFailed("not_tls", "RA-TLS needs an https:// URL")
+    headers, content = _padded(request)
     return httpcore.Request(
         method=request.method,
         url=httpcore.URL(
@@ -70,10 +86,27 @@ def _core_request(request: httpx.Request) -> httpcore.Request:
             port=request.url.port,
             target=request.url.raw_path,
         ),
-        headers=request.headers.raw,
-        content=typing.cast(typing.Any, request.stream),
+        headers=headers,
+        content=content,
         extensions=request.extensions,
     )
+
+
+def _padded(request: httpx.Request) -> tuple[list[tuple[bytes, bytes]], typing.Any]:
+    """A JSON body whose bytes are known, with spaces to its size bucket (JSON allows them
+    after the value; the service reads the same document), so the request's size says nothing
+    more of the prompt's length than its bucket; any other body as it is."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json" or "content-length" not in request.headers:
+        return request.headers.raw, request.stream
+    try:
+        body = request.content
+    except httpx.RequestNotRead:
+        return request.headers.raw, request.stream
+    padded = body + json_padding(len(body), DEFAULT_BUCKET)
+    headers = [(n, v) for n, v in request.headers.raw if n.lower() != b"content-length"]
+    headers.append((b"content-length", str(len(padded)).encode("ascii")))
+    return headers, padded
 
 
 def _extensions(response: httpcore.Response) -> dict[str, typing.Any]:
@@ -124,7 +157,8 @@ class RaTlsTransport(httpx.BaseTransport):
         self,
         verifier: Verifier,
         *,
-        max_connections: int = 10,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_keepalive_connections: int = DEFAULT_MAX_KEEPALIVE_CONNECTIONS,
         keepalive_expiry: float = 5.0,
     ) -> None:
         verifier.require_pinned()
@@ -132,6 +166,7 @@ class RaTlsTransport(httpx.BaseTransport):
         self._pool = httpcore.ConnectionPool(
             ssl_context=client_ssl_context(),
             max_connections=max_connections,
+            max_keepalive_connections=min(max_keepalive_connections, max_connections),
             keepalive_expiry=keepalive_expiry,
             http1=True,
             http2=False,
@@ -163,7 +198,8 @@ class AsyncRaTlsTransport(httpx.AsyncBaseTransport):
         self,
         verifier: Verifier,
         *,
-        max_connections: int = 10,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_keepalive_connections: int = DEFAULT_MAX_KEEPALIVE_CONNECTIONS,
         keepalive_expiry: float = 5.0,
     ) -> None:
         self._require_policy(verifier)
@@ -171,6 +207,7 @@ class AsyncRaTlsTransport(httpx.AsyncBaseTransport):
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=client_ssl_context(),
             max_connections=max_connections,
+            max_keepalive_connections=min(max_keepalive_connections, max_connections),
             keepalive_expiry=keepalive_expiry,
             http1=True,
             http2=False,

@@ -63,6 +63,16 @@ class VerifiedCertificate:
     valid_until: float
     #: The GPUs this connection's evidence binds, verified in the TLS layer (empty: none).
     gpus: tuple[VerifiedGpu, ...] = ()
+    #: The collateral the evidence verified with (its JSON text), kept so that receipts
+    #: naming this certificate can be verified later without the service (``enclave proxy
+    #: --receipts``); None when the verifier was given no text.
+    collateral_json: str | None = None
+
+    @property
+    def receipt_key_sha256(self) -> bytes | None:
+        """The ``receipt-key`` claim: SHA-256 of the key that signs this service's receipts."""
+        claims = self.evidence.claims
+        return None if claims is None else claims.receipt_key
 
 
 class Verifier:
@@ -166,6 +176,7 @@ class Verifier:
             quote_sha256=key[0],
             evidence=verified,
             valid_until=min(self._clock() + self._cache_seconds, float(collateral.next_update)),
+            collateral_json=collateral.json_text,
         )
         self._remember(key, entry)
         logger.info("RA-TLS certificate verified (TCB %s)", verified.status)

@@ -27,6 +27,7 @@ The client's own ``AttestationFailed.reason`` codes (next to ``attestation.check
 - ``report_certificate_mismatch``: the report's certificate is not the connection's;
 - ``ohttp_keys_mismatch``: the served key configurations do not hash to the ``ohttp-keys`` claim;
 - ``ohttp_keys_unusable``: no key configuration this client can encrypt to;
+- ``receipt_key_mismatch``: the report's ``receipt-key`` claim is not the certificate's;
 - ``collateral_unavailable``: the collateral source failed;
 - ``not_tls`` / ``not_verified``: an http:// URL, or a response that did not come over a
   verified RA-TLS connection;
@@ -35,6 +36,10 @@ The client's own ``AttestationFailed.reason`` codes (next to ``attestation.check
   the detail is the ``Retry-After`` seconds;
 - ``report_too_large``: the report is larger than ``MAX_REPORT_BYTES`` (refused while it is
   being read).
+
+A signed policy (``load_signed_policy``, ``--policy-bundle``) is checked before any connection:
+its refusals are ``attestation.errors.VerificationError`` with the ``policy_bundle_*`` codes of
+``attestation.policy_bundle.BundleReason`` (docs/client.md lists them).
 """
 
 from __future__ import annotations

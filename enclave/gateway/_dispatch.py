@@ -59,6 +59,19 @@ class InnerResponseStart:
         return None
 
 
+def pseudonym_key() -> bytes:
+    """This process's pseudonym key (the owner of data-plane workers sends it to each)."""
+    return _PSEUDONYM_KEY
+
+
+def set_pseudonym_key(key: bytes) -> None:
+    """Use the owner's pseudonym key: one relay is one rate-limit key across all workers."""
+    global _PSEUDONYM_KEY
+    if len(key) != 32:
+        raise ValueError("a pseudonym key is 32 bytes")
+    _PSEUDONYM_KEY = key
+
+
 def outer_pseudonym(outer_scope: Mapping[str, Any]) -> str:
     """A keyed hash (per process) of the outer peer's address: rate limits can keep one bucket
     per relay (or per client talking to the gateway directly) without the inner request

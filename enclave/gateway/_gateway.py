@@ -53,6 +53,13 @@ from enclave.gateway._responses import (
 from enclave.gateway._types import GatewayLimits, GatewayObserver, NullObserver
 from enclave.protocol import bhttp
 from enclave.protocol.api import sse_error_event
+from enclave.protocol.bodies import (
+    BodyIncompleteError,
+    BodyTooLargeError,
+    InvalidContentLengthError,
+    content_length,
+    stream_body,
+)
 from enclave.protocol.chunked import (
     MEDIA_TYPE_CHUNKED_REQUEST,
     MEDIA_TYPE_CHUNKED_RESPONSE,
@@ -67,6 +74,7 @@ from enclave.protocol.ohttp import (
     KeyStore,
     decapsulate_request,
 )
+from enclave.protocol.padding import bhttp_padding, pad_events
 
 __all__ = ["OhttpGateway"]
 
@@ -103,14 +111,6 @@ def _content_type(scope: Scope) -> str:
     return ""
 
 
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            with contextlib.suppress(ValueError):
-                return int(value)
-    return None
-
-
 class OhttpGateway:
     """The gateway over a key store; ``app`` is where decapsulated requests go (set it with
     :meth:`set_app` once the service's app exists)."""
@@ -138,6 +138,11 @@ class OhttpGateway:
         self._in_flight = 0
         self._app: ASGIApp | None = None
 
+    @property
+    def replay_cache(self) -> ReplayCache:
+        """The reference time of this gateway (and, without a shared store, its replay set)."""
+        return self._replay
+
     def set_app(self, app: ASGIApp) -> None:
         self._app = app
 
@@ -159,7 +164,7 @@ class OhttpGateway:
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """``POST /.well-known/ohttp-gateway``."""
         try:
-            self._check_outer(scope)
+            declared = self._check_outer(scope)
             if not self.key_store.key_ids:
                 raise _RefusedError(503, "ohttp_key_unavailable", code="ohttp_key_unavailable")
             if self._in_flight >= self.limits.max_concurrent_requests:
@@ -167,9 +172,9 @@ class OhttpGateway:
             self._in_flight += 1
             try:
                 if _content_type(scope) == MEDIA_TYPE_CHUNKED_REQUEST:
-                    await self._chunked(scope, receive, send)
+                    await self._chunked(scope, receive, send, declared)
                 else:
-                    await self._whole(scope, receive, send)
+                    await self._whole(scope, receive, send, declared)
             finally:
                 self._in_flight -= 1
         except _RefusedError as refused:
@@ -177,47 +182,58 @@ class OhttpGateway:
             if refused.status == 422:
                 await send_problem(send, 422, OHTTP_KEY_PROBLEM)
             elif refused.code is not None:
-                await send_json_error(send, refused.code, ((b"retry-after", b"1"),))
+                extra = ((b"retry-after", b"1"),) if refused.status == 503 else ()
+                await send_json_error(send, refused.code, extra)
             else:
                 extra = ((b"retry-after", b"1"),) if refused.status == 503 else ()
                 await send_plain(send, refused.status, refused.body, extra)
         except _ClientGoneError:
             self._observer.failure("client_disconnected")
 
-    def _check_outer(self, scope: Scope) -> None:
+    def _check_outer(self, scope: Scope) -> int | None:
+        """The declared body length, after the checks that need no byte of the body."""
         if scope["method"] != "POST":
             raise _RefusedError(405, "method", b"POST only\n")
         if _content_type(scope) not in (MEDIA_TYPE_REQUEST, MEDIA_TYPE_CHUNKED_REQUEST):
             raise _RefusedError(415, "content_type", b"unsupported media type\n")
-        length = _content_length(scope)
+        try:
+            length = content_length(scope["headers"])
+        except InvalidContentLengthError as exc:
+            raise _RefusedError(400, "content_length", code="invalid_content_length") from exc
         if length is not None and length > self.limits.body_limit_bytes:
             raise _RefusedError(413, "body_too_large", b"request body too large\n")
+        return length
 
-    async def _read(self, receive: Receive, sink: Callable[[bytes], None]) -> None:
-        total, limit = 0, self.limits.body_limit_bytes
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise _ClientGoneError
-            data = message.get("body", b"")
-            total += len(data)
-            if total > limit:
-                raise _RefusedError(413, "body_too_large", b"request body too large\n")
-            if data:
-                sink(data)
-            if not message.get("more_body", False):
-                return
+    async def _read(
+        self, declared: int | None, receive: Receive, sink: Callable[[bytes], None]
+    ) -> None:
+        try:
+            await stream_body(receive, self.limits.body_limit_bytes, sink, declared=declared)
+        except BodyIncompleteError as exc:
+            raise _ClientGoneError from exc
+        except BodyTooLargeError as exc:
+            raise _RefusedError(413, "body_too_large", b"request body too large\n") from exc
+        except InvalidContentLengthError as exc:
+            raise _RefusedError(400, "content_length", code="invalid_content_length") from exc
 
-    async def _whole(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _whole(
+        self, scope: Scope, receive: Receive, send: Send, declared: int | None
+    ) -> None:
         body = bytearray()
-        await self._read(receive, body.extend)
+        await self._read(declared, receive, body.extend)
         with _decryption_errors():
             plaintext, context = decapsulate_request(self.key_store, bytes(body))
         request, admission = await self._accept(plaintext, context.enc, context.key_id)
         response = self._inner_refusal(request, admission)
         if response is None:
             response = await self._collect(request, scope)
-        sealed = context.encapsulate_response(bhttp.encode_response(response))
+        # Zero padding after the message (RFC 9292 section 3.8) to the size bucket, inside
+        # the encryption: the relay sees the bucket, not the answer's length.
+        encoded = bhttp.encode_response(response)
+        padding = bhttp_padding(len(encoded), self.limits.padding)
+        sealed = context.encapsulate_response(
+            bhttp.encode_response(response, padding=padding) if padding else encoded
+        )
         headers = [
             (b"content-type", MEDIA_TYPE_RESPONSE.encode()),
             (b"content-length", str(len(sealed)).encode()),
@@ -227,7 +243,9 @@ class OhttpGateway:
         await send({"type": "http.response.body", "body": sealed})
         self._observer.request_served(chunked=False)
 
-    async def _chunked(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _chunked(
+        self, scope: Scope, receive: Receive, send: Send, declared: int | None
+    ) -> None:
         decoder = ChunkedRequestDecoder(self.key_store, max_chunk_size=self.limits.max_chunk_size)
         pieces: list[bytes] = []
 
@@ -235,7 +253,7 @@ class OhttpGateway:
             with _decryption_errors():
                 pieces.extend(decoder.feed(data))
 
-        await self._read(receive, feed)
+        await self._read(declared, receive, feed)
         with _decryption_errors():
             pieces.append(decoder.finish())
         if decoder.enc is None or decoder.key_id is None:  # finish() raised otherwise
@@ -257,13 +275,18 @@ class OhttpGateway:
         if refusal is not None:
             stream = bhttp.StreamingResponseEncoder()
             head = stream.head(refusal.status, refusal.headers)
-            body = stream.body(refusal.content) + stream.end()
+            body = self._padded_tail(stream.body(refusal.content) + stream.end())
             sealed = (
                 encoder.header + encoder.seal_chunk(head) + encoder.seal_chunk(body, final=True)
             )
             await send({"type": "http.response.body", "body": sealed, "more_body": False})
             return
         await self._stream(request, scope, receive, send, encoder)
+
+    def _padded_tail(self, tail: bytes) -> bytes:
+        """A whole refusal's content and end, with zero padding (RFC 9292 section 3.8) to
+        the size bucket: the refusal's size is the bucket, not its reason."""
+        return tail + bytes(bhttp_padding(len(tail), self.limits.padding))
 
     async def _accept(
         self, plaintext: bytes, enc: bytes, key_id: int
@@ -327,6 +350,9 @@ class OhttpGateway:
         if (method, path.decode("latin-1")) not in self.limits.allowed_routes:
             self._observer.failure("route_not_allowed")
             return inner_json_error("route_not_allowed")
+        if not _inner_length_agrees(request):  # Binary HTTP frames the content, not this field
+            self._observer.failure("content_length")
+            return inner_json_error("invalid_content_length")
         return None
 
     def _inner_date(self, request: bhttp.Request) -> float | None:
@@ -409,7 +435,7 @@ class OhttpGateway:
             _log_failure("inner request failed before its response started", exc)
             failed = inner_json_error("internal_error")
             head = stream.head(failed.status, failed.headers)
-            tail = stream.body(failed.content) + stream.end()
+            tail = self._padded_tail(stream.body(failed.content) + stream.end())
             await emit(encoder.header + seal(head) + seal(tail, final=True), more=False)
             return
         headers = _inner_headers(start.headers)
@@ -424,7 +450,7 @@ class OhttpGateway:
             self._observer.failure("inner_error")
             _log_failure("inner response failed mid-stream", exc)
             if (start.header(b"content-type") or b"").startswith(b"text/event-stream"):
-                await emit(seal(stream.body(_SSE_ERROR)))
+                await emit(seal(stream.body(pad_events(_SSE_ERROR, self.limits.padding))))
                 await emit(seal(stream.end(), final=True), more=False)
             else:  # no in-band error is possible: end without the final chunk (truncation)
                 await emit(b"", more=False)
@@ -443,6 +469,17 @@ def _expects_continue(request: bhttp.Request) -> bool:
         name.lower() == b"expect" and b"100-continue" in value.lower()
         for name, value in request.headers
     )
+
+
+def _inner_length_agrees(request: bhttp.Request) -> bool:
+    """Whether the inner ``Content-Length``, if any, is valid and the content's length: the
+    inner app reads the header (one parser: :mod:`enclave.protocol.bodies`), so a request
+    whose field disagrees with its framing never reaches it."""
+    try:
+        declared = content_length(request.headers)
+    except InvalidContentLengthError:
+        return False
+    return declared is None or declared == len(request.content)
 
 
 def _inner_headers(headers: tuple[tuple[bytes, bytes], ...]) -> tuple[tuple[bytes, bytes], ...]:

@@ -81,6 +81,13 @@ class ReplayCache:
         with self._lock:
             return self._advance()
 
+    def hold_at_least(self, reference: float) -> None:
+        """Never read a reference time below ``reference`` from now on (a data-plane worker
+        starts from its owner's, so a restarted worker does not go back with the wall clock)."""
+        with self._lock:
+            if reference > self._advance():
+                self._reference = reference
+
     def admit(self, enc: bytes, date: float | None) -> Admission:
         """Decide once, under one reading of the reference time, whether a request runs."""
         key = hashlib.blake2b(enc, digest_size=16).digest()

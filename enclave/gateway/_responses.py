@@ -56,7 +56,8 @@ async def send_json_error(
     send: Send, code: str, headers: tuple[tuple[bytes, bytes], ...] = ()
 ) -> None:
     """An outer refusal in the API's error shape, for a state of the service (no key, no
-    replay store), never of the request: it says nothing about the content."""
+    replay store) or the outer framing (``invalid_content_length``): it says nothing about
+    the content."""
     body = error_body(code)
     all_headers = [
         (b"content-type", b"application/json"),

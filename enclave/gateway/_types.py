@@ -37,6 +37,7 @@ DEFAULT_ALLOWED_ROUTES: Final = frozenset(
 FAILURE_REASONS: Final = (
     "method",  # not POST
     "content_type",  # neither request media type
+    "content_length",  # Content-Length not 1*DIGIT, repeated otherwise, or not the body's
     "body_too_large",  # over the body limit
     "overloaded",  # too many requests in flight
     "unknown_key",  # key ID not held
@@ -67,6 +68,9 @@ class GatewayLimits:
     max_concurrent_requests: int = 256
     inner_queue_messages: int = 4  # backpressure: inner response messages buffered at most
     allowed_routes: frozenset[tuple[str, str]] = field(default=DEFAULT_ALLOWED_ROUTES)
+    #: Size bucket (enclave.protocol.padding) of whole encapsulated responses and of the
+    #: gateway's own in-stream error event; 0 pads nothing.
+    padding: int = 0
 
     def __post_init__(self) -> None:
         if self.body_limit_bytes < 1024:

@@ -3,9 +3,11 @@ part of the service sees the request.
 
 :class:`BodyGuard` is the outermost ASGI layer of the served app. For every HTTP request:
 
-1. a declared ``Content-Length`` over the per-request limit is refused at once (413
-   ``body_too_large``), and one that does not fit the budget left (503 ``overloaded``), both
-   without reading a byte of the body;
+1. a ``Content-Length`` that is not ``1*DIGIT`` (:mod:`enclave.protocol.bodies`) is refused
+   with 400 ``invalid_content_length`` (and the connection closed: its framing is unknown); a
+   declared one over the per-request limit is refused at once (413 ``body_too_large``), and
+   one that does not fit the budget left (503 ``overloaded``), both without reading a byte
+   of the body;
 2. the body is read to its end, each piece taken from the budget as it arrives; the whole body
    must arrive within ``timeout_seconds`` (else 408 ``body_timeout``), stay under the
    per-request limit (413) and fit the budget (503);
@@ -25,11 +27,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from enclave.protocol.bodies import (
+    BodyIncompleteError,
+    BodyTooLargeError,
+    InvalidContentLengthError,
+    content_length,
+    read_body,
+)
 from enclave.routes._errors import error_response
 
 __all__ = ["BodyBudget", "BodyGuard", "BodyLimits"]
@@ -90,10 +98,6 @@ class _RefusedError(Exception):
         self.code = code
 
 
-class _GoneError(Exception):
-    """The client disconnected before its body was complete."""
-
-
 class BodyGuard:
     """ASGI middleware: the whole body, in time and within the budget, before ``app`` runs."""
 
@@ -108,26 +112,32 @@ class BodyGuard:
             return
         taken = 0
 
-        def take(size: int) -> None:
+        def take(size: int) -> None:  # read_body has checked the per-request limit
             nonlocal taken
-            if taken + size > self.limits.body_limit_bytes:
-                raise _RefusedError("body_too_large")
             if not self.budget.try_take(size):
                 raise _RefusedError("overloaded")
             taken += size
 
         try:
             try:
-                self._check_declared(scope)
+                declared = self._check_declared(scope)
                 async with asyncio.timeout(self.limits.timeout_seconds):
-                    body = await _read_whole(receive, take)
+                    body = await read_body(
+                        receive, self.limits.body_limit_bytes, declared=declared, take=take
+                    )
             except TimeoutError:
                 await _refuse(scope, send, "body_timeout")
                 return
             except _RefusedError as refused:
                 await _refuse(scope, send, refused.code)
                 return
-            except _GoneError:
+            except BodyTooLargeError:
+                await _refuse(scope, send, "body_too_large")
+                return
+            except InvalidContentLengthError:
+                await _refuse(scope, send, "invalid_content_length")
+                return
+            except BodyIncompleteError:
                 return
             replayed = _replay(body, receive)
             del body  # the app holds it from here, and only as long as it needs it
@@ -135,36 +145,15 @@ class BodyGuard:
         finally:
             self.budget.give_back(taken)
 
-    def _check_declared(self, scope: Scope) -> None:
-        declared = _content_length(scope)
+    def _check_declared(self, scope: Scope) -> int | None:
+        declared = content_length(scope["headers"])
         if declared is None:
-            return
-        if declared < 0 or declared > self.limits.body_limit_bytes:
-            raise _RefusedError("body_too_large")
+            return None
+        if declared > self.limits.body_limit_bytes:
+            raise BodyTooLargeError
         if not self.budget.fits(declared):
             raise _RefusedError("overloaded")
-
-
-def _content_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            text = bytes(value).decode("latin-1").strip()
-            return int(text) if text.isdigit() else -1
-    return None
-
-
-async def _read_whole(receive: Receive, take: Callable[[int], None]) -> bytes:
-    pieces: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _GoneError
-        data = bytes(message.get("body", b""))
-        if data:
-            take(len(data))
-            pieces.append(data)
-        if not message.get("more_body", False):
-            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        return declared
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -183,7 +172,7 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 async def _refuse(scope: Scope, send: Send, code: str) -> None:
     logger.info("request refused before its body: %s", code)
     headers: dict[str, str] = {}
-    if code == "body_timeout":
+    if code in ("body_timeout", "invalid_content_length"):
         headers["Connection"] = "close"
     if code == "overloaded":
         headers["Retry-After"] = "1"

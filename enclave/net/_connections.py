@@ -6,9 +6,11 @@ connections. So the service accepts connections itself (:class:`Listener`) and h
 once admitted and through its TLS handshake, to uvicorn's httptools protocol with deadlines
 added (:class:`GuardedHttpProtocol`):
 
-1. admission, before TLS: at most ``max_connections`` open connections, and at most
-   ``max_per_address`` from one peer address (an IPv6 peer counts by its /64, which one
-   subscriber usually holds whole); the excess is closed at once;
+1. admission, before TLS (:class:`ConnectionTable`): at most ``max_connections`` open
+   connections, at most ``max_per_address`` from one peer address (an IPv6 peer counts by its
+   /64, which one subscriber usually holds whole) and ``max_per_prefix`` from one IPv6 /56, and
+   the last ``reserved_for_light_peers`` places only for peers holding few connections; the
+   excess is closed at once;
 2. the TLS handshake must end within ``handshake_timeout_seconds`` (this also bounds the TLS
    closing handshake);
 3. a request head must be complete within ``header_timeout_seconds``: counted from the end of
@@ -26,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import resource
 import socket
 import ssl
 import time
@@ -47,6 +51,7 @@ __all__ = [
     "GuardedHttpProtocol",
     "Listener",
     "bind_sockets",
+    "fit_to_descriptor_limit",
     "peer_key",
 ]
 
@@ -61,14 +66,29 @@ class ConnectionLimits:
 
     max_connections: int = 2048
     max_per_address: int = 256
+    #: IPv6 peers are also counted by their /56: one subscriber often holds a /56 or a /48, so
+    #: eight /64s of one /61 could hold 8 x 256 = every connection.
+    max_per_prefix: int = 512
+    #: The last ``reserved_for_light_peers`` of ``max_connections`` admit only peers (an IPv4
+    #: address, an IPv6 /56) holding fewer than ``light_peer_connections``.
+    reserved_for_light_peers: int = 256
+    light_peer_connections: int = 8
     handshake_timeout_seconds: float = 10.0
     header_timeout_seconds: float = 10.0
     keep_alive_timeout_seconds: float = 5.0
     body_timeout_seconds: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.max_connections < 1 or self.max_per_address < 1:
+        counts = (
+            self.max_connections,
+            self.max_per_address,
+            self.max_per_prefix,
+            self.light_peer_connections,
+        )
+        if min(counts) < 1:
             raise ValueError("connection limits must be positive")
+        if not 0 <= self.reserved_for_light_peers < self.max_connections:
+            raise ValueError("the connections reserved for light peers must be below the cap")
         timeouts = (
             self.handshake_timeout_seconds,
             self.header_timeout_seconds,
@@ -77,6 +97,59 @@ class ConnectionLimits:
         )
         if min(timeouts) <= 0:
             raise ValueError("connection timeouts must be positive")
+
+
+#: Descriptors kept for everything but client connections: listeners, the engine's
+#: connections, model and log files, the metrics listener.
+FD_RESERVE = 256
+
+
+def fit_to_descriptor_limit(
+    limits: ConnectionLimits,
+    *,
+    getrlimit: Callable[[int], tuple[int, int]] = resource.getrlimit,
+    setrlimit: Callable[[int, tuple[int, int]], None] = resource.setrlimit,
+) -> ConnectionLimits:
+    """``limits`` such that ``max_connections`` plus :data:`FD_RESERVE` descriptors fit the
+    process's ``RLIMIT_NOFILE`` (past it, accept fails with EMFILE). The soft limit is first
+    raised towards the hard one; if that is still too small, ``max_connections`` (and the
+    limits under it) are lowered, with a warning that names both numbers. Raises
+    ``ValueError`` when not even one connection would fit."""
+    soft, hard = getrlimit(resource.RLIMIT_NOFILE)
+    need = limits.max_connections + FD_RESERVE
+    if soft != resource.RLIM_INFINITY and soft < need:
+        target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+        try:
+            setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return limits
+    fitted = soft - FD_RESERVE
+    if fitted < 1:
+        raise ValueError(
+            f"the process may open only {soft} files (RLIMIT_NOFILE): too few to serve "
+            f"connections ({FD_RESERVE} are kept for the engine, models and listeners); "
+            "raise LimitNOFILE or ulimit -n"
+        )
+    logger.warning(
+        "max_connections %d lowered to %d: the process may open only %d files "
+        "(RLIMIT_NOFILE, hard limit %s) and keeps %d for the engine, models and listeners; "
+        "raise LimitNOFILE or ulimit -n to serve more",
+        limits.max_connections,
+        fitted,
+        soft,
+        "unlimited" if hard == resource.RLIM_INFINITY else hard,
+        FD_RESERVE,
+    )
+    return dataclasses.replace(
+        limits,
+        max_connections=fitted,
+        max_per_address=min(limits.max_per_address, fitted),
+        max_per_prefix=min(limits.max_per_prefix, fitted),
+        reserved_for_light_peers=min(limits.reserved_for_light_peers, fitted // 8),
+    )
 
 
 def peer_key(host: str) -> str:
@@ -108,37 +181,65 @@ _timed_out = _Throttled("connection closed")
 
 
 class ConnectionTable:
-    """Open connections, overall and per peer address."""
+    """Open connections, overall, per peer (an IPv4 address or an IPv6 /64) and per IPv6 /56.
+
+    ``admit(host)`` refuses, in order: past ``max_connections``; past ``max_per_address`` from
+    the peer; past ``max_per_prefix`` from its /56; and once fewer than
+    ``reserved_for_light_peers`` places are left, a peer whose IPv4 address or /56 already
+    holds ``light_peer_connections`` or more, so that clients holding few connections still
+    get in when heavy ones have taken the rest.
+    """
 
     def __init__(self, limits: ConnectionLimits) -> None:
         self._limits = limits
         self._by_peer: Counter[str] = Counter()
+        self._by_prefix: Counter[str] = Counter()
         self._open = 0
 
     @property
     def open(self) -> int:
         return self._open
 
-    def from_peer(self, key: str) -> int:
-        return self._by_peer[key]
+    def from_peer(self, host: str) -> int:
+        return self._by_peer[peer_key(host)]
 
-    def admit(self, key: str) -> str | None:
-        """Count a new connection from ``key``; ``None``, or the reason it is refused."""
-        if self._open >= self._limits.max_connections:
+    def from_prefix(self, host: str) -> int:
+        return self._by_prefix[_prefix_key(host)]
+
+    def admit(self, host: str) -> str | None:
+        """Count a new connection from ``host``; ``None``, or the reason it is refused."""
+        limits = self._limits
+        peer, prefix = peer_key(host), _prefix_key(host)
+        if self._open >= limits.max_connections:
             return "max_connections"
-        if self._by_peer[key] >= self._limits.max_per_address:
+        if self._by_peer[peer] >= limits.max_per_address:
             return "max_connections_per_address"
+        if prefix != peer and self._by_prefix[prefix] >= limits.max_per_prefix:  # IPv6 only
+            return "max_connections_per_prefix"
+        if (
+            self._open >= limits.max_connections - limits.reserved_for_light_peers
+            and self._by_prefix[prefix] >= limits.light_peer_connections
+        ):
+            return "max_connections_reserved"
         self._open += 1
-        self._by_peer[key] += 1
+        self._by_peer[peer] += 1
+        self._by_prefix[prefix] += 1
         return None
 
-    def release(self, key: str) -> None:
-        if self._by_peer[key] <= 0:
+    def release(self, host: str) -> None:
+        peer, prefix = peer_key(host), _prefix_key(host)
+        if self._by_peer[peer] <= 0:
             raise RuntimeError("release without a matching admit")
         self._open -= 1
-        self._by_peer[key] -= 1
-        if not self._by_peer[key]:
-            del self._by_peer[key]
+        for counter, key in ((self._by_peer, peer), (self._by_prefix, prefix)):
+            counter[key] -= 1
+            if not counter[key]:
+                del counter[key]
+
+
+def _prefix_key(host: str) -> str:
+    """An IPv6 peer's /56; an IPv4 peer (or anything else) as :func:`peer_key` counts it."""
+    return address_prefix(host, 56)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -277,7 +378,7 @@ class Listener:
                 _refused(f"accept_failed:{type(exc).__name__}")
                 await asyncio.sleep(0.05)
                 continue
-            key = peer_key(str(address[0])) if isinstance(address, tuple) else "local"
+            key = str(address[0]) if isinstance(address, tuple) else "local"
             reason = self._table.admit(key)
             if reason is not None:
                 _refused(reason)
@@ -318,8 +419,14 @@ class Listener:
             _timed_out(f"handshake_failed:{type(exc).__name__}")
 
 
-def bind_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
-    """Listening sockets for ``host`` (every address it resolves to) and ``port``."""
+def bind_sockets(
+    host: str, port: int, backlog: int, *, reuse_port: bool = False, listen: bool = True
+) -> list[socket.socket]:
+    """Listening sockets for ``host`` (every address it resolves to) and ``port``.
+
+    ``reuse_port``: with ``SO_REUSEPORT``, so that the data-plane workers each listen on the
+    same port and the kernel spreads connections across them; ``listen=False`` only binds
+    (the owner of the workers holds the port that way and takes no connection)."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
     seen: set[tuple[int, Any]] = set()
@@ -331,10 +438,13 @@ def bind_sockets(host: str, port: int, backlog: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
-            sock.listen(backlog)
+            if listen:
+                sock.listen(backlog)
             sock.setblocking(False)
     except OSError:
         for sock in sockets:

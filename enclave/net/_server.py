@@ -88,8 +88,10 @@ class GuardedServer(uvicorn.Server):
         limits: ConnectionLimits,
         grace_seconds: float,
         on_grace_over: Callable[[], None] = lambda: None,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(config)
+        self.reuse_port = reuse_port
         if grace_seconds < 0:
             raise ValueError("the grace may not be negative")
         self.limits = limits
@@ -140,7 +142,9 @@ class GuardedServer(uvicorn.Server):
             )
 
         try:
-            bound = bind_sockets(config.host, config.port, config.backlog)
+            bound = bind_sockets(
+                config.host, config.port, config.backlog, reuse_port=self.reuse_port
+            )
         except OSError as exc:
             logger.error("cannot listen on %s port %d: %s", config.host, config.port, exc)
             await self.lifespan.shutdown()

@@ -71,6 +71,9 @@ ERRORS: Final[dict[str, ErrorCode]] = {
         400, "x-cache-isolation-key must be 16 to 256 visible ASCII characters"
     ),
     "invalid_nonce": _e(400, "nonce must be 32 to 64 bytes, hex-encoded"),
+    "invalid_content_length": _e(
+        400, "Content-Length must be 1 to 16 ASCII digits, given once, and match the body"
+    ),
     "not_found": _e(404, "no such route"),
     "route_not_allowed": _e(404, "no such route through the gateway"),
     "method_not_allowed": _e(405, "method not allowed on this route"),
@@ -99,6 +102,7 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "too_many_streams": _e(429, "too many concurrent requests; retry later"),
     "overloaded": _e(503, "the service is busy; retry later"),
     "service_stopping": _e(503, "the service is stopping"),
+    "owner_unavailable": _e(503, "the service's owner process did not answer; retry later"),
     "rate_limited": _e(429, "too many attestation reports; retry after Retry-After seconds"),
     "too_many_token_failures": _e(
         429, "too many failed token attempts; retry after Retry-After seconds"

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from collections.abc import Sequence
 
 from pydantic import SecretStr
@@ -40,6 +41,7 @@ __all__ = ["TokenFailureGuard", "guard_lifecycle_routes"]
 logger = logging.getLogger(__name__)
 
 _SHARED = "token-failures:*"
+_LOG_PERIOD_SECONDS = 10.0
 
 
 class TokenFailureGuard:
@@ -60,6 +62,8 @@ class TokenFailureGuard:
         self._per_peer = per_peer
         self._global = global_
         self._token = None if token is None else token.get_secret_value().encode()
+        self._refused = 0
+        self._last_logged: float | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._token is None:
@@ -74,13 +78,25 @@ class TokenFailureGuard:
                 return
             wait = self._buckets.take(origin, shared)
         if wait:
-            logger.warning("lifecycle request refused: too_many_token_failures")
+            self._log_refusal()
             response = error_response(
                 "too_many_token_failures", headers={"Retry-After": str(int(wait))}
             )
             await response(scope, receive, send)
             return
         await self._app(scope, receive, send)
+
+    def _log_refusal(self) -> None:
+        """At most one line per period, with the count since the last: a flood of guesses
+        cannot flood the log."""
+        self._refused += 1
+        now = time.monotonic()
+        if self._last_logged is None or now - self._last_logged >= _LOG_PERIOD_SECONDS:
+            logger.warning(
+                "lifecycle request refused: too_many_token_failures (%d since the last report)",
+                self._refused,
+            )
+            self._last_logged, self._refused = now, 0
 
     async def _watched(self, scope: Scope, receive: Receive, send: Send, *charged: Bucket) -> None:
         """Run the right token's request; should the manager still answer 401 (it parses the

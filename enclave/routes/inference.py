@@ -5,7 +5,9 @@ Per request, in order: a stream slot (else 429 ``too_many_streams``: requests ar
 queued, so a saturated service answers at once and the client decides when to retry); the
 content type (415); the body limit (413); JSON with a string ``model`` (400); a ready model
 (503 ``model_not_ready``) that is the one named (404 ``model_not_found``); then the engine.
-Only ``model``, ``stream`` and ``cache_salt`` are read; the body goes to the engine byte for byte
+Refusals and whole answers are padded to the size bucket with trailing spaces
+(:mod:`enclave.protocol.padding`), streams by the relay. Only ``model``, ``stream`` and
+``cache_salt`` are read; the body goes to the engine byte for byte
 but for the prefix-cache salt the service sets itself (:mod:`enclave._cache_salt`: a
 client's ``cache_salt`` is replaced; the ``x-cache-isolation-key`` header chooses a shared
 domain, 400 ``invalid_cache_isolation_key`` when malformed).
@@ -24,7 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
@@ -32,6 +34,15 @@ from enclave._cache_salt import CACHE_ISOLATION_HEADER, InvalidIsolationKeyError
 from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.gateway import through_gateway
 from enclave.metrics import OHTTP_INNER_ROUTE
+from enclave.protocol import strictjson
+from enclave.protocol.bodies import (
+    BodyIncompleteError,
+    BodyTooLargeError,
+    InvalidContentLengthError,
+    content_length,
+    read_body,
+)
+from enclave.protocol.padding import json_padding
 from enclave.routes._access import annotate
 from enclave.routes._access import request_id as access_request_id
 from enclave.routes._errors import ApiError, error_response
@@ -75,12 +86,28 @@ async def _handle(service: Service, path: str, request: Request) -> Response:
             service.metrics.stream_ended()
 
     relay: Response | None = None
+    bucket = service.settings.service.padding_bucket
     try:
         relay = await _pass_through(service, path, request, end)
-        return relay
+        return relay if isinstance(relay, Relay) else _padded(relay, bucket)
+    except ApiError as exc:
+        # Answered here rather than by the app's handler: a refusal is a whole answer too, and
+        # its size (an engine's message may quote the request's lengths) is padded like one.
+        annotate(request.scope, reason=exc.code)
+        return _padded(error_response(exc.code, param=exc.param, headers=exc.headers), bucket)
     finally:
         if not isinstance(relay, Relay):
             end()
+
+
+def _padded(response: Response, bucket: int) -> Response:
+    """A whole JSON answer with spaces to its size bucket (JSON allows them after the value)."""
+    body = bytes(response.body)
+    padding = json_padding(len(body), bucket)
+    if padding:
+        response.body = body + padding
+        response.headers["content-length"] = str(len(response.body))
+    return response
 
 
 async def _pass_through(
@@ -125,6 +152,8 @@ async def _pass_through(
         annotate(request.scope, reason="engine_rejected" if refused else "engine_error")
         return await _engine_refusal(upstream, request_id, path)
     logger.info("request %s on %s: relaying (%d bytes in)", request_id, path, len(body))
+    issuer = service.receipts
+    receipt = None if issuer is None else issuer.for_request(path, body, status)
     context = RelayContext(
         route=OHTTP_INNER_ROUTE if through_gateway(request.scope) else path,
         request_id=request_id,
@@ -134,8 +163,15 @@ async def _pass_through(
         on_end=end,
         stall_timeout=service.settings.service.engine_stall_timeout_seconds,
         first_token_timeout=service.settings.service.engine_first_token_timeout_seconds,
+        receipt=receipt,
+        padding=service.settings.service.padding_bucket,
+        cadence=_cadence(service.settings.service.stream_cadence_ms),
     )
     return Relay(upstream, context)
+
+
+def _cadence(milliseconds: int | None) -> float | None:
+    return None if milliseconds is None else milliseconds / 1000.0
 
 
 def _accept(request: Request) -> str:
@@ -148,27 +184,23 @@ async def _read_body(request: Request, limit: int) -> bytes:
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type != "application/json":
         raise ApiError("unsupported_media_type")
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise ApiError("body_too_large")
-    # Pieces joined once at the end (a body that came whole, as enclave.net hands it over, is
-    # not copied at all): a growing bytearray and its bytes() copy held a body 3 times over.
-    pieces: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        if chunk:
-            pieces.append(chunk)
-            size += len(chunk)
-            if size > limit:
-                raise ApiError("body_too_large")
-    return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    try:
+        return await read_body(
+            request.receive, limit, declared=content_length(request.scope["headers"])
+        )
+    except InvalidContentLengthError as exc:
+        raise ApiError("invalid_content_length") from exc
+    except BodyTooLargeError as exc:
+        raise ApiError("body_too_large") from exc
+    except BodyIncompleteError as exc:
+        raise ClientDisconnect from exc
 
 
 def _request_document(body: bytes) -> dict[str, object]:
     """The body as a JSON object with a string ``model`` and a boolean ``stream`` if any."""
     try:
-        document = json.loads(body)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # too deep is bad input too
+        document = strictjson.loads(body)
+    except (ValueError, RecursionError) as exc:  # too deep is bad input too
         raise ApiError("invalid_json") from exc
     if not isinstance(document, dict):
         raise ApiError("invalid_request")

@@ -84,8 +84,9 @@ def metrics_routes(service: Service, *, listener: str) -> list[BaseRoute]:
 
     async def metrics(_: Request) -> Response:
         service.metrics.set_model_state(service.manager.status().proxy_status)
+        exposition = service.exposition
         return Response(
-            service.metrics.render(),
+            service.metrics.render() if exposition is None else await exposition(),
             media_type=CONTENT_TYPE,
             headers={"Cache-Control": "no-store"},
         )

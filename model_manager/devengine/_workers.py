@@ -34,7 +34,8 @@ class WorkerGroup:
 
     @classmethod
     def spawn(cls, count: int) -> WorkerGroup:
-        argv = [sys.executable, "-m", "model_manager.devengine._workers", str(os.getpid())]
+        # -P: the working directory cannot shadow a package (PYTHONPATH still counts).
+        argv = [sys.executable, "-P", "-m", "model_manager.devengine._workers", str(os.getpid())]
         processes = [
             # argv is this interpreter and this package's module: no untrusted input.
             subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True)  # noqa: S603

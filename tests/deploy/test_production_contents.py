@@ -60,7 +60,7 @@ def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
         timeout=300,
     )
-    (built,) = out.glob("enclave-*.whl")
+    (built,) = out.glob("enclave_inference-*.whl")
     return built
 
 
@@ -76,6 +76,9 @@ def test_the_production_wheel_holds_no_fake_part(wheel: Path) -> None:
     assert "enclave/server.py" in names
     assert "model_manager/lifecycle.py" in names
     assert [name for name in names if name.startswith(FAKE_PARTS)] == []
+    (metadata,) = [name for name in names if name.endswith(".dist-info/METADATA")]
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    assert "\nName: enclave-inference\n" in text  # issue 20 #13: not PyPI's unrelated `enclave`
 
 
 def test_the_wheel_leaves_them_out_even_from_a_full_checkout(tmp_path: Path) -> None:
@@ -87,7 +90,7 @@ def test_the_wheel_leaves_them_out_even_from_a_full_checkout(tmp_path: Path) -> 
         capture_output=True,
         timeout=300,
     )
-    (built,) = (tmp_path / "out").glob("enclave-*.whl")
+    (built,) = (tmp_path / "out").glob("enclave_inference-*.whl")
     names = zipfile.ZipFile(built).namelist()
     assert [name for name in names if name.startswith(FAKE_PARTS)] == []
 

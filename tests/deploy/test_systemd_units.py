@@ -47,7 +47,7 @@ def _values(path: Path, section: str, key: str) -> list[str]:
 @pytest.fixture(scope="module")
 def staged_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("root")
-    wheel = root.parent / "enclave-0.0.0-py3-none-any.whl"
+    wheel = root.parent / "enclave_inference-0.0.0-py3-none-any.whl"
     wheel.write_bytes(b"stand-in")
     roothash = root.parent / "test-model.roothash"
     roothash.write_text("ab" * 32 + "\n", encoding="ascii")

@@ -30,5 +30,7 @@ def test_enclave_demo_runs_end_to_end():
     assert f"ready: manifest-sha256 digest {digests[0]}" in out
     assert "Why should a prompt only be readable inside a measured VM?" in out  # the echo
     assert "prompt or answer visible in those bytes: no" in out
+    assert "chunks carrying events are whole 256-byte buckets: yes" in out
+    assert re.search(r"the one-token chunks \(\d+ of \d+\) are all 274 bytes: equal", out)
     assert out.rstrip().endswith("done.")
     assert "Traceback" not in result.stderr

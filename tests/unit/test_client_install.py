@@ -1,7 +1,8 @@
-"""The client-only install (issue 15 point 11): ``pip install enclave`` is the client side
-(enclave verify, the attested transports, enclave proxy / relay); the service adds the
-``server`` extra. The client's modules import nothing of the server side, every package the
-project imports is declared, and the client commands run with the server-only packages absent."""
+"""The client-only install (issue 15 point 11): ``pip install .`` (the ``enclave-inference``
+distribution) is the client side (enclave verify, the attested transports, enclave proxy /
+relay); the service adds the ``server`` extra. The client's modules import nothing of the
+server side, every package the project imports is declared, and the client commands run with
+the server-only packages absent."""
 
 from __future__ import annotations
 
@@ -146,7 +147,7 @@ def test_every_package_the_project_imports_is_declared() -> None:
 
 
 def test_the_client_commands_run_without_the_server_only_packages(tmp_path: Path) -> None:
-    """As in a `pip install enclave` environment: the server extra's packages cannot be
+    """As in a client-only (`pip install .`) environment: the server extra's packages cannot be
     imported, and `enclave verify --help` / `enclave proxy start --help` still work."""
     blocker = tmp_path / "sitecustomize.py"
     blocker.write_text(

@@ -12,6 +12,8 @@ reason code has one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -39,7 +41,13 @@ from enclave.client import (
     attest_endpoint,
     attested_endpoint,
 )
-from tests.integration.client.attacker import AttackerTd, Reply, new_ohttp_keys, running_attacker
+from tests.integration.client.attacker import (
+    SERVICE_VERSION,
+    AttackerTd,
+    Reply,
+    new_ohttp_keys,
+    running_attacker,
+)
 from tests.integration.client.conftest import Running, StaticCollateral
 
 __all__ = ["ATTACKS", "BEHAVIOURS", "CANARY", "MUTATIONS", "Attack", "Mutation", "Outcome"]
@@ -106,6 +114,23 @@ async def ohttp_keys_swapped(running: Running) -> Outcome:
 
     async def report(attacker: AttackerTd, nonce: bytes) -> Reply:
         return attacker.document(await attacker.evidence(nonce=nonce), ohttp_keys=outside)
+
+    return await _against(running, report)
+
+
+async def receipt_key_swapped(running: Running) -> Outcome:
+    """The report's evidence names a receipt key the certificate does not (receipts signed by
+    a key held outside the TD would verify against the report, not against the pinned quote)."""
+
+    async def report(attacker: AttackerTd, nonce: bytes) -> Reply:
+        claims = attacker.issuer.claims(
+            nonce=nonce,
+            ohttp_keys_body=attacker.ohttp_keys,
+            model=attacker.model,
+            service_version=SERVICE_VERSION,
+        )
+        claims = dataclasses.replace(claims, receipt_key=hashlib.sha256(b"outside").digest())
+        return attacker.document(await attacker.issuer.evidence(claims))
 
     return await _against(running, report)
 
@@ -397,6 +422,7 @@ ATTACKS: dict[str, Attack] = {
     name: Attack(reason, run, run.__doc__ or "")
     for name, reason, run in [
         ("ohttp_keys_swapped", "ohttp_keys_mismatch", ohttp_keys_swapped),
+        ("receipt_key_swapped", "receipt_key_mismatch", receipt_key_swapped),
         ("other_certificate", "report_certificate_mismatch", other_certificate),
         ("relayed_evidence", "pubkey_hash_mismatch", relayed_evidence),
         ("replayed_nonce", "nonce_mismatch", replayed_nonce),
@@ -511,6 +537,11 @@ MUTATIONS: dict[str, Mutation] = {
         "enclave.client._endpoint.check_ohttp_keys",
         "ohttp_keys_swapped",
         _set(_endpoint, "check_ohttp_keys", _noop),
+    ),
+    "client step 8: the report's receipt key is the certificate's": Mutation(
+        "enclave.client._endpoint.check_receipt_key",
+        "receipt_key_swapped",
+        _set(_endpoint, "check_receipt_key", lambda claims, claim: None),
     ),
     "client step 6: a key configuration the client can use": Mutation(
         "enclave.client._endpoint.usable_key_configs",

@@ -29,6 +29,7 @@ from enclave.local import local_settings, serve_locally
 from enclave.protocol import bhttp
 from enclave.protocol.chunked import ChunkedRequestEncoder, ChunkedResponseDecoder
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs
+from enclave.protocol.padding import strip_event_padding
 from enclave.server import EnclaveServer
 
 TOKEN = "integration-load-token-2a7c9e1f05b3"
@@ -215,7 +216,7 @@ async def post_ohttp(
 def sse_text(content: bytes) -> str:
     """The concatenated delta contents of an OpenAI chat stream."""
     text = []
-    for event in content.split(b"\n\n"):
+    for event in strip_event_padding(content).split(b"\n\n"):
         if not event.startswith(b"data: ") or event == b"data: [DONE]":
             continue
         data = json.loads(event[len(b"data: ") :])

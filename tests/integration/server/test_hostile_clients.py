@@ -350,3 +350,42 @@ async def test_enclave_serve_under_a_non_utc_tz_accepts_a_current_asctime_date(
             process.wait()
         if process.stderr is not None:
             process.stderr.close()
+
+
+NOT_JSON = (
+    b'{"model":"tiny","messages":[],"temperature":NaN}',
+    b'{"model":"tiny","messages":[],"temperature":Infinity}',
+    b'{"model":"tiny","messages":[],"temperature":-Infinity}',
+    b'{"model":"tiny","messages":[],"temperature":1e999}',
+    b'{"model":"tiny","messages":[{"role":"user","content":"\\ud800"}]}',
+    b'{"model":"tiny","\\udfff":1}',
+)
+
+
+async def test_what_python_reads_beyond_json_is_a_typed_400_not_an_engine_error(
+    serve: Serve,
+) -> None:
+    """Issue 20 point 9 on the service itself: NaN, Infinity, 1e999 and lone surrogates went
+    on to the engine (502 engine_error); now each is the caller's 400 invalid_json, on every
+    inference route, with the model loaded so nothing else refuses first."""
+    async with (
+        serve(engine_flags=("--dev-load-seconds", "0.1")) as running,
+        direct(running) as client,
+    ):
+        load = await client.post(
+            "/v1/models/load",
+            json={"model": "tiny"},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+        assert load.status_code in (200, 202), load.text
+        deadline = time.monotonic() + 60
+        while (await client.get("/v1/models/status")).json()["proxy_status"] != "ready":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+            for body in NOT_JSON:
+                response = await client.post(
+                    path, content=body, headers={"content-type": "application/json"}
+                )
+                assert response.status_code == 400, (path, body, response.text)
+                assert response.json()["error"]["code"] == "invalid_json"

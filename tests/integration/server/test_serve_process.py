@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -124,3 +125,54 @@ def test_sigterm_drains_the_open_stream_stops_the_engine_and_exits_zero(tmp_path
             process.stdout.close()
     assert "Traceback" not in output, output
     assert json.dumps("drain me") not in output
+
+
+def _with_descriptor_limit(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
+def test_max_connections_above_the_descriptor_limit_is_lowered_with_a_warning(tmp_path: Path):
+    """Issue 20 point 5: with max_connections past RLIMIT_NOFILE, accept failed with EMFILE.
+    Now the service lowers it at start and says so (soft = hard = 700: 2048 -> 444)."""
+    port = free_port()
+    process = subprocess.Popen(
+        serve_command(tmp_path, port, "--tee", "simulated", "--insecure-allow-simulated-tee"),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=_with_descriptor_limit(700),
+    )  # fmt: skip
+    try:
+        with httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=False, timeout=30) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if client.get("/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert time.monotonic() < deadline
+                assert process.poll() is None
+                time.sleep(0.1)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+    assert "max_connections 2048 lowered to 444" in output, output
+    assert "RLIMIT_NOFILE" in output
+
+
+def test_too_few_descriptors_to_serve_is_refused_at_start(tmp_path: Path):
+    command = serve_command(
+        tmp_path, free_port(), "--tee", "simulated", "--insecure-allow-simulated-tee"
+    )
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=60, check=False,
+        preexec_fn=_with_descriptor_limit(200),
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "cannot start" in result.stderr
+    assert "RLIMIT_NOFILE" in result.stderr
+    assert "Traceback" not in result.stderr

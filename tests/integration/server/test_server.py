@@ -11,6 +11,7 @@ import pytest
 
 from enclave.protocol import bhttp
 from enclave.protocol.errors import TruncatedMessageError
+from enclave.protocol.padding import strip_event_padding
 from tests.integration.server.conftest import (
     CANARY,
     METRICS_AUTH,
@@ -171,9 +172,11 @@ async def test_an_engine_crash_mid_stream_is_an_encrypted_error_then_the_final_c
         result = await post_ohttp(client, body, decoder)
     assert result.complete  # the final chunk came: nothing was cut silently
     inner = bhttp.decode_response(result.plaintext)
-    events = [e for e in inner.content.split(b"\n\n") if e.startswith(b"data: {")]
-    assert b"error" in events[-1]
-    error = json.loads(events[-1][len(b"data: ") :])["error"]
+    content = strip_event_padding(inner.content)
+    events = [e for e in content.split(b"\n\n") if e.startswith(b"data: {")]
+    assert events[-1].startswith(b'data: {"enclave_receipt":')  # signed, after the error
+    assert b"error" in events[-2]
+    error = json.loads(events[-2][len(b"data: ") :])["error"]
     assert error["code"]
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from enclave.protocol import bhttp
 from enclave.protocol.ohttp import decode_key_configs
+from enclave.protocol.padding import strip_event_padding
 from tests.integration.server._raw import RawClient
 from tests.integration.server.conftest import chat_request, encapsulate
 from tests.integration.server.test_serve_process import free_port, serve_command
@@ -33,7 +34,7 @@ LONG = 400  # tokens: 100 s at 4 per second, far past any grace here
 
 
 def data_events(text: bytes) -> list[bytes]:
-    return [e for e in text.split(b"\n\n") if e.startswith(b"data: ")]
+    return [e for e in strip_event_padding(text).split(b"\n\n") if e.startswith(b"data: ")]
 
 
 async def plain_stream(client: httpx.AsyncClient, started: asyncio.Event) -> list[bytes]:
@@ -138,7 +139,8 @@ async def test_streams_open_past_the_grace_end_with_the_error_event(tmp_path: Pa
     for events in (plain_events, sealed_events):
         assert len(events) < LONG  # cut short, not drained to the end
         assert events[-1] == b"data: [DONE]"
-        error = json.loads(events[-2][len(b"data: ") :])["error"]
+        assert events[-2].startswith(b'data: {"enclave_receipt":')  # signed, after the error
+        error = json.loads(events[-3][len(b"data: ") :])["error"]
         assert error["code"] == "model_unloaded"
     assert inner.status == 200
     assert (status, json.loads(cut_body)["error"]["code"]) == (503, "service_stopping")

@@ -15,6 +15,7 @@ import pytest_asyncio
 from attestation.simulator import Simulator
 from enclave.local import local_settings, serve_locally
 from enclave.protocol import bhttp
+from enclave.protocol.padding import strip_event_padding
 from tests.integration.server.conftest import (
     METRICS_AUTH,
     METRICS_TOKEN,
@@ -58,7 +59,7 @@ async def stalling(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ru
 
 
 def events_of(content: bytes) -> list[bytes]:
-    return [event for event in content.split(b"\n\n") if event]
+    return [event for event in strip_event_padding(content).split(b"\n\n") if event]
 
 
 async def test_a_stalled_stream_ends_with_the_error_event(stalling: Running) -> None:
@@ -73,9 +74,11 @@ async def test_a_stalled_stream_ends_with_the_error_event(stalling: Running) -> 
                 break
             await asyncio.sleep(0.05)
     events = events_of(response.content)
-    assert len(events) == 3 + 2  # three from the engine, then the error event and [DONE]
+    # three from the engine, then the error event, the receipt event and [DONE]
+    assert len(events) == 3 + 3
     assert json.loads(events[3][len(b"data: ") :])["error"]["code"] == "engine_stalled"
-    assert events[4] == b"data: [DONE]"
+    assert events[4].startswith(b'data: {"enclave_receipt":')
+    assert events[5] == b"data: [DONE]"
     assert outcome in metrics
     assert "enclave_active_streams 0.0" in metrics  # the slot came back
 
@@ -90,7 +93,8 @@ async def test_a_stalled_encrypted_stream_ends_with_the_error_then_the_final_chu
         result = await post_ohttp(client, body, decoder)
     assert result.complete  # the final chunk came
     events = events_of(bhttp.decode_response(result.plaintext).content)
-    assert json.loads(events[-2][len(b"data: ") :])["error"]["code"] == "engine_stalled"
+    assert json.loads(events[-3][len(b"data: ") :])["error"]["code"] == "engine_stalled"
+    assert events[-2].startswith(b'data: {"enclave_receipt":')
     assert events[-1] == b"data: [DONE]"
 
 
@@ -110,7 +114,9 @@ async def test_each_encrypted_event_is_counted_once(stalling: Running) -> None:
         result = await post_ohttp(client, body, decoder)
         after = (await client.get("/metrics", headers=METRICS_AUTH)).text
     events = events_of(bhttp.decode_response(result.plaintext).content)
-    assert _value(after, chunks) - _value(before, chunks) == len(events)
+    # every event but the service's own receipt event, which is no engine chunk
+    assert events[-2].startswith(b'data: {"enclave_receipt":')
+    assert _value(after, chunks) - _value(before, chunks) == len(events) - 1
     assert "/.well-known/ohttp-gateway" not in "".join(
         line for line in after.splitlines() if line.startswith("enclave_streamed_chunks")
     )

@@ -8,6 +8,7 @@ import json
 import httpx
 import pytest
 
+from enclave.protocol.padding import strip_event_padding
 from model_manager.devengine import expected_completion, expected_embedding
 from tests.integration.service.conftest import MODEL, WAIT_SECONDS, Running
 
@@ -58,7 +59,11 @@ async def test_chat_completions_and_embeddings_match_the_engine(running: Running
             "/v1/completions", json={"model": MODEL, "prompt": PROMPT, "stream": True}
         )
         assert streamed_text(
-            [line.removeprefix("data: ") for line in completion.text.split("\n\n") if line]
+            [
+                line.removeprefix("data: ")
+                for line in strip_event_padding(completion.content).decode().split("\n\n")
+                if line
+            ]
         ) == "".join(expected_completion(PROMPT))
 
         embedding = await client.post("/v1/embeddings", json={"model": MODEL, "input": PROMPT})
@@ -130,10 +135,11 @@ async def test_unloading_ends_an_open_stream_visibly(running: Running) -> None:
     ):
         lines = response.aiter_lines()
         first = await anext(lines)
-        assert first.startswith("data: ")
+        assert first.startswith(":")  # the size padding, then the event
+        assert (await anext(lines)).startswith("data: ")
         unload = await client.post("/v1/models/unload", json={"model": MODEL})
         assert unload.status_code == 202
-        rest = [line.removeprefix("data: ") async for line in lines if line]
+        rest = [line.removeprefix("data: ") async for line in lines if line.startswith("data:")]
     assert rest[-1] == "[DONE]"
     error = json.loads(rest[-2])["error"]
     assert error["code"] == "model_unloaded"

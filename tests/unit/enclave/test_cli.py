@@ -117,3 +117,48 @@ def test_progress_off_a_terminal_is_plain_lines_without_repeats() -> None:
     lines = out.getvalue().splitlines()
     assert len(lines) == 2
     assert "\r" not in out.getvalue()
+
+
+def test_every_serve_flag_of_a_setting_reaches_the_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flag that parses but never reaches load_settings would be silently ignored (as
+    --insecure-no-stream-padding once was): each one must arrive, with its value."""
+    import argparse
+
+    from enclave.cli import _serve
+    from enclave.settings import SettingsError
+
+    parser = build_parser()
+    serve = next(
+        action.choices["serve"]
+        for action in parser._actions
+        if isinstance(action, argparse._SubParsersAction)
+    )
+    fields = _serve._settings_fields()
+    argv = ["serve"]
+    expected: dict[str, object] = {}
+    for action in serve._actions:
+        field = _serve._FIELD_OF_DEST.get(action.dest, action.dest)
+        if field not in fields or not action.option_strings or field == "engine_command":
+            continue
+        flag = action.option_strings[0]
+        if isinstance(action, argparse._StoreTrueAction):
+            argv.append(flag)
+            expected[field] = True
+        elif action.choices:
+            argv += [flag, str(list(action.choices)[-1])]
+            expected[field] = list(action.choices)[-1]
+    for flag in ("--stream-padding-bytes", "--stream-cadence-ms"):
+        argv += [flag, "40"]
+    expected |= {"stream_padding_bytes": 40, "stream_cadence_ms": 40}
+    seen: dict[str, object] = {}
+
+    def capture(overrides: dict[str, object]) -> None:
+        seen.update(overrides)
+        raise SettingsError("captured")
+
+    monkeypatch.setattr(_serve, "load_settings", capture)
+    args = parser.parse_args(argv)
+    assert _serve.run(args) == 2
+    assert {name: seen.get(name) for name in expected} == expected

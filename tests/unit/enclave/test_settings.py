@@ -79,7 +79,20 @@ def test_gateway_settings_are_derived() -> None:
         replay_window_seconds=30,
         replay_cache_size=settings.service.replay_cache_size,
         max_concurrent_requests=8,
+        padding=256,
     )
+
+
+def test_padding_is_on_by_default_and_off_only_as_insecure() -> None:
+    assert load_settings().service.padding_bucket == 256
+    assert load_settings({"stream_padding_bytes": 1024}).service.padding_bucket == 1024
+    with pytest.raises(SettingsError, match="insecure_no_stream_padding"):
+        load_settings({"stream_padding_bytes": 0})
+    off = load_settings({"insecure_no_stream_padding": True})
+    assert off.service.padding_bucket == 0
+    assert off.gateway.padding == 0
+    assert "insecure_no_stream_padding" in insecure_settings(off)
+    assert any("size padding is off" in line for line in insecure_warnings(off))
 
 
 @pytest.mark.parametrize(
@@ -95,6 +108,8 @@ def test_gateway_settings_are_derived() -> None:
         {"vllm_port": 0},
         {"body_memory_budget_bytes": 32 * 1024 * 1024 - 1},  # below one maximal body
         {"max_connections": 10, "max_connections_per_address": 11},
+        {"max_connections_per_prefix": 0},
+        {"light_peer_connections": 0},
         {"header_timeout_seconds": 0},
         {"body_timeout_seconds": 0},
         {"shutdown_grace_seconds": -1},

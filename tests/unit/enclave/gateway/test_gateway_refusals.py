@@ -302,3 +302,29 @@ async def test_a_replay_after_the_host_steps_the_clock_back_does_not_run(
     else:
         assert (second.status, second.body) == (400, GENERIC_400)
         assert setup.recorder.failures == ["replay"]
+
+
+async def test_refusals_are_padded_to_the_bucket_inside_the_encryption() -> None:
+    """The gateway's own refusals (here a route not allowed), whole and chunked, carry zero
+    padding to the size bucket (RFC 9292 section 3.8): the relay sees the bucket, not which
+    refusal it is."""
+    from tests.unit.enclave.gateway.conftest import make_setup
+
+    padded = make_setup(padding=256)
+    request = inner_request("/internal/secret", method=b"GET", date=now())
+    body, context = whole_body(padded.xwing, request)
+    out = await call(padded.app, body, content_type=b"message/ohttp-req")
+    plaintext = context.decapsulate_response(out.body)
+    assert len(plaintext) % 256 == 0
+    assert json.loads(bhttp.decode_response(plaintext).content)["error"]["code"] == (
+        "route_not_allowed"
+    )
+    refused = inner_request("/internal/x", method=b"GET", date=now())
+    body, decoder = chunked_body(padded.xwing, refused)
+    out = await call(padded.app, body)
+    pieces = decoder.feed(out.body)
+    final = decoder.finish()
+    assert len(pieces) == 1  # the head
+    assert len(final) % 256 == 0  # the content, its end and the padding
+    response = bhttp.decode_response(b"".join(pieces) + final)
+    assert response.status == 404

@@ -17,6 +17,7 @@ from enclave.net._connections import GuardedHttpProtocol
 LIMITS = ConnectionLimits(
     max_connections=3,
     max_per_address=2,
+    reserved_for_light_peers=0,
     handshake_timeout_seconds=1.0,
     header_timeout_seconds=7.0,
     keep_alive_timeout_seconds=11.0,

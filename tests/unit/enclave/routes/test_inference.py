@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
+from enclave.protocol.padding import strip_event_padding
 from tests.unit.enclave.routes.conftest import MODEL, Harness, sse_response
 
 MakeHarness = Callable[..., Awaitable[Harness]]
@@ -61,7 +62,9 @@ async def test_non_streamed_answer_is_relayed_byte_for_byte(make_harness: MakeHa
         },
     )
     assert response.status_code == 200
-    assert response.content == answer
+    # Byte for byte, then spaces to the size bucket (JSON allows them after the value).
+    assert response.content == answer + b" " * (256 - len(answer))
+    assert response.headers["content-length"] == "256"
     assert response.headers["x-request-id"]
     sent = harness.engine.requests[0]
     # Byte for byte but for the prefix-cache salt the service puts in front (test_cache_salt).
@@ -86,7 +89,7 @@ async def test_stream_is_relayed_exactly_and_event_aligned(make_harness: MakeHar
     response = await harness.client.post(CHAT, json=chat_body(stream=True))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
-    assert response.content == b"".join(EVENTS)
+    assert strip_event_padding(response.content) == b"".join(EVENTS)
     metrics = harness.service.metrics.render().decode()
     assert f'enclave_streamed_chunks_total{{route="{CHAT}"}} 4.0' in metrics
     assert f'enclave_stream_outcomes_total{{outcome="completed",route="{CHAT}"}} 1.0' in metrics
@@ -107,9 +110,9 @@ async def test_engine_failure_mid_stream_becomes_error_event_then_done(
 
     harness.engine.handler = handler
     response = await harness.client.post(CHAT, json=chat_body(stream=True))
-    events = response.content.split(b"\n\n")
-    assert response.content.startswith(EVENTS[0])
-    assert response.content.endswith(b"data: [DONE]\n\n")
+    events = strip_event_padding(response.content).split(b"\n\n")
+    assert strip_event_padding(response.content).startswith(EVENTS[0])
+    assert strip_event_padding(response.content).endswith(b"data: [DONE]\n\n")
     error = json.loads(events[-3].removeprefix(EVENTS[1][:20]).removeprefix(b"data: "))
     assert error["error"]["code"] == "engine_stream_failed"
     assert "connection reset" not in response.text
@@ -126,9 +129,9 @@ async def test_stream_ending_without_done_is_reported(make_harness: MakeHarness)
 
     harness.engine.handler = handler
     response = await harness.client.post(CHAT, json=chat_body(stream=True))
-    assert response.content.startswith(EVENTS[0])
-    assert b'"code":"engine_stream_failed"' in response.content
-    assert response.content.endswith(b"data: [DONE]\n\n")
+    assert strip_event_padding(response.content).startswith(EVENTS[0])
+    assert b'"code":"engine_stream_failed"' in strip_event_padding(response.content)
+    assert strip_event_padding(response.content).endswith(b"data: [DONE]\n\n")
 
 
 async def test_engine_in_stream_error_is_relayed_verbatim(make_harness: MakeHarness) -> None:
@@ -145,7 +148,7 @@ async def test_engine_in_stream_error_is_relayed_verbatim(make_harness: MakeHarn
 
     harness.engine.handler = handler
     response = await harness.client.post(CHAT, json=chat_body(stream=True))
-    assert response.content == EVENTS[0] + engine_error + b"data: [DONE]\n\n"
+    assert strip_event_padding(response.content) == EVENTS[0] + engine_error + b"data: [DONE]\n\n"
     metrics = harness.service.metrics.render().decode()
     assert f'enclave_stream_outcomes_total{{outcome="engine_failed",route="{CHAT}"}} 1.0' in metrics
 
@@ -171,9 +174,9 @@ async def test_unload_during_stream_ends_it_with_model_unloaded(
     await first_sent.wait()
     await harness.unload()
     response = await asyncio.wait_for(request, timeout=5)
-    assert response.content.startswith(EVENTS[0])
-    assert b'"code":"model_unloaded"' in response.content
-    assert response.content.endswith(b"data: [DONE]\n\n")
+    assert strip_event_padding(response.content).startswith(EVENTS[0])
+    assert b'"code":"model_unloaded"' in strip_event_padding(response.content)
+    assert strip_event_padding(response.content).endswith(b"data: [DONE]\n\n")
     assert harness.service.streams.active == 0
 
 
@@ -234,3 +237,28 @@ async def test_body_over_the_limit_is_413(make_harness: MakeHarness, declare_len
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
     assert harness.engine.requests == []
+
+
+async def test_refusals_are_padded_to_the_bucket(make_harness: MakeHarness) -> None:
+    """A refusal is a whole answer: its size, which an engine's message could make depend on
+    the request (lengths it quotes), is a whole number of buckets too."""
+    harness = await ready(make_harness)
+    sizes = []
+    for words in (1, 40):
+        message = "context too long: " + "x " * words
+
+        async def handler(_: httpx.Request, message: str = message) -> httpx.Response:
+            error = {"error": {"message": message, "type": "BadRequestError", "code": 400}}
+            return httpx.Response(400, json=error)
+
+        harness.engine.handler = handler
+        refused = await harness.client.post(CHAT, json=chat_body())
+        assert refused.status_code == 400
+        assert refused.json()["error"]["message"] == message
+        sizes.append(len(refused.content))
+    unknown = await harness.client.post(CHAT, json=chat_body(model="other"))
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "model_not_found"
+    sizes.append(len(unknown.content))
+    assert [size % 256 for size in sizes] == [0, 0, 0]
+    assert int(unknown.headers["content-length"]) == sizes[-1]

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from enclave.protocol.padding import strip_event_padding
 from tests.unit.enclave.routes.conftest import MODEL, Harness, sse_response
 
 MakeHarness = Callable[..., Awaitable[Harness]]
@@ -90,7 +91,8 @@ async def test_a_client_that_stops_reading_stops_the_engine_reads(
     gate.set()
     await asyncio.wait_for(task, 10)
     assert 0 < held_back <= 3  # one event sent, one waiting in send, one read ahead at most
-    assert b"".join(received) == b"".join(event(i) for i in range(200)) + b"data: [DONE]\n\n"
+    expected = b"".join(event(i) for i in range(200)) + b"data: [DONE]\n\n"
+    assert strip_event_padding(b"".join(received)) == expected
 
 
 async def test_events_that_arrive_together_go_out_together(make_harness: MakeHarness) -> None:
@@ -109,7 +111,8 @@ async def test_events_that_arrive_together_go_out_together(make_harness: MakeHar
     harness.engine.handler = handler
     task, received = await drive(harness)
     await asyncio.wait_for(task, 10)
-    assert received == [first, together, b""]
+    assert [strip_event_padding(message) for message in received] == [first, together, b""]
+    assert [len(message) % 256 for message in received] == [0, 0, 0]  # each event padded
     metrics = harness.service.metrics.render().decode()
     assert f'enclave_streamed_chunks_total{{route="{CHAT}"}} 4.0' in metrics
     assert f'enclave_streamed_tokens_total{{route="{CHAT}"}} 3.0' in metrics
@@ -135,10 +138,11 @@ async def test_a_stream_that_goes_silent_is_ended_as_stalled(make_harness: MakeH
     response = await asyncio.wait_for(
         harness.client.post(CHAT, json={"model": MODEL, "stream": True}), 10
     )
-    assert response.content.startswith(event(0) + event(1))
-    error = json.loads(response.content.split(b"\n\n")[2][len(b"data: ") :])["error"]
+    assert strip_event_padding(response.content).startswith(event(0) + event(1))
+    relayed = strip_event_padding(response.content).split(b"\n\n")
+    error = json.loads(relayed[2][len(b"data: ") :])["error"]
     assert error["code"] == "engine_stalled"
-    assert response.content.endswith(b"data: [DONE]\n\n")
+    assert strip_event_padding(response.content).endswith(b"data: [DONE]\n\n")
     assert harness.service.streams.active == 0
     metrics = harness.service.metrics.render().decode()
     assert f'enclave_stream_outcomes_total{{outcome="engine_stalled",route="{CHAT}"}} 1.0' in (
@@ -163,7 +167,7 @@ async def test_a_slow_first_event_is_prefill_not_a_stall(make_harness: MakeHarne
     response = await asyncio.wait_for(
         harness.client.post(CHAT, json={"model": MODEL, "stream": True}), 10
     )
-    assert response.content == event(0) + b"data: [DONE]\n\n"
+    assert strip_event_padding(response.content) == event(0) + b"data: [DONE]\n\n"
 
 
 async def test_no_first_event_within_its_allowance_is_a_stall(make_harness: MakeHarness) -> None:
@@ -183,6 +187,39 @@ async def test_no_first_event_within_its_allowance_is_a_stall(make_harness: Make
     response = await asyncio.wait_for(
         harness.client.post(CHAT, json={"model": MODEL, "stream": True}), 10
     )
-    assert b'"code":"engine_stalled"' in response.content
-    assert response.content.endswith(b"data: [DONE]\n\n")
+    assert b'"code":"engine_stalled"' in strip_event_padding(response.content)
+    assert strip_event_padding(response.content).endswith(b"data: [DONE]\n\n")
+    assert harness.service.streams.active == 0
+
+
+async def test_at_a_cadence_a_stall_still_ends_with_the_error_event(
+    make_harness: MakeHarness,
+) -> None:
+    harness = await ready(
+        make_harness,
+        engine_stall_timeout_seconds=0.3,
+        engine_first_token_timeout_seconds=30,
+        stream_cadence_ms=20,
+    )
+    never = asyncio.Event()
+
+    async def events() -> AsyncIterator[bytes]:
+        yield event(0) + event(1)
+        await never.wait()
+        yield b"data: [DONE]\n\n"
+
+    async def handler(_: httpx.Request) -> httpx.Response:
+        return sse_response(events())
+
+    harness.engine.handler = handler
+    response = await asyncio.wait_for(
+        harness.client.post(CHAT, json={"model": MODEL, "stream": True}), 10
+    )
+    relayed = strip_event_padding(response.content)
+    assert relayed.startswith(event(0) + event(1))
+    assert b'"code":"engine_stalled"' in relayed
+    assert relayed.endswith(b"data: [DONE]\n\n")
+    assert len(response.content) % 256 == 0
+    # 0.3 s of silence at 20 ms: keep-alive pieces (comment lines only) filled the ticks.
+    assert response.content.count(b"\n:") + 1 - relayed.count(b"\n\n") >= 5
     assert harness.service.streams.active == 0

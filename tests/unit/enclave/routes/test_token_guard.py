@@ -147,3 +147,14 @@ async def test_without_a_load_token_nothing_is_limited_here():
         )
     )
     assert [await _load(app, "198.51.100.1", "x") for _ in range(3)] == [401] * 3
+
+
+async def test_refusals_are_logged_once_per_period(caplog: pytest.LogCaptureFixture):
+    clock = Clock()
+    app = _app(clock, per_peer=1, global_=1000)
+    with caplog.at_level("WARNING", logger="enclave.routes._token_guard"):
+        codes = [await _load(app, "198.51.100.1", "wrong") for _ in range(50)]
+    assert codes == [401] + [429] * 49
+    lines = [r.getMessage() for r in caplog.records if "too_many_token_failures" in r.getMessage()]
+    assert len(lines) == 1
+    assert "wrong" not in caplog.text
