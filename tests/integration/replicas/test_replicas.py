@@ -219,6 +219,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                     "LOAD_TOKEN": LOAD_TOKEN,
                     "ENCLAVE_KEEP_ALIVE_TIMEOUT_SECONDS": "30",
                     "ENCLAVE_REPLAY_STORE_TIMEOUT_SECONDS": "10",
+                    # One process per replica whatever the machine's cores (workers are
+                    # tested on their own).
+                    "ENCLAVE_DATA_PLANE_WORKERS": "1",
                 },
                 "log": str(tmp / f"replica-{index}.log"),
                 "mrtd": OTHER_MRTD if index == TRUSTED else None,
@@ -255,7 +258,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             json.loads(launcher.stdout.readline())
             for index in range(len(ports)):
                 with running.plain(index) as client:
-                    wait_until(lambda c=client: answers(c, "/health"), f"replica {index} up")
+                    wait_until(
+                        lambda c=client: answers(c, "/health"), f"replica {index} up", 2 * WAIT
+                    )
             with httpx.Client(timeout=5) as plain:
                 wait_until(
                     lambda: answers_relay(plain, f"http://127.0.0.1:{relay_port}"), "relay up"
