@@ -212,7 +212,17 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         replicas = [
             {
                 "argv": replica_argv(tmp, index, port, kbs, redis),
-                "env": {"LOAD_TOKEN": LOAD_TOKEN},
+                # Idle connections outlive the relay's pooled ones (httpx keeps them 5 s, the
+                # service's default is also 5 s: a request on a connection closed at that
+                # instant fails), and a loaded CI machine may answer slowly.
+                "env": {
+                    "LOAD_TOKEN": LOAD_TOKEN,
+                    "ENCLAVE_KEEP_ALIVE_TIMEOUT_SECONDS": "30",
+                    "ENCLAVE_REPLAY_STORE_TIMEOUT_SECONDS": "10",
+                    # One process per replica whatever the machine's cores (workers are
+                    # tested on their own).
+                    "ENCLAVE_DATA_PLANE_WORKERS": "1",
+                },
                 "log": str(tmp / f"replica-{index}.log"),
                 "mrtd": OTHER_MRTD if index == TRUSTED else None,
             }
@@ -228,13 +238,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         )  # fmt: skip
         lb = RoundRobin(ports[:TRUSTED])
         relay_port = free_port()
+        relay_log = (tmp / "relay.log").open("w")
         relay = subprocess.Popen(
             [
                 sys.executable, "-m", "enclave", "relay",
                 "--gateway", f"https://127.0.0.1:{lb.port}/.well-known/ohttp-gateway",
                 "--listen", f"127.0.0.1:{relay_port}", "--insecure-skip-gateway-tls-verify",
             ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=relay_log, stderr=subprocess.STDOUT,
             env={**env, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
         logs = [tmp / f"replica-{index}.log" for index in range(len(ports))]
@@ -247,7 +258,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             json.loads(launcher.stdout.readline())
             for index in range(len(ports)):
                 with running.plain(index) as client:
-                    wait_until(lambda c=client: answers(c, "/health"), f"replica {index} up")
+                    wait_until(
+                        lambda c=client: answers(c, "/health"), f"replica {index} up", 2 * WAIT
+                    )
             with httpx.Client(timeout=5) as plain:
                 wait_until(
                     lambda: answers_relay(plain, f"http://127.0.0.1:{relay_port}"), "relay up"
@@ -261,6 +274,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         finally:
             relay.terminate()
             relay.wait(timeout=30)
+            relay_log.close()
             launcher.send_signal(signal.SIGTERM)
             try:
                 launcher.wait(timeout=60)
@@ -270,6 +284,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             if launcher.stdout is not None:
                 launcher.stdout.close()
             lb.close()
+
+
+def dump_logs(fleet: Fleet) -> None:
+    for log in [fleet.tmp / "relay.log", *fleet.logs]:
+        if log.exists():
+            sys.stderr.write(f"--- {log.name}\n{log.read_text()[-4000:]}\n")
 
 
 def answers_relay(client: httpx.Client, base: str) -> bool:
@@ -381,7 +401,12 @@ def test_ra_tls_verifies_whichever_replica_a_connection_reaches(fleet: Fleet) ->
 
 def test_300_ohttp_requests_through_the_relay_land_on_all_three(fleet: Fleet) -> None:
     async def run() -> Counter[str]:
-        transport = AsyncOhttpTransport(fleet.lb_url, fleet.verifier(), relay_url=fleet.relay_url)
+        # Pooled connections to the relay are dropped after 1 s idle, before the relay
+        # (uvicorn: 5 s) drops them: no request is sent on a connection being closed.
+        outer = httpx.AsyncHTTPTransport(limits=httpx.Limits(keepalive_expiry=1.0))
+        transport = AsyncOhttpTransport(
+            fleet.lb_url, fleet.verifier(), relay_url=fleet.relay_url, outer_transport=outer
+        )
         seen: Counter[str] = Counter()
         async with httpx.AsyncClient(
             transport=transport, base_url=fleet.lb_url, timeout=60
@@ -398,7 +423,11 @@ def test_300_ohttp_requests_through_the_relay_land_on_all_three(fleet: Fleet) ->
         return seen
 
     before = fleet.lb.chosen.copy()
-    seen = asyncio.run(run())
+    try:
+        seen = asyncio.run(run())
+    except BaseException:
+        dump_logs(fleet)
+        raise
     assert sum(seen.values()) == 300
     assert set(seen) == {f"replica-{i}" for i in range(TRUSTED)}, seen
     assert all(count >= 10 for count in seen.values()), seen
