@@ -107,7 +107,11 @@ class KeyGeneration:
 def check_resource_path(path: str) -> str:
     """``<repo>/<type>/<tag>`` (the KBS resource URI's path), each a plain name."""
     parts = path.split("/")
-    if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts):
+    if (
+        len(parts) != 3
+        or not all(_SEGMENT.fullmatch(part) for part in parts)
+        or any(part in (".", "..") for part in parts)  # the URL would leave /cdh/resource/
+    ):
         raise ValueError("ohttp_key_resource must be <repo>/<type>/<tag> of [A-Za-z0-9._-]")
     return path
 

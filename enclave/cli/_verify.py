@@ -387,6 +387,8 @@ def _facts_text(endpoint: VerifiedEndpoint) -> str:
         f"model: {'-' if model is None else model.name}",
         f"model_digest: {'-' if model is None else model.digest_kind + ':' + model.digest.hex()}",
         f"service_version: {endpoint.service_version or '-'}",
+        "receipt_key_sha256: "
+        + ("-" if endpoint.receipt_key_sha256 is None else endpoint.receipt_key_sha256.hex()),
         f"quote_provider: {endpoint.quote_provider}",
         f"gpus: {len(endpoint.gpus) or 'none'}",
     ]
