@@ -74,6 +74,7 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "invalid_content_length": _e(
         400, "Content-Length must be 1 to 16 ASCII digits, given once, and match the body"
     ),
+    "malformed_request": _e(400, "the request is not valid HTTP/1.1"),
     "not_found": _e(404, "no such route"),
     "route_not_allowed": _e(404, "no such route through the gateway"),
     "method_not_allowed": _e(405, "method not allowed on this route"),
