@@ -22,7 +22,10 @@ TAKEN = ("enclave", "attestation", "model-manager", "model_manager")
 WARNINGS = ("Do not `pip install enclave`", "`pip install enclave` gets an unrelated project")
 DOCUMENTS = ("README.md", *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "docs").glob("*.md"))))
 #: ``pip install`` and what follows its options: the first thing it installs.
-_PIP_INSTALL = re.compile(r"pip install\s+((?:(?:-e|--editable|-{1,2}[\w-]+)\s+)*)(\S+)")
+_OPTION = r"(?:-e|--editable|(?:--target|-t|--prefix|--root)\s+\S+|-{1,2}[\w-]+)"
+_PIP_INSTALL = re.compile(rf"pip install\s+((?:{_OPTION}\s+)*)(\S+)")
+#: Tools named as themselves, not this project under another name.
+_THIRD_PARTY = ("torch", "vllm", '"vllm', "'vllm", "py-spy")
 #: What an install line may install: this checkout (with extras), a wheel we built, a path.
 _ALLOWED_TARGET = re.compile(
     r"""^['"]?(\.|\.\[[\w,]+\]|[\w./<>${}-]*enclave_inference-\S*\.whl.*|/\S+)['"]?$"""
@@ -58,8 +61,8 @@ def test_every_install_line_installs_this_project(document: str) -> None:
         for code in spans:
             for match in _PIP_INSTALL.finditer(code):
                 target = match.group(2)
-                if target.startswith(("torch", "vllm", '"vllm', "'vllm")):
-                    continue  # the real-vLLM environment's own packages
+                if target.startswith(_THIRD_PARTY):
+                    continue  # the real-vLLM environment's own packages, the profiler
                 assert _ALLOWED_TARGET.match(target), f"{document}: {code.strip()!r}"
 
 
