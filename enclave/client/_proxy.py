@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from asyncio import timeout as asyncio_timeout
@@ -116,6 +115,9 @@ class ProxyOptions:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)
+    #: The secret the health route proves it holds to ``enclave proxy status`` (the daemon's
+    #: ``ENCLAVE_PROXY_INSTANCE``, through ``ProxySettings``); None: no proof.
+    instance: str | None = field(default=None, repr=False)
 
 
 class _Health:
@@ -490,7 +492,7 @@ def build_proxy_app(
         await recheck()
         endpoint = transport.endpoint
         verified = endpoint is not None and state.failure is None
-        instance = os.environ.get(INSTANCE_ENV)
+        instance = options.instance
         challenge = request.headers.get(CHALLENGE_HEADER, "")
         proof = None
         if instance and 32 <= len(challenge) <= 128 and _is_hex(challenge):
