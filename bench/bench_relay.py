@@ -135,14 +135,22 @@ class Service:
         return self.run_dir / "engine.sock"
 
 
-def start_service(name: str, tree: Path, tmp: Path, models: Path, workers: int = 1) -> Service:
+def start_service(
+    name: str,
+    tree: Path,
+    tmp: Path,
+    models: Path,
+    workers: int = 1,
+    launcher: tuple[str, ...] = (sys.executable,),
+) -> Service:
+    """``enclave serve`` from ``tree``; ``launcher`` runs it (e.g. python -m cProfile -o F)."""
     port = free_port()
     home = tmp / f"svc-{name}"
     engine = (
         f"{sys.executable} -m enclave_dev.engine --dev-load-seconds 0.1 --dev-tokens-per-second 0"
     )
     command = [
-        sys.executable, "-m", "enclave", "serve", "--tee", "simulated",
+        *launcher, "-m", "enclave", "serve", "--tee", "simulated",
         "--insecure-allow-simulated-tee", "--host", "127.0.0.1", "--port", str(port),
         "--models-dir", str(models), "--state-dir", str(home / "state"),
         "--run-dir", str(home / "run"), "--roothash-dir", str(home / "rh"),

@@ -19,6 +19,8 @@ import importlib.util
 from types import ModuleType
 from typing import Literal
 
+from enclave.errors import EnclaveError
+
 __all__ = ["MISSING", "PARTS", "DevelopmentMissingError", "DevelopmentSetting", "available", "load"]
 
 #: The settings that enable a development part.
@@ -41,7 +43,7 @@ PARTS: dict[DevelopmentSetting, str] = {
 MISSING = "the development package is not installed: this is a production install"
 
 
-class DevelopmentMissingError(RuntimeError):
+class DevelopmentMissingError(EnclaveError, RuntimeError):
     """A development part was asked for where the development package is absent."""
 
 

@@ -182,7 +182,7 @@ class EnclaveServer:
         if gpu_provider is not None and gpu_provider.name == "simulated":
             self._write_simulated_gpu_root(cast("SimulatedGpuProvider", gpu_provider))
 
-        self.receipts = ReceiptIssuer(self._certificate_quote_sha256)
+        self.receipts = ReceiptIssuer(self._current_certificate)
         self.service.receipts = self.receipts
 
         async def quote(report_data: bytes) -> bytes:
@@ -296,10 +296,12 @@ class EnclaveServer:
         self._claimed_model = claim
         await self.certificates.reissue("model_change")
 
-    def _certificate_quote_sha256(self) -> bytes | None:
-        """SHA-256 of the current certificate's quote: what a receipt names."""
+    def _current_certificate(self) -> tuple[bytes, bytes] | None:
+        """SHA-256 of the current certificate's quote (what a receipt names), and its DER."""
         current = self.certificates.current
-        return None if current is None else hashlib.sha256(current.evidence.quote).digest()
+        if current is None:
+            return None
+        return hashlib.sha256(current.evidence.quote).digest(), current.certificate_der
 
     def _certificate_validity(self) -> tuple[float, float] | None:
         current = self.certificates.current

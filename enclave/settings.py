@@ -24,7 +24,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from attestation.gpu.providers import GpuProviderKind
+from attestation.providers import ProviderKind
 from enclave import development
+from enclave.errors import EnclaveError
 from enclave.gateway import GatewayLimits, check_redis_url
 from enclave.keybroker import check_cdh_url, check_resource_path
 from enclave.protocol.chunked import MIN_CHUNK_SIZE
@@ -45,8 +48,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TeeChoice = Literal["auto", "configfs-tsm", "dstack", "coco", "simulated"]
-GpuChoice = Literal["none", "nvml", "simulated"]
+#: The choices of ``tee`` and ``gpu``: the provider kinds attestation defines (one definition).
+TeeChoice = ProviderKind
+GpuChoice = GpuProviderKind
 #: The gateway's defaults are its own (one definition); the settings take them from there.
 _GATEWAY = GatewayLimits()
 _SIMULATED_REFUSAL = (
@@ -62,7 +66,7 @@ _SIMULATOR_MISSING = (
 )
 
 
-class SettingsError(ValueError):
+class SettingsError(EnclaveError, ValueError):
     """The configuration is invalid. The message names fields and problems, never values."""
 
 

@@ -44,6 +44,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from enclave._prefix import address_prefix
+from enclave.settings import ServiceSettings
 
 __all__ = [
     "ConnectionLimits",
@@ -60,23 +61,28 @@ logger = logging.getLogger(__name__)
 _LOG_PERIOD_SECONDS = 10.0
 
 
+def _default(name: str) -> Any:
+    """The default of setting ``name``: one source (issue 23 point 7), the settings model."""
+    return ServiceSettings.model_fields[name].default
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     """Named limits of the connection layer (settings: docs/operations.md, "Limits")."""
 
-    max_connections: int = 2048
-    max_per_address: int = 256
+    max_connections: int = _default("max_connections")
+    max_per_address: int = _default("max_connections_per_address")
     #: IPv6 peers are also counted by their /56: one subscriber often holds a /56 or a /48, so
     #: eight /64s of one /61 could hold 8 x 256 = every connection.
-    max_per_prefix: int = 512
+    max_per_prefix: int = _default("max_connections_per_prefix")
     #: The last ``reserved_for_light_peers`` of ``max_connections`` admit only peers (an IPv4
     #: address, an IPv6 /56) holding fewer than ``light_peer_connections``.
-    reserved_for_light_peers: int = 256
-    light_peer_connections: int = 8
-    handshake_timeout_seconds: float = 10.0
-    header_timeout_seconds: float = 10.0
-    keep_alive_timeout_seconds: float = 5.0
-    body_timeout_seconds: float = 30.0
+    reserved_for_light_peers: int = _default("connections_reserved_for_light_peers")
+    light_peer_connections: int = _default("light_peer_connections")
+    handshake_timeout_seconds: float = _default("tls_handshake_timeout_seconds")
+    header_timeout_seconds: float = _default("header_timeout_seconds")
+    keep_alive_timeout_seconds: float = _default("keep_alive_timeout_seconds")
+    body_timeout_seconds: float = _default("body_timeout_seconds")
 
     def __post_init__(self) -> None:
         counts = (

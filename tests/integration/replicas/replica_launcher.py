@@ -59,6 +59,9 @@ def _child(platform: Any, replica: dict[str, Any]) -> None:
 
 def main() -> None:
     config = json.loads(Path(sys.argv[1]).read_text())
+    # Imported once here, before forking: the replicas start without importing it all again.
+    import enclave.cli
+    import enclave.server  # noqa: F401
     from enclave_dev.tee import Simulator
 
     platform = Simulator.create()

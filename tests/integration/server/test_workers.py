@@ -9,6 +9,7 @@ sees no final chunk: truncated), and new requests are served."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -200,53 +202,107 @@ def test_a_reissue_while_a_stream_is_open_does_not_drop_it(serve: Serve) -> None
     assert sum(1 for t in tokens if t["choices"] and t["choices"][0]["delta"].get("content")) == 120
 
 
-def test_a_killed_worker_is_restarted_and_new_requests_are_served(serve: Serve) -> None:
-    if serve.client.get("/v1/models/status").json()["loaded_model"] != "slow":
-        serve.load("slow")
-    config = key_config(serve.port)
-    body, decoder = encapsulate(config, chat_request("cut me", model="slow", max_tokens=60))
-    opened = threading.Event()
-    outcome: list[object] = []
+class OhttpStream(threading.Thread):
+    """A chunked OHTTP stream on a connection of its own, read in a thread: ``opened`` once a
+    piece decrypted, then ``outcome`` "complete" (the final chunk came) or the exception."""
 
-    def stream() -> None:
+    def __init__(self, port: int, body: bytes, decoder: Any) -> None:
+        super().__init__(daemon=True)
+        self.port, self.body, self.decoder = port, body, decoder
+        self.opened = threading.Event()
+        self.client_port = 0
+        self.outcome: object = None
+
+    def run(self) -> None:
         try:
             with (
                 httpx.Client(
-                    base_url=f"https://127.0.0.1:{serve.port}", verify=False, timeout=120
+                    base_url=f"https://127.0.0.1:{self.port}", verify=False, timeout=120
                 ) as client,
                 client.stream(
                     "POST",
                     "/.well-known/ohttp-gateway",
-                    content=body,
+                    content=self.body,
                     headers={"content-type": "message/ohttp-chunked-req", "incremental": "?1"},
                 ) as response,
             ):
+                stream = response.extensions["network_stream"]
+                self.client_port = int(stream.get_extra_info("client_addr")[1])
                 for piece in response.iter_raw():
-                    if decoder.feed(piece):
-                        opened.set()
-            decoder.finish()
-            outcome.append("complete")
+                    if self.decoder.feed(piece):
+                        self.opened.set()
+            self.decoder.finish()
+            self.outcome = "complete"
         except Exception as exc:  # the cut: a transport error or the decoder's truncation
-            outcome.append(exc)
+            self.outcome = exc
+        self.opened.set()
 
-    thread = threading.Thread(target=stream)
-    thread.start()
-    assert opened.wait(30)
-    old = worker_pids(serve)
-    assert len(old) == WORKERS
-    for pid in old:
-        os.kill(pid, signal.SIGKILL)
-    thread.join(60)
-    assert outcome
-    assert outcome[0] != "complete"  # the client knows its stream was cut
-    wait_until(
-        lambda: len(worker_pids(serve)) == WORKERS and not worker_pids(serve) & old,
-        "both workers restarted",
-    )
-    wait_until(lambda: _answers(serve.port), "new requests served")
+
+def holder_of(serve: Serve, client_port: int) -> int | None:
+    """The worker process holding the service's end of the connection from ``client_port``."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.split(":")[1], 16) == serve.port and int(remote.split(":")[1], 16) == (
+            client_port
+        ):
+            inode = fields[9]
+    if inode is None:
+        return None
+    for pid in worker_pids(serve):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == f"socket:[{inode}]":
+                        return pid
+    return None
+
+
+def test_a_killed_worker_is_restarted_and_the_other_serves_on(serve: Serve) -> None:
+    if serve.client.get("/v1/models/status").json()["loaded_model"] != "slow":
+        serve.load("slow")
+    config = key_config(serve.port)
+    streams: dict[int, OhttpStream] = {}  # worker pid -> a stream it holds
+    for attempt in range(20):
+        body, decoder = encapsulate(
+            config, chat_request(f"stream {attempt}", model="slow", max_tokens=30)
+        )
+        stream = OhttpStream(serve.port, body, decoder)
+        stream.start()
+        assert stream.opened.wait(30)
+        holder = holder_of(serve, stream.client_port)
+        assert holder is not None
+        streams.setdefault(holder, stream)
+        if len(streams) == WORKERS:
+            break
+    assert len(streams) == WORKERS, "every stream landed on one worker"
+    victim, survivor = sorted(streams)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: _dead(victim), "the killed worker gone")
+    # The survivor takes every new connection at once (the dead one's socket is gone).
     for _ in range(8):
         assert fresh_get(serve.port, "/v1/models").status_code == 200
-    assert per_worker(serve, "enclave_data_plane_worker_restarts_total") == {"0": 1.0, "1": 1.0}
+    streams[victim].join(60)
+    assert streams[victim].outcome not in (None, "complete")  # the client knows it was cut
+    streams[survivor].join(60)
+    assert streams[survivor].outcome == "complete"  # the other worker's stream ended whole
+    wait_until(
+        lambda: len(worker_pids(serve)) == WORKERS and victim not in worker_pids(serve),
+        "the killed worker restarted",
+    )
+    wait_until(lambda: _answers(serve.port), "new requests served")
+    restarts = per_worker(serve, "enclave_data_plane_worker_restarts_total")
+    assert sorted(restarts.values()) == [0.0, 1.0]
+    assert survivor in worker_pids(serve)
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie (its sockets are closed) the owner has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def _answers(port: int) -> bool:

@@ -99,10 +99,13 @@ async def test_chat_and_completions_streamed_and_not(vllm_service: VllmService) 
             async with client.stream("POST", path, json={**body, **usage}) as response:
                 with_usage = await events_of(response)
             assert plain[-1] == with_usage[-1] == "[DONE]"
-            plain_chunks = [json.loads(event) for event in plain[:-1]]
+            # The service's receipt event (docs/attestation.md 9.2) is the last before [DONE].
+            assert "enclave_receipt" in json.loads(plain[-2])
+            assert "enclave_receipt" in json.loads(with_usage[-2])
+            plain_chunks = [json.loads(event) for event in plain[:-2]]
             assert all(chunk["choices"] for chunk in plain_chunks)
             assert not any(chunk.get("usage") for chunk in plain_chunks)
-            last = json.loads(with_usage[-2])
+            last = json.loads(with_usage[-3])
             assert last["choices"] == []
             assert last["usage"]["completion_tokens"] <= 5
 
@@ -229,7 +232,8 @@ async def kill_mid_stream(vllm_service: VllmService, victim: int) -> list[str]:
 def assert_ended_with_an_error_event(events: list[str]) -> None:
     assert len(events) < 400
     assert events[-1] == "[DONE]"
-    assert "error" in json.loads(events[-2]), events[-3:]
+    assert "enclave_receipt" in json.loads(events[-2])  # an ended stream is signed too
+    assert "error" in json.loads(events[-3]), events[-4:]
 
 
 async def test_kill_of_engine_core_mid_stream_then_restart(vllm_service: VllmService) -> None:
