@@ -12,6 +12,8 @@ from types import ModuleType
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 _SKIP_DIRS = {".git", "node_modules", "__pycache__", ".mypy_cache", ".ruff_cache", "build"}
+# mkosi's build outputs and caches (deploy/image, git-ignored): whole distribution trees
+_SKIP_DIRS |= {"mkosi.output", "mkosi.cache", "mkosi.builddir", "mkosi.workspace", "mkosi.tools"}
 _SHELL_SHEBANGS = ("#!/bin/sh", "#!/bin/bash", "#!/usr/bin/env bash", "#!/usr/bin/env sh")
 
 
