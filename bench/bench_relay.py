@@ -87,7 +87,7 @@ def _is_engine(pid: int) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return any(word.startswith(b"model_manager.devengine") for word in argv[:3])
+    return any(word.startswith(b"enclave_dev.engine") for word in argv[:3])
 
 
 def process_tree() -> dict[int, tuple[int, float]]:
@@ -147,8 +147,7 @@ def start_service(
     port = free_port()
     home = tmp / f"svc-{name}"
     engine = (
-        f"{sys.executable} -m model_manager.devengine"
-        " --dev-load-seconds 0.1 --dev-tokens-per-second 0"
+        f"{sys.executable} -m enclave_dev.engine --dev-load-seconds 0.1 --dev-tokens-per-second 0"
     )
     command = [
         *launcher, "-m", "enclave", "serve", "--tee", "simulated",

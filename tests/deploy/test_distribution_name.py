@@ -7,6 +7,7 @@ they install from the checkout or its wheel, never a bare name from an index."""
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -42,8 +43,20 @@ def test_the_distribution_name_is_ours_and_the_packages_keep_theirs() -> None:
     assert project["name"] == DISTRIBUTION
     assert project["name"] not in TAKEN
     assert project["scripts"] == {"enclave": "enclave.cli:main"}
-    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert build["packages"]["find"]["include"] == ["enclave*", "attestation*", "model_manager*"]
+    # The package list is setup.py's (the wheel's product packages; enclave_dev only in an
+    # editable install): read, not run.
+    lists = {
+        target.id: ast.literal_eval(node.value)
+        for node in ast.parse((ROOT / "setup.py").read_text()).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id in ("PRODUCT", "DEVELOPMENT")
+    }
+    assert lists["PRODUCT"] == [
+        *("enclave", "enclave.*", "attestation", "attestation.*"),
+        *("model_manager", "model_manager.*"),
+    ]
+    assert lists["DEVELOPMENT"] == ["enclave_dev", "enclave_dev.*"]
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)

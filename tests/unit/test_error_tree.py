@@ -24,14 +24,13 @@ ROOTS: dict[ModuleType, type[Exception]] = {
     attestation: AttestationError,
     model_manager: ModelManagerError,
 }
-#: Development-only modules (issue 23 point 1 moves them out of the product).
-_DEVELOPMENT = ("simulator", "devengine", "demo", "tinymodel")
 
 
 def _classes(package: ModuleType) -> list[type[BaseException]]:
     found = []
     for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-        if info.name.endswith("__main__") or any(part in info.name for part in _DEVELOPMENT):
+        # The development package (enclave_dev) is not walked: it is no product package.
+        if info.name.endswith("__main__"):
             continue
         module = importlib.import_module(info.name)
         for name, value in vars(module).items():

@@ -16,11 +16,11 @@ import pytest
 
 from attestation.policy import policy_to_toml
 from attestation.receipt import CERTIFICATE_HEADER, EVIDENCE_REQUEST_HEADER, HEADER
-from attestation.simulator import Simulator
 from enclave.client import AsyncOhttpTransport, AsyncRaTlsTransport
 from enclave.client._proxy import ProxyOptions, build_proxy_app
 from enclave.client._receipts import ReceiptKeeper, ResponseWatcher
-from enclave.local import serve_locally
+from enclave_dev.local import serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.client.conftest import Running, serve, server_settings
 from tests.integration.client.test_policy_workflow import run_cli, trust
 from tests.integration.client.test_proxy_daemon import proxy

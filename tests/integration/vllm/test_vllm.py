@@ -26,7 +26,7 @@ import pytest
 
 from enclave.client import AsyncOhttpTransport
 from enclave.client._proxy import build_proxy_app
-from enclave.tinymodel import TINY_MODEL_NAME
+from enclave_dev.tinymodel import TINY_MODEL_NAME
 from model_manager._progress import MAX_FROM_LOGS
 from tests.integration.client.conftest import serve
 

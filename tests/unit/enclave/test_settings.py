@@ -154,7 +154,7 @@ def test_service_settings_are_frozen_and_forbid_extras() -> None:
 
 
 def test_the_development_engine_is_declared_and_warned_about() -> None:
-    command = "python3 -m model_manager.devengine --dev-load-seconds 1"
+    command = "python3 -m enclave_dev.engine --dev-load-seconds 1"
     with pytest.raises(SettingsError, match="insecure_dev_engine"):
         load_settings({"engine_command": command})
     settings = load_settings(

@@ -14,11 +14,11 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from model_manager.devengine._access import AccessLog
-from model_manager.devengine._app import EngineState, build_app, route_table
-from model_manager.devengine._config import EngineConfig, parse_config
-from model_manager.devengine._faults import FaultSwitch
-from model_manager.devengine._loading import (
+from enclave_dev.engine._access import AccessLog
+from enclave_dev.engine._app import EngineState, build_app, route_table
+from enclave_dev.engine._config import EngineConfig, parse_config
+from enclave_dev.engine._faults import FaultSwitch
+from enclave_dev.engine._loading import (
     EngineStartError,
     ModelInfo,
     inspect_model,
@@ -26,10 +26,10 @@ from model_manager.devengine._loading import (
     log_version,
     simulate_loading,
 )
-from model_manager.devengine._logs import LOGGER_NAME, configure_logging, vlog
-from model_manager.devengine._metrics import EngineMetrics
-from model_manager.devengine._server import bind_socket, make_server, remove_socket_file
-from model_manager.devengine._workers import WorkerGroup
+from enclave_dev.engine._logs import LOGGER_NAME, configure_logging, vlog
+from enclave_dev.engine._metrics import EngineMetrics
+from enclave_dev.engine._server import bind_socket, make_server, remove_socket_file
+from enclave_dev.engine._workers import WorkerGroup
 
 __all__ = ["main"]
 

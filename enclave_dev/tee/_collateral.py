@@ -16,8 +16,8 @@ from typing import Literal
 
 import dcap_qvl
 
-from attestation.simulator._pki import PlatformTcb, SimulatedPki
-from attestation.simulator._quote import QuotingEnclave, TdxModule, raw_signature
+from enclave_dev.tee._pki import PlatformTcb, SimulatedPki
+from enclave_dev.tee._quote import QuotingEnclave, TdxModule, raw_signature
 
 __all__ = ["CollateralDocuments", "TcbStatus", "build_collateral", "rfc3339"]
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
-from model_manager.devengine._config import NOT_A_LANGUAGE_MODEL, EngineConfig
-from model_manager.devengine._logs import (
+from enclave_dev.engine._config import NOT_A_LANGUAGE_MODEL, EngineConfig
+from enclave_dev.engine._logs import (
     ENGINE_CORE,
     LOGGER_NAME,
     RAW_LOGGER_NAME,

@@ -25,14 +25,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from model_manager.devengine import _endpoints
-from model_manager.devengine._config import NOT_A_LANGUAGE_MODEL, EngineConfig
-from model_manager.devengine._faults import FaultSwitch, FaultUpdateError
-from model_manager.devengine._loading import ENGINE_VERSION, ModelInfo
-from model_manager.devengine._logs import LOGGER_NAME, vlog
-from model_manager.devengine._metrics import EngineMetrics
-from model_manager.devengine._requests import RequestError
-from model_manager.devengine._shapes import error_body
+from enclave_dev.engine import _endpoints
+from enclave_dev.engine._config import NOT_A_LANGUAGE_MODEL, EngineConfig
+from enclave_dev.engine._faults import FaultSwitch, FaultUpdateError
+from enclave_dev.engine._loading import ENGINE_VERSION, ModelInfo
+from enclave_dev.engine._logs import LOGGER_NAME, vlog
+from enclave_dev.engine._metrics import EngineMetrics
+from enclave_dev.engine._requests import RequestError
+from enclave_dev.engine._shapes import error_body
 
 __all__ = ["LOG_STATS_INTERVAL_SECONDS", "EngineState", "build_app", "route_table"]
 

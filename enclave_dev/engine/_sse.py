@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from model_manager.devengine._faults import FaultSwitch
-from model_manager.devengine._logs import ENGINE_CORE, LOGGER_NAME, vlog
-from model_manager.devengine._shapes import DONE, stream_error_event
-from model_manager.devengine._streams import Event
+from enclave_dev.engine._faults import FaultSwitch
+from enclave_dev.engine._logs import ENGINE_CORE, LOGGER_NAME, vlog
+from enclave_dev.engine._shapes import DONE, stream_error_event
+from enclave_dev.engine._streams import Event
 
 __all__ = ["CRASH_EXIT_CODE", "EventStream"]
 

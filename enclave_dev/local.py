@@ -17,15 +17,15 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from attestation.simulator import Simulator
 from enclave.server import EnclaveServer
 from enclave.settings import EnclaveSettings, load_settings
+from enclave_dev.tee import Simulator
 
 __all__ = ["DEV_ENGINE", "local_settings", "serve_locally"]
 
 #: The development engine as an ``engine_command``; its ``--dev-*`` flags may follow.
 #: ``-P``: nothing in the working directory can shadow a package (PYTHONPATH still counts).
-DEV_ENGINE: tuple[str, ...] = (sys.executable, "-P", "-m", "model_manager.devengine")
+DEV_ENGINE: tuple[str, ...] = (sys.executable, "-P", "-m", "enclave_dev.engine")
 
 
 def local_settings(

@@ -1,7 +1,7 @@
 """JSON documents in vLLM 0.32's shapes (key order and null fields included), no I/O.
 
 Taken from real vLLM 0.32.0 output (tests/vectors/vllm, checked by
-tests/unit/model_manager/devengine/test_shapes.py). Streamed chunks follow vLLM's
+tests/unit/enclave_dev/engine/test_shapes.py). Streamed chunks follow vLLM's
 ``model_dump_json(exclude_unset=True)``: only the fields vLLM sets appear: the first chat chunk
 adds ``prompt_token_ids`` and ``prompt_text``, later ones ``token_ids`` per choice, completion
 chunks ``stop_reason``, ``prompt_token_ids`` and ``token_ids``, and the last chunk of a stream
@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from model_manager.devengine._generate import Generation, ToolCallGeneration
-from model_manager.devengine._loading import ENGINE_VERSION
+from enclave_dev.engine._generate import Generation, ToolCallGeneration
+from enclave_dev.engine._loading import ENGINE_VERSION
 
 __all__ = [
     "DONE",

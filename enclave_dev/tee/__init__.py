@@ -15,21 +15,25 @@ status policy can be tested. The simulated root is never Intel's: ``dcap_qvl.ver
 default. Private keys never leave memory.
 """
 
-from attestation.simulator._bundle import BUNDLE_REPORT_DATA, SimulationBundle, write_bundle
-from attestation.simulator._measurements import (
+from enclave_dev.tee._bundle import BUNDLE_REPORT_DATA, SimulationBundle, write_bundle
+from enclave_dev.tee._measurements import (
     DEFAULT_TD_ATTRIBUTES,
     DEFAULT_XFAM,
     SimulatedMeasurements,
     default_measurement,
 )
-from attestation.simulator._simulator import SIMULATED_FMSPC, Simulator
+from enclave_dev.tee._provider import SIMULATED_TEE_WARNING, QuoteSimulator, SimulatedQuoteProvider
+from enclave_dev.tee._simulator import SIMULATED_FMSPC, Simulator
 
 __all__ = [
     "BUNDLE_REPORT_DATA",
     "DEFAULT_TD_ATTRIBUTES",
     "DEFAULT_XFAM",
     "SIMULATED_FMSPC",
+    "SIMULATED_TEE_WARNING",
+    "QuoteSimulator",
     "SimulatedMeasurements",
+    "SimulatedQuoteProvider",
     "SimulationBundle",
     "Simulator",
     "default_measurement",

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from attestation.errors import QuoteProviderError
-from attestation.simulator._measurements import SimulatedMeasurements
-from attestation.simulator._simulator import Simulator
+from enclave_dev.tee._measurements import SimulatedMeasurements
+from enclave_dev.tee._simulator import Simulator
 
 __all__ = ["BUNDLE_REPORT_DATA", "SimulationBundle", "write_bundle"]
 
@@ -41,7 +41,7 @@ def _readme(simulator: Simulator) -> str:
     return f"""# SIMULATED TDX attestation bundle
 
 **Everything here is SIMULATED.** The root certificate (`{ROOT_CA_DER_FILE}`,
-`{ROOT_CA_PEM_FILE}`) was generated on the fly by `attestation.simulator`; it is NOT
+`{ROOT_CA_PEM_FILE}`) was generated on the fly by `enclave_dev.tee`; it is NOT
 Intel's SGX Root CA, its private key existed only in memory and is gone. Never trust
 this root for real evidence, never install it in a trust store, never configure a
 production verifier with it. Its only use is trying the verifier and demos.

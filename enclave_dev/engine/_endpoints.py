@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from model_manager.devengine._generate import (
+from enclave_dev.engine._generate import (
     Generation,
     ToolCallGeneration,
     choose_tool,
@@ -27,20 +27,20 @@ from model_manager.devengine._generate import (
     generate_tool_call,
     prompt_token_count,
 )
-from model_manager.devengine._logs import LOGGER_NAME, vlog
-from model_manager.devengine._requests import (
+from enclave_dev.engine._logs import LOGGER_NAME, vlog
+from enclave_dev.engine._requests import (
     RequestError,
     Sampling,
     parse_chat,
     parse_completion,
     parse_embedding,
 )
-from model_manager.devengine._shapes import ResponseContext, chat_response, completion_response
-from model_manager.devengine._sse import EventStream
-from model_manager.devengine._streams import chat_events, completion_events
+from enclave_dev.engine._shapes import ResponseContext, chat_response, completion_response
+from enclave_dev.engine._sse import EventStream
+from enclave_dev.engine._streams import chat_events, completion_events
 
 if TYPE_CHECKING:
-    from model_manager.devengine._app import EngineState
+    from enclave_dev.engine._app import EngineState
 
 __all__ = ["chat", "completion", "embedding"]
 

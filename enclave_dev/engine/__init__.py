@@ -1,6 +1,6 @@
 """The development engine: a faithful fake of vLLM's OpenAI server. It is NOT a language model.
 
-Run it as ``python -m model_manager.devengine serve <model-dir> --served-model-name <name>
+Run it as ``python -m enclave_dev.engine serve <model-dir> --served-model-name <name>
 (--uds <path> | --host H --port P) [vLLM flags] [--dev-* flags]`` (docs/model-lifecycle.md).
 
 Output rule (what :func:`expected_completion` computes): for a prompt text ``P`` (the last
@@ -21,9 +21,9 @@ whitespace-normalised>"}``. ``"auto"`` needs ``--enable-auto-tool-choice``.
 Embeddings: :func:`expected_embedding` (unit norm, 384 dimensions by default).
 """
 
-from model_manager.devengine._config import NOT_A_LANGUAGE_MODEL
-from model_manager.devengine._faults import Faults
-from model_manager.devengine._generate import (
+from enclave_dev.engine._config import NOT_A_LANGUAGE_MODEL
+from enclave_dev.engine._faults import Faults
+from enclave_dev.engine._generate import (
     DEFAULT_EMBEDDING_DIMENSIONS,
     expected_completion,
     expected_embedding,

@@ -6,7 +6,7 @@ import logging
 
 from attestation.gpu.evidence import GpuEvidence
 from attestation.gpu.providers._types import GpuProviderName
-from attestation.gpu.simulator import SIMULATED_GPU_WARNING, GpuSimulator
+from enclave_dev.gpu._simulator import SIMULATED_GPU_WARNING, GpuSimulator
 
 __all__ = ["SimulatedGpuProvider"]
 

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from attestation.simulator import _der
+from enclave_dev.tee import _der
 
 __all__ = ["SGX_EXTENSION_OID", "PlatformTcb", "SimulatedPki", "generate_pki", "sgx_extension"]
 

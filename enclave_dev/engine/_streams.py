@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from model_manager.devengine._generate import Generation, ToolCallGeneration
-from model_manager.devengine._shapes import (
+from enclave_dev.engine._generate import Generation, ToolCallGeneration
+from enclave_dev.engine._shapes import (
     DONE,
     ResponseContext,
     chat_chunk,

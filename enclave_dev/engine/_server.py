@@ -14,8 +14,8 @@ from pathlib import Path
 import uvicorn
 from starlette.types import ASGIApp
 
-from model_manager.devengine._config import EngineConfig
-from model_manager.devengine._loading import EngineStartError
+from enclave_dev.engine._config import EngineConfig
+from enclave_dev.engine._loading import EngineStartError
 
 __all__ = ["GRACEFUL_SHUTDOWN_SECONDS", "bind_socket", "make_server", "remove_socket_file"]
 

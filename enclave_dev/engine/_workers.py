@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from model_manager.devengine._logs import LOGGER_NAME, vlog
+from enclave_dev.engine._logs import LOGGER_NAME, vlog
 
 __all__ = ["ORPHAN_GRACE_SECONDS", "WorkerGroup", "worker_main"]
 
@@ -35,7 +35,7 @@ class WorkerGroup:
     @classmethod
     def spawn(cls, count: int) -> WorkerGroup:
         # -P: the working directory cannot shadow a package (PYTHONPATH still counts).
-        argv = [sys.executable, "-P", "-m", "model_manager.devengine._workers", str(os.getpid())]
+        argv = [sys.executable, "-P", "-m", "enclave_dev.engine._workers", str(os.getpid())]
         processes = [
             # argv is this interpreter and this package's module: no untrusted input.
             subprocess.Popen(argv, stdin=subprocess.DEVNULL, close_fds=True)  # noqa: S603

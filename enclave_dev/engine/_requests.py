@@ -12,12 +12,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from model_manager.devengine._generate import (
+from enclave_dev.engine._generate import (
     DEFAULT_EMBEDDING_DIMENSIONS,
     ToolSpec,
     prompt_token_count,
 )
-from model_manager.devengine._streams import StreamOptions
+from enclave_dev.engine._streams import StreamOptions
 from model_manager.errors import ModelManagerError
 
 __all__ = [

@@ -25,9 +25,9 @@ __all__ = [
     "vlog",
 ]
 
-LOGGER_NAME = "model_manager.devengine"
-RAW_LOGGER_NAME = "model_manager.devengine.raw"
-ACCESS_LOGGER_NAME = "model_manager.devengine.access"
+LOGGER_NAME = "enclave_dev.engine"
+RAW_LOGGER_NAME = "enclave_dev.engine.raw"
+ACCESS_LOGGER_NAME = "enclave_dev.engine.access"
 API_SERVER = "APIServer"
 ENGINE_CORE = "EngineCore"
 WORKER = "Worker"

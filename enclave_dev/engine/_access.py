@@ -11,7 +11,7 @@ import logging
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from model_manager.devengine._logs import ACCESS_LOGGER_NAME
+from enclave_dev.engine._logs import ACCESS_LOGGER_NAME
 
 __all__ = ["AccessLog"]
 

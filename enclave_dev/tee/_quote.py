@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from attestation.simulator._measurements import SimulatedMeasurements
+from enclave_dev.tee._measurements import SimulatedMeasurements
 
 __all__ = [
     "HEADER_LEN",

@@ -22,7 +22,7 @@ SIMULATED_TEE_WARNING = (
 
 
 class QuoteSimulator(Protocol):
-    """What the provider needs of ``attestation.simulator.Simulator``."""
+    """What the provider needs of ``enclave_dev.tee.Simulator``."""
 
     def quote(self, report_data: bytes) -> bytes: ...
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from model_manager.devengine._faults import Faults
+from enclave_dev.engine._faults import Faults
 
 __all__ = [
     "DEFAULT_TOKENS_PER_SECOND",
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser. Unknown vLLM flags are ignored (and logged); an unknown
     ``--dev-*`` flag is a usage error (exit status 2)."""
     parser = argparse.ArgumentParser(
-        prog="python -m model_manager.devengine", description=_DESCRIPTION, allow_abbrev=False
+        prog="python -m enclave_dev.engine", description=_DESCRIPTION, allow_abbrev=False
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="serve")
     serve = commands.add_parser(
@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _serve_first(argv: Sequence[str]) -> list[str]:
     """Move words given before ``serve`` after it, so ``--dev-*`` flags can sit in the
-    supervisor's engine command (``python -m model_manager.devengine --dev-load-seconds 1``)."""
+    supervisor's engine command (``python -m enclave_dev.engine --dev-load-seconds 1``)."""
     words = list(argv)
     if words and words[0] != "serve" and "serve" in words:
         at = words.index("serve")

@@ -14,15 +14,15 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from attestation.errors import QuoteProviderError
-from attestation.simulator._collateral import (
+from enclave_dev.tee._collateral import (
     DEFAULT_OUT_OF_DATE_ADVISORIES,
     CollateralDocuments,
     TcbStatus,
     build_collateral,
 )
-from attestation.simulator._measurements import SimulatedMeasurements
-from attestation.simulator._pki import PlatformTcb, SimulatedPki, generate_pki
-from attestation.simulator._quote import QuotingEnclave, TdxModule, build_quote
+from enclave_dev.tee._measurements import SimulatedMeasurements
+from enclave_dev.tee._pki import PlatformTcb, SimulatedPki, generate_pki
+from enclave_dev.tee._quote import QuotingEnclave, TdxModule, build_quote
 
 __all__ = ["SIMULATED_FMSPC", "Simulator"]
 
