@@ -37,6 +37,9 @@ START_WAIT = 240.0
 #: What the engine needs besides the service's own allow-list.
 ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 REFUSED = "tiny-refused"
+#: The tiny model's context as served (its config allows 2048): long enough that a kill test's
+#: stream is still being made when the signal lands.
+MAX_MODEL_LEN = 2048
 
 
 def _vllm_missing() -> str | None:
@@ -94,7 +97,7 @@ def models_dir(root: Path, tiny_model: Path) -> Path:
             (target / item.name).write_bytes(item.read_bytes())
     (models / "models.toml").write_text(
         f"[models.{TINY_MODEL_NAME}]\n"
-        'max_model_len = 512\ndtype = "float32"\nextra_args = ["--enforce-eager"]\n\n'
+        f'max_model_len = {MAX_MODEL_LEN}\ndtype = "float32"\nextra_args = ["--enforce-eager"]\n\n'
         f'[models.{REFUSED}]\npath = "{TINY_MODEL_NAME}"\n'
         'max_model_len = 999999\ndtype = "float32"\nextra_args = ["--enforce-eager"]\n'
     )
