@@ -20,7 +20,7 @@ ARG VLLM_IMAGE=vllm/vllm-openai:v0.31.0@sha256:c1c9f6fd5c109ba7f0546a59f5b2f15fb
 # ---- build: a wheel of the project (no source tree in the final image)
 FROM ${VLLM_IMAGE} AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY enclave ./enclave
 COPY attestation ./attestation
 COPY model_manager ./model_manager

@@ -10,7 +10,7 @@ The most used names are re-exported here; the modules are the full surface:
 - ``attestation.eventlog``: dstack and CCEL event logs, RTMR replay;
 - ``attestation.gpu``: NVIDIA GPU evidence (SPDM reports, device chains, GPU policy, NVML and
   simulated providers), bound into the claims (``gpus``);
-- ``attestation.simulator``: the DCAP-verifiable simulator (import it explicitly; its root is
+- ``enclave_dev.tee``: the DCAP-verifiable simulator (import it explicitly; its root is
   never trusted by default anywhere).
 
 This package imports neither ``enclave`` nor ``model_manager``. docs/attestation.md has the

@@ -36,6 +36,7 @@ import httpx
 from cryptography import x509
 
 from attestation._dcap import QuoteIds
+from attestation.errors import PccsFetchError
 
 __all__ = [
     "FETCH_TIMEOUT_SECONDS",
@@ -48,10 +49,6 @@ __all__ = [
 FETCH_TIMEOUT_SECONDS = 30.0
 MAX_RESPONSE_BYTES = 4 << 20
 INTEL_PCS_PREFIX = "https://api.trustedservices.intel.com"
-
-
-class PccsFetchError(Exception):
-    """One request of the fetch failed; the message says which, never with response content."""
 
 
 async def fetch_collateral(url: str, ids: QuoteIds) -> str:

@@ -8,11 +8,11 @@ inputs a real quote signed by real hardware can never produce.
 from __future__ import annotations
 
 import hmac
-from typing import Final
 
 from attestation.errors import VerificationError
 from attestation.evidence import Claims, ModelClaim, report_data_for
 from attestation.quote import TEE_TYPE_TDX, Quote, TdReport
+from attestation.reasons import Reason
 
 __all__ = [
     "Reason",
@@ -25,66 +25,6 @@ __all__ = [
     "check_service_settings",
     "check_tdx",
 ]
-
-
-class Reason:
-    """Stable ``VerificationError.reason`` codes (docs/attestation.md explains each)."""
-
-    EVIDENCE_MALFORMED: Final = "evidence_malformed"
-    QUOTE_MALFORMED: Final = "quote_malformed"
-    COLLATERAL_UNAVAILABLE: Final = "collateral_unavailable"
-    COLLATERAL_EXPIRED: Final = "collateral_expired"
-    COLLATERAL_NOT_YET_VALID: Final = "collateral_not_yet_valid"
-    CERT_CHAIN_INVALID: Final = "cert_chain_invalid"
-    QUOTE_SIGNATURE_INVALID: Final = "quote_signature_invalid"
-    TCB_LEVEL_UNKNOWN: Final = "tcb_level_unknown"
-    DCAP_FAILED: Final = "dcap_verification_failed"
-    NOT_TDX: Final = "not_tdx"
-    TCB_STATUS_NOT_ALLOWED: Final = "tcb_status_not_allowed"
-    ADVISORY_NOT_ALLOWED: Final = "advisory_not_allowed"
-    TD_DEBUG: Final = "td_debug"
-    REPORT_DATA_MISMATCH: Final = "report_data_mismatch"
-    PUBKEY_HASH_MISMATCH: Final = "pubkey_hash_mismatch"
-    NONCE_MISSING: Final = "nonce_missing"
-    NONCE_MISMATCH: Final = "nonce_mismatch"
-    EVENT_LOG_MISMATCH: Final = "event_log_mismatch"
-    MRTD_NOT_ALLOWED: Final = "mrtd_not_allowed"
-    RTMR_NOT_ALLOWED: Final = "rtmr_not_allowed"
-    MRCONFIGID_NOT_ALLOWED: Final = "mrconfigid_not_allowed"
-    CLAIMS_INCOMPLETE: Final = "claims_incomplete"
-    MODEL_MISSING: Final = "model_missing"
-    MODEL_NOT_ALLOWED: Final = "model_not_allowed"
-    SERVICE_INSECURE: Final = "service_insecure"
-
-    ALL: Final = frozenset(
-        {
-            "evidence_malformed",
-            "quote_malformed",
-            "collateral_unavailable",
-            "collateral_expired",
-            "collateral_not_yet_valid",
-            "cert_chain_invalid",
-            "quote_signature_invalid",
-            "tcb_level_unknown",
-            "dcap_verification_failed",
-            "not_tdx",
-            "tcb_status_not_allowed",
-            "advisory_not_allowed",
-            "td_debug",
-            "report_data_mismatch",
-            "pubkey_hash_mismatch",
-            "nonce_missing",
-            "nonce_mismatch",
-            "event_log_mismatch",
-            "mrtd_not_allowed",
-            "rtmr_not_allowed",
-            "mrconfigid_not_allowed",
-            "claims_incomplete",
-            "model_missing",
-            "service_insecure",
-            "model_not_allowed",
-        }
-    )
 
 
 def check_tdx(quote: Quote) -> TdReport:

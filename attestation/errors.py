@@ -12,7 +12,11 @@ The hierarchy::
     │   ├── GpuProviderUnavailableError   no NVML (library, bindings) on this machine
     │   └── GpuNotInCcModeError           the GPUs are not in confidential-computing mode
     ├── CollateralError           collateral could not be loaded or fetched
+    │   └── PccsFetchError        one request of a PCCS / Intel PCS fetch failed
     ├── PolicyError               a policy file that is invalid
+    ├── GpuReportError            bytes that are not a GPU attestation report
+    ├── GpuChainError             a GPU certificate chain failed a check (``reason``: a GPU
+    │                             reason code)
     └── VerificationError         evidence did not verify; ``reason`` is a stable code
 
 ``VerificationError.reason`` codes are part of the public interface (CLI output, metrics,
@@ -26,9 +30,12 @@ __all__ = [
     "CertificateError",
     "CollateralError",
     "EvidenceError",
+    "GpuChainError",
     "GpuNotInCcModeError",
     "GpuProviderError",
     "GpuProviderUnavailableError",
+    "GpuReportError",
+    "PccsFetchError",
     "PolicyError",
     "QuoteParseError",
     "QuoteProviderError",
@@ -75,6 +82,23 @@ class GpuNotInCcModeError(GpuProviderError):
 
 class CollateralError(AttestationError):
     """Collateral could not be loaded or fetched."""
+
+
+class PccsFetchError(CollateralError):
+    """One request of the fetch failed; the message says which, never with response content."""
+
+
+class GpuReportError(AttestationError):
+    """Bytes that are not a GPU attestation report (request + MEASUREMENTS response)."""
+
+
+class GpuChainError(AttestationError):
+    """A certificate chain failed a check; reason names which (a GPU reason code)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class PolicyError(AttestationError):

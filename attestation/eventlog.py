@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from attestation.errors import EvidenceError, VerificationError
+from attestation.reasons import Reason
 
 __all__ = [
     "DSTACK_RUNTIME_EVENT_TYPE",
@@ -130,7 +131,7 @@ def replay_rtmrs(events: Iterable[Event]) -> tuple[bytes, bytes, bytes, bytes]:
 def verify_event_log(log: EventLog, rtmrs: Sequence[bytes]) -> None:
     """Require ``log`` to replay to exactly ``rtmrs`` (RTMR0..3 taken from a verified quote).
 
-    Raises ``VerificationError("event_log_mismatch", ...)`` naming every register that differs.
+    Raises ``VerificationError(Reason.EVENT_LOG_MISMATCH, ...)`` naming every register that differs.
     """
     if len(rtmrs) != RTMR_COUNT or any(len(r) != RTMR_SIZE for r in rtmrs):
         raise ValueError("rtmrs must be four 48-byte values (RTMR0..3)")
@@ -142,7 +143,7 @@ def verify_event_log(log: EventLog, rtmrs: Sequence[bytes]) -> None:
     ]
     if differing:
         raise VerificationError(
-            "event_log_mismatch",
+            Reason.EVENT_LOG_MISMATCH,
             f"replayed {', '.join(differing)} differ from the quote",
         )
 

@@ -45,7 +45,8 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar, Final
 
 from cryptography import x509
 from cryptography.x509.oid import ObjectIdentifier
@@ -101,34 +102,25 @@ _REPOSITORY = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
 _TAG_REF = re.compile(r"refs/tags/v[0-9A-Za-z._+-]+")
 
 
-class BundleReason:
+class BundleReason(StrEnum):
     """Stable reason codes of a refused policy bundle (docs/client.md lists them)."""
 
-    MALFORMED: Final = "policy_bundle_malformed"
-    UNLOGGED: Final = "policy_bundle_unlogged"
-    CERTIFICATE: Final = "policy_bundle_certificate"
-    IDENTITY: Final = "policy_bundle_identity"
-    SIGNATURE: Final = "policy_bundle_signature"
-    STATEMENT: Final = "policy_bundle_statement"
-    PREDICATE_TYPE: Final = "policy_bundle_predicate_type"
-    SUBJECT_MISMATCH: Final = "policy_bundle_subject_mismatch"
-    PREDICATE_MISMATCH: Final = "policy_bundle_predicate_mismatch"
-    ROLLBACK: Final = "policy_bundle_rollback"
+    MALFORMED = "policy_bundle_malformed"
+    UNLOGGED = "policy_bundle_unlogged"
+    CERTIFICATE = "policy_bundle_certificate"
+    IDENTITY = "policy_bundle_identity"
+    SIGNATURE = "policy_bundle_signature"
+    STATEMENT = "policy_bundle_statement"
+    PREDICATE_TYPE = "policy_bundle_predicate_type"
+    SUBJECT_MISMATCH = "policy_bundle_subject_mismatch"
+    PREDICATE_MISMATCH = "policy_bundle_predicate_mismatch"
+    ROLLBACK = "policy_bundle_rollback"
 
-    ALL: Final = frozenset(
-        {
-            "policy_bundle_malformed",
-            "policy_bundle_unlogged",
-            "policy_bundle_certificate",
-            "policy_bundle_identity",
-            "policy_bundle_signature",
-            "policy_bundle_statement",
-            "policy_bundle_predicate_type",
-            "policy_bundle_subject_mismatch",
-            "policy_bundle_predicate_mismatch",
-            "policy_bundle_rollback",
-        }
-    )
+    #: Every code (derived from the members, never typed by hand).
+    ALL: ClassVar[frozenset[str]]
+
+
+BundleReason.ALL = frozenset(BundleReason)
 
 
 @dataclass(frozen=True, slots=True)

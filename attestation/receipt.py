@@ -57,8 +57,11 @@ from attestation.ratls import _to_der, parse_certificate
 from attestation.verify import VerifiedEvidence, verify_evidence
 
 __all__ = [
+    "CERTIFICATE_HEADER",
+    "CERTIFICATE_MEMBER",
     "CONTEXT",
     "EVIDENCE_BUNDLE_KIND",
+    "EVIDENCE_REQUEST_HEADER",
     "HEADER",
     "MEMBER",
     "REASONS",
@@ -91,6 +94,14 @@ CONTEXT: Final = b"enclave-receipt-v1\x00"
 HEADER: Final = "enclave-receipt"
 #: The JSON member of a non-streamed answer's body and of the streamed receipt event.
 MEMBER: Final = "enclave_receipt"
+#: Asked for with ``EVIDENCE_REQUEST_HEADER: certificate``, the answer also carries the signing
+#: service's RA-TLS certificate (base64 DER): the ``enclave-receipt-certificate`` header of a
+#: whole answer, the ``enclave_certificate`` member of the receipt event (not signed, not
+#: covered: it is checked against the receipt's quote). Behind a balancer, the replica that
+#: answered may not be the one the client verified; this is its evidence.
+EVIDENCE_REQUEST_HEADER: Final = "x-enclave-receipt-evidence"
+CERTIFICATE_HEADER: Final = "enclave-receipt-certificate"
+CERTIFICATE_MEMBER: Final = "enclave_certificate"
 MAX_RECEIPT_BYTES: Final = 16 * 1024
 #: How the receipt event of a streamed answer starts (its first member is the receipt).
 SSE_MARKER: Final = b'data: {"' + MEMBER.encode() + b'":'

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 from attestation import _dcap
 from attestation.checks import (
@@ -50,6 +51,7 @@ from attestation.quote import Quote, TdReport, parse_quote
 
 __all__ = [
     "INSECURE_ROOT_CA",
+    "EvidenceStep",
     "Measurements",
     "VerifiedEvidence",
     "check_measurements",
@@ -99,6 +101,26 @@ class Measurements:
         return (self.rtmr0, self.rtmr1, self.rtmr2, self.rtmr3)
 
 
+class EvidenceStep(StrEnum):
+    """The steps of :func:`verify_evidence`, in order. A result's ``steps`` (and the
+    ``record`` list a caller may pass) name those that ran and passed, so a report of the
+    verification prints what ran, not what should have."""
+
+    PARSE = "parse"  # 1
+    DCAP = "dcap"  # 2
+    TDX_ONLY = "tdx_only"  # 3
+    TCB_STATUS = "tcb_status"  # 4
+    NOT_DEBUG = "not_debug"  # 5 (not run under insecure_allow_debug)
+    REPORT_DATA = "report_data"  # 6
+    PUBKEY_HASH = "pubkey_hash"  # 7
+    NONCE = "nonce"  # 8
+    EVENT_LOG = "event_log"  # 9 (only with an event log)
+    MEASUREMENTS = "measurements"  # 10
+    CLAIMS = "claims"  # 11
+    MODEL = "model"  # 11
+    SERVICE_SETTINGS = "service_settings"  # 12
+
+
 @dataclass(frozen=True, slots=True)
 class VerifiedEvidence:
     status: str
@@ -114,6 +136,8 @@ class VerifiedEvidence:
     measurements_pinned: bool = False
     #: The ``insecure_*`` options this verification ran under (empty: none).
     insecure: tuple[str, ...] = ()
+    #: The steps that ran and passed, in order (:class:`EvidenceStep`).
+    steps: tuple[EvidenceStep, ...] = ()
 
 
 def verify_evidence(
@@ -126,12 +150,16 @@ def verify_evidence(
     event_log: EventLog | None = None,
     now: int | None = None,
     insecure_root_ca_der: bytes | None = None,
+    record: list[EvidenceStep] | None = None,
 ) -> VerifiedEvidence:
     """Verify evidence presented by a peer whose certificate has ``peer_spki_der``.
 
     ``insecure_root_ca_der`` replaces Intel's root CA (the simulator's, in tests and demos):
-    it warns on every call and is named in the result's ``insecure``."""
+    it warns on every call and is named in the result's ``insecure``. Each step that passes
+    is appended to ``record`` (when given) as it passes: after a failure it holds the steps
+    before it."""
     insecure = _insecure_options(policy, insecure_root_ca_der)
+    ran = [] if record is None else record
     # 1. Parse the evidence and the quote.
     try:
         parsed = evidence if isinstance(evidence, Evidence) else decode_evidence(evidence)
@@ -139,26 +167,35 @@ def verify_evidence(
     except EvidenceError as exc:
         raise VerificationError(Reason.EVIDENCE_MALFORMED, str(exc)) from exc
     quote = _parse(parsed.quote)
+    ran.append(EvidenceStep.PARSE)
     # 2-5. DCAP, TDX only, TCB status, not debug.
     report, status, advisories = _verify_platform(
-        parsed.quote, quote, collateral, policy, now, insecure_root_ca_der
+        parsed.quote, quote, collateral, policy, now, insecure_root_ca_der, ran
     )
     # 6. report_data binds the claims buffer.
     check_report_data(report.report_data, parsed.claims_buffer)
+    ran.append(EvidenceStep.REPORT_DATA)
     # 7. pubkey-hash binds the peer's TLS key.
     check_pubkey_hash(claims, peer_spki_der)
+    ran.append(EvidenceStep.PUBKEY_HASH)
     # 8. The nonce, when one was sent, is echoed.
     check_nonce(claims, nonce, required=policy.require_nonce)
+    ran.append(EvidenceStep.NONCE)
     # 9. The event log, when given, replays to the quote's RTMRs.
     if event_log is not None:
         verify_event_log(event_log, report.rtmrs)
+        ran.append(EvidenceStep.EVENT_LOG)
     # 10. Measurement policy.
     check_measurements(report, policy)
+    ran.append(EvidenceStep.MEASUREMENTS)
     # 11. Our claims, and model policy.
     check_enclave_claims(claims, required=policy.require_enclave_claims)
+    ran.append(EvidenceStep.CLAIMS)
     check_model(claims.model, policy.allowed_model_digests, required=policy.require_model)
+    ran.append(EvidenceStep.MODEL)
     # 12. The service's own insecure_* settings (development engine, simulated TEE, ...).
     check_service_settings(claims, policy.insecure_accept_service)
+    ran.append(EvidenceStep.SERVICE_SETTINGS)
     return VerifiedEvidence(
         status=status,
         advisory_ids=advisories,
@@ -171,6 +208,7 @@ def verify_evidence(
         event_log=event_log,
         measurements_pinned=policy.pins_measurements,
         insecure=insecure,
+        steps=tuple(ran),
     )
 
 
@@ -185,10 +223,12 @@ def verify_quote(
     """Verify a bare quote: the evidence steps 1-5 and 10 (no claims to bind)."""
     insecure = _insecure_options(policy, insecure_root_ca_der)
     quote = _parse(quote_bytes)  # 1.
+    ran = [EvidenceStep.PARSE]
     report, status, advisories = _verify_platform(  # 2-5.
-        quote_bytes, quote, collateral, policy, now, insecure_root_ca_der
+        quote_bytes, quote, collateral, policy, now, insecure_root_ca_der, ran
     )
     check_measurements(report, policy)  # 10.
+    ran.append(EvidenceStep.MEASUREMENTS)
     return VerifiedEvidence(
         status=status,
         advisory_ids=advisories,
@@ -200,6 +240,7 @@ def verify_quote(
         model=None,
         measurements_pinned=policy.pins_measurements,
         insecure=insecure,
+        steps=tuple(ran),
     )
 
 
@@ -235,17 +276,22 @@ def _verify_platform(
     policy: Policy,
     now: int | None,
     insecure_root_ca_der: bytes | None,
+    ran: list[EvidenceStep],
 ) -> tuple[TdReport, str, tuple[str, ...]]:
     at = int(time.time()) if now is None else now
     # 2. DCAP verification (the only place dcap-qvl is called; errors translated there).
     verdict = _dcap.verify_quote_dcap(quote_bytes, collateral.json_text, at, insecure_root_ca_der)
+    ran.append(EvidenceStep.DCAP)
     # 3. TDX only.
     report = check_tdx(quote)
+    ran.append(EvidenceStep.TDX_ONLY)
     # 4. TCB status and advisories.
     check_tcb_status(verdict.status, verdict.advisory_ids, policy)
+    ran.append(EvidenceStep.TCB_STATUS)
     # 5. Not a debug TD.
     if not policy.insecure_allow_debug:
         check_not_debug(report)
+        ran.append(EvidenceStep.NOT_DEBUG)
     return report, verdict.status, verdict.advisory_ids
 
 

@@ -27,8 +27,8 @@ from cryptography.x509.oid import NameOID
 
 from attestation.collateral import Collateral
 from attestation.ratls import RaTlsIssuer, parse_certificate
-from attestation.simulator import Simulator
 from attestation.verify import verify_evidence, verify_quote
+from enclave_dev.tee import Simulator
 
 VECTORS = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "tdx"
 TDX_NOW = 1752919234

@@ -27,9 +27,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attestation.simulator import Simulator
 from enclave.client import AsyncOhttpTransport, AsyncRaTlsTransport
-from enclave.local import local_settings, serve_locally
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.client.conftest import TOKEN, Running
 
 

@@ -145,7 +145,7 @@ def main() -> None:
         sock = str(Path(tmp) / "engine.sock")
         engine = subprocess.Popen(
             [
-                sys.executable, "-m", "model_manager.devengine", "serve", str(Path(tmp) / "m"),
+                sys.executable, "-m", "enclave_dev.engine", "serve", str(Path(tmp) / "m"),
                 "--served-model-name", "tiny", "--uds", sock, "--dev-load-seconds", "0",
                 "--dev-tokens-per-second", str(args.pace), "--disable-uvicorn-access-log",
             ],

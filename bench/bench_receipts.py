@@ -31,9 +31,9 @@ import httpx
 
 from attestation.evidence import ModelClaim
 from attestation.receipt import ReceiptSigner, SseDataDigest, attach_member, decode_receipt
-from attestation.simulator import Simulator
 from enclave.client import AsyncRaTlsTransport, Verifier
-from enclave.local import serve_locally
+from enclave_dev.local import serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.client.conftest import StaticCollateral, server_settings
 
 MODEL = ModelClaim("tiny", "manifest-sha256", hashlib.sha256(b"m").digest())

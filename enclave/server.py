@@ -23,17 +23,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import uvicorn
 from starlette.applications import Starlette
 from uvicorn.config import STARTUP_FAILURE
 
 from attestation.evidence import ModelClaim
-from attestation.gpu.providers import GpuProvider, SimulatedGpuProvider, make_gpu_provider
+from attestation.gpu.providers import GpuProvider, make_gpu_provider
 from attestation.providers import QuoteProvider, detect_provider
 from attestation.ratls import RaTlsIssuer
-from enclave import __version__
+from enclave import __version__, development
 from enclave._receipts import ReceiptIssuer
 from enclave.app import build_app, build_metrics_app
 from enclave.gateway import (
@@ -63,9 +63,10 @@ from model_manager import ModelStatus, StatusPusher
 
 __all__ = ["EnclaveServer", "GatewayMetrics", "SimulatedTee"]
 
-if TYPE_CHECKING:  # the simulator is not in production builds; imported only when chosen
-    from attestation.simulator import Simulator
+if TYPE_CHECKING:  # the development package is in no production build; types only here
     from enclave.workers import WorkerPool
+    from enclave_dev.gpu import SimulatedGpuProvider
+    from enclave_dev.tee import Simulator
 
 logger = logging.getLogger(__name__)
 
@@ -162,22 +163,26 @@ class EnclaveServer:
         self.simulated: SimulatedTee | None = None
         if provider is None:
             if service_settings.tee == "simulated":
+                tee = development.load("insecure_allow_simulated_tee")
                 if simulator is None:
-                    from attestation.simulator import Simulator
-
-                    simulator = Simulator.create()
+                    simulator = tee.Simulator.create()
                 self.simulated = SimulatedTee(simulator, self._write_simulated_bundle(simulator))
-            provider = detect_provider(service_settings.tee, simulator=simulator)
+                provider = tee.SimulatedQuoteProvider(simulator)
+            else:
+                provider = detect_provider(service_settings.tee)
         self.provider = provider
         if gpu_provider is None:
-            gpu_provider = make_gpu_provider(
-                service_settings.gpu, simulated_count=service_settings.simulated_gpu_count
-            )
+            if service_settings.gpu == "simulated":
+                gpu = development.load("insecure_allow_simulated_gpu")
+                simulated_gpus = gpu.GpuSimulator(count=service_settings.simulated_gpu_count)
+                gpu_provider = gpu.SimulatedGpuProvider(simulated_gpus)
+            else:
+                gpu_provider = make_gpu_provider(service_settings.gpu)
         self.gpu_provider = gpu_provider
-        if isinstance(gpu_provider, SimulatedGpuProvider):
-            self._write_simulated_gpu_root(gpu_provider)
+        if gpu_provider is not None and gpu_provider.name == "simulated":
+            self._write_simulated_gpu_root(cast("SimulatedGpuProvider", gpu_provider))
 
-        self.receipts = ReceiptIssuer(self._certificate_quote_sha256)
+        self.receipts = ReceiptIssuer(self._current_certificate)
         self.service.receipts = self.receipts
 
         async def quote(report_data: bytes) -> bytes:
@@ -291,10 +296,12 @@ class EnclaveServer:
         self._claimed_model = claim
         await self.certificates.reissue("model_change")
 
-    def _certificate_quote_sha256(self) -> bytes | None:
-        """SHA-256 of the current certificate's quote: what a receipt names."""
+    def _current_certificate(self) -> tuple[bytes, bytes] | None:
+        """SHA-256 of the current certificate's quote (what a receipt names), and its DER."""
         current = self.certificates.current
-        return None if current is None else hashlib.sha256(current.evidence.quote).digest()
+        if current is None:
+            return None
+        return hashlib.sha256(current.evidence.quote).digest(), current.certificate_der
 
     def _certificate_validity(self) -> tuple[float, float] | None:
         current = self.certificates.current

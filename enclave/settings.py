@@ -14,7 +14,6 @@ a token).
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import logging
 import os
@@ -25,6 +24,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from attestation.gpu.providers import GpuProviderKind
+from attestation.providers import ProviderKind
+from enclave import development
+from enclave.errors import EnclaveError
 from enclave.gateway import GatewayLimits, check_redis_url
 from enclave.keybroker import check_cdh_url, check_resource_path
 from enclave.protocol.chunked import MIN_CHUNK_SIZE
@@ -45,8 +48,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-TeeChoice = Literal["auto", "configfs-tsm", "dstack", "coco", "simulated"]
-GpuChoice = Literal["none", "nvml", "simulated"]
+#: The choices of ``tee`` and ``gpu``: the provider kinds attestation defines (one definition).
+TeeChoice = ProviderKind
+GpuChoice = GpuProviderKind
 #: The gateway's defaults are its own (one definition); the settings take them from there.
 _GATEWAY = GatewayLimits()
 _SIMULATED_REFUSAL = (
@@ -57,12 +61,12 @@ _SIMULATED_REFUSAL = (
 
 
 _SIMULATOR_MISSING = (
-    "tee=simulated: the attestation simulator is not part of this installation (production "
-    "builds leave it out); install from a source checkout with: pip install -e '.[dev]'"
+    f"tee=simulated: {development.MISSING} (the simulator is in enclave_dev, which no wheel "
+    "contains); install from a source checkout with: pip install -e '.[dev]'"
 )
 
 
-class SettingsError(ValueError):
+class SettingsError(EnclaveError, ValueError):
     """The configuration is invalid. The message names fields and problems, never values."""
 
 
@@ -242,7 +246,7 @@ class ServiceSettings(BaseSettings):
                 "gpu=simulated signs GPU reports with a simulated NVIDIA-like root that no "
                 "verifier trusts by default; set insecure_allow_simulated_gpu to use it anyway"
             )
-        if self.tee == "simulated" and importlib.util.find_spec("attestation.simulator") is None:
+        if self.tee == "simulated" and not development.available("insecure_allow_simulated_tee"):
             raise ValueError(_SIMULATOR_MISSING)
         if self.ohttp_key_overlap_seconds >= self.ohttp_key_rotation_seconds:
             raise ValueError("ohttp_key_overlap_seconds must be below ohttp_key_rotation_seconds")

@@ -2,8 +2,8 @@
 
 This package may import ``attestation`` but never ``enclave``. Public modules: ``settings``,
 ``catalog``, ``digests``, ``engine``, ``supervisor``, ``status``, ``lifecycle``, ``endpoints``,
-``push``, ``errors``, and ``devengine`` (the development engine, run as
-``python -m model_manager.devengine``); the most used names are re-exported here.
+``push`` and ``errors`` (the development engine is ``enclave_dev.engine``, outside every
+wheel); the most used names are re-exported here.
 docs/model-lifecycle.md is the reference.
 """
 

@@ -18,8 +18,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from attestation.evidence import DigestKind
 from model_manager._manifest import (
     MANIFEST_HEADER,
     DigestCache,
@@ -46,7 +46,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DigestKind = Literal["dm-verity", "manifest-sha256"]
 ROOTHASH_SUFFIX = ".roothash"
 #: Root-hash size for sha256, the hash deploy/verity uses.
 ROOTHASH_BYTES = 32

@@ -50,17 +50,27 @@ _LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "[::1]", "localhost"})
 MIN_LOAD_TOKEN_CHARS = 32
 MIN_LOAD_TOKEN_DISTINCT_CHARS = 8
 
-#: The development engine's module (``python -m model_manager.devengine``).
-DEV_ENGINE_MODULE = "model_manager.devengine"
+#: The development engine's module (``python -m enclave_dev.engine``).
+DEV_ENGINE_MODULE = "enclave_dev.engine"
 _DEV_ENGINE_REFUSAL = (
     "engine_command runs the development engine, which is not a language model; set "
     "insecure_dev_engine (--insecure-dev-engine) to use it anyway (tests and demos only)"
 )
 _DEV_ENGINE_MISSING = (
     "engine_command runs the development engine, which is not part of this installation "
-    "(production builds leave it out); install from a source checkout with: "
+    "(the development package is not installed: this is a production install); install from "
+    "a source checkout with: "
     "pip install -e '.[dev]'"
 )
+
+
+def _dev_engine_installed() -> bool:
+    """Whether the development package's engine is importable here (it is in no wheel; this
+    package may not import ``enclave``, so this is ``enclave.development.available`` again)."""
+    try:
+        return importlib.util.find_spec(DEV_ENGINE_MODULE) is not None
+    except ModuleNotFoundError:  # enclave_dev itself is absent: a production install
+        return False
 
 
 def runs_dev_engine(command: tuple[str, ...]) -> bool:
@@ -94,7 +104,7 @@ class ModelManagerSettings(BaseSettings):
 
     # Engine.
     engine_command: Annotated[tuple[str, ...], NoDecode] = ("vllm",)
-    # The development engine (model_manager.devengine, not a language model) only with this;
+    # The development engine (enclave_dev.engine, not a language model) only with this;
     # it is then named in /v1/models, the status document and the attestation claims.
     insecure_dev_engine: bool = False
     engine_transport: Literal["uds", "tcp"] = "uds"
@@ -193,7 +203,7 @@ class ModelManagerSettings(BaseSettings):
         if runs_dev_engine(self.engine_command):
             if not self.insecure_dev_engine:
                 raise ValueError(_DEV_ENGINE_REFUSAL)
-            if importlib.util.find_spec(DEV_ENGINE_MODULE) is None:
+            if not _dev_engine_installed():
                 raise ValueError(_DEV_ENGINE_MISSING)
         return self
 

@@ -31,7 +31,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from attestation._der import _children, _read
-from attestation.errors import AttestationError, CertificateError
+from attestation.errors import CertificateError, GpuChainError
+from attestation.reasons import GpuReason
 
 __all__ = [
     "ARCHITECTURES",
@@ -77,26 +78,17 @@ NVIDIA_DEVICE_ROOT_SHA256: Final = bytes.fromhex(
 )
 
 
-class GpuChainError(AttestationError):
-    """A certificate chain failed a check; reason names which (a GPU reason code)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 def parse_chain(data: bytes | str) -> tuple[x509.Certificate, ...]:
     """PEM certificates, leaf first; raises GpuChainError('gpu_chain_malformed')."""
     raw = data.encode("ascii", "replace") if isinstance(data, str) else bytes(data)
     if len(raw) > MAX_CHAIN_BYTES:
-        raise GpuChainError("gpu_chain_malformed", f"chain larger than {MAX_CHAIN_BYTES} bytes")
+        raise GpuChainError(GpuReason.CHAIN_MALFORMED, f"chain larger than {MAX_CHAIN_BYTES} bytes")
     try:
         certs = tuple(x509.load_pem_x509_certificates(raw))
     except ValueError as exc:
-        raise GpuChainError("gpu_chain_malformed", "not PEM certificates") from exc
+        raise GpuChainError(GpuReason.CHAIN_MALFORMED, "not PEM certificates") from exc
     if len(certs) > MAX_CHAIN_CERTS:
-        raise GpuChainError("gpu_chain_malformed", f"more than {MAX_CHAIN_CERTS} certificates")
+        raise GpuChainError(GpuReason.CHAIN_MALFORMED, f"more than {MAX_CHAIN_CERTS} certificates")
     return certs
 
 
@@ -124,13 +116,13 @@ def check_chain(
 def check_root(certs: tuple[x509.Certificate, ...], *, root_der: bytes | None = None) -> None:
     """Step 3: a leaf and a root, and the root is the pinned one (or ``root_der``)."""
     if len(certs) < 2:
-        raise GpuChainError("gpu_chain_incomplete", "need at least the leaf and the root")
+        raise GpuChainError(GpuReason.CHAIN_INCOMPLETE, "need at least the leaf and the root")
     pinned = root_der if root_der is not None else _root().public_bytes(serialization.Encoding.DER)
     last = certs[-1].public_bytes(serialization.Encoding.DER)
     if root_der is None and hashlib.sha256(pinned).digest() != NVIDIA_DEVICE_ROOT_SHA256:
-        raise GpuChainError("gpu_root_untrusted", "the pinned root does not match its digest")
+        raise GpuChainError(GpuReason.ROOT_UNTRUSTED, "the pinned root does not match its digest")
     if last != pinned:
-        raise GpuChainError("gpu_root_untrusted", "the chain does not end in the pinned root")
+        raise GpuChainError(GpuReason.ROOT_UNTRUSTED, "the chain does not end in the pinned root")
 
 
 def check_links(certs: tuple[x509.Certificate, ...], *, now: datetime.datetime) -> None:
@@ -143,7 +135,7 @@ def check_links(certs: tuple[x509.Certificate, ...], *, now: datetime.datetime) 
 def _check_link(cert: x509.Certificate, issuer: x509.Certificate, position: int) -> None:
     if cert.issuer != issuer.subject:
         raise GpuChainError(
-            "gpu_chain_invalid", f"certificate {position} is not issued by the next one"
+            GpuReason.CHAIN_INVALID, f"certificate {position} is not issued by the next one"
         )
     _check_issuer_is_ca(issuer, position)
     _check_signed_by(cert, issuer, position)
@@ -158,7 +150,7 @@ def _check_issuer_is_ca(issuer: x509.Certificate, position: int) -> None:
         constraints = None
     if constraints is None or not constraints.ca:
         raise GpuChainError(
-            "gpu_chain_invalid", f"the issuer of certificate {position} is not a CA"
+            GpuReason.CHAIN_INVALID, f"the issuer of certificate {position} is not a CA"
         )
 
 
@@ -167,14 +159,14 @@ def _check_signed_by(cert: x509.Certificate, issuer: x509.Certificate, position:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature) as exc:
         raise GpuChainError(
-            "gpu_chain_invalid", f"the signature on certificate {position} does not verify"
+            GpuReason.CHAIN_INVALID, f"the signature on certificate {position} does not verify"
         ) from exc
 
 
 def _check_validity(cert: x509.Certificate, now: datetime.datetime, position: int) -> None:
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise GpuChainError(
-            "gpu_cert_expired", f"certificate {position} is not valid at {now.isoformat()}"
+            GpuReason.CERT_EXPIRED, f"certificate {position} is not valid at {now.isoformat()}"
         )
 
 
@@ -195,12 +187,14 @@ def certificate_fwid(leaf: x509.Certificate, architecture: Architecture) -> byte
         value = leaf.extensions.get_extension_for_oid(oid).value
     except x509.ExtensionNotFound as exc:
         raise GpuChainError(
-            "gpu_fwid_missing", f"the signing certificate has no {architecture} FWID extension"
+            GpuReason.FWID_MISSING, f"the signing certificate has no {architecture} FWID extension"
         ) from exc
     raw = value.value if isinstance(value, x509.UnrecognizedExtension) else b""
     if architecture == "hopper":
         if len(raw) < 48:
-            raise GpuChainError("gpu_fwid_missing", "the FWID extension is shorter than 48 bytes")
+            raise GpuChainError(
+                GpuReason.FWID_MISSING, "the FWID extension is shorter than 48 bytes"
+            )
         return raw[-48:]
     return _dice_first_fwid(raw)
 
@@ -223,9 +217,9 @@ def _dice_first_fwid(der: bytes) -> bytes:
         oid = x509.ObjectIdentifier(_decode_oid(der[fields[0].body : fields[0].end]))
         digest = der[fields[1].body : fields[1].end]
     except CertificateError as exc:
-        raise GpuChainError("gpu_fwid_missing", f"unreadable DiceTcbInfo: {exc}") from exc
+        raise GpuChainError(GpuReason.FWID_MISSING, f"unreadable DiceTcbInfo: {exc}") from exc
     if oid.dotted_string != _SHA384_OID or len(digest) != 48:
-        raise GpuChainError("gpu_fwid_missing", "fwids[0] is not a SHA-384 digest")
+        raise GpuChainError(GpuReason.FWID_MISSING, "fwids[0] is not a SHA-384 digest")
     return digest
 
 

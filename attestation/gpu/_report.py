@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from attestation.errors import AttestationError
+from attestation.errors import GpuReportError
 
 __all__ = [
     "MAX_REPORT_SIZE",
@@ -83,10 +83,6 @@ OPAQUE_FIELDS: Final[Mapping[int, str]] = MappingProxyType(
         255: "invalid",
     }
 )
-
-
-class GpuReportError(AttestationError):
-    """Bytes that are not a GPU attestation report (request + MEASUREMENTS response)."""
 
 
 @dataclass(frozen=True, slots=True)

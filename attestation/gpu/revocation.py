@@ -39,6 +39,7 @@ from cryptography.x509 import ocsp
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from attestation.errors import AttestationError, VerificationError
+from attestation.reasons import GpuReason
 
 __all__ = [
     "NVIDIA_OCSP_URL",
@@ -180,13 +181,13 @@ def check_revocation(
         data = responses.get(certificate_key(cert))
         if data is None:
             raise VerificationError(
-                "gpu_revocation_unavailable", f"no OCSP response for certificate {position}"
+                GpuReason.REVOCATION_UNAVAILABLE, f"no OCSP response for certificate {position}"
             )
         _check_one(data, cert, issuer, chain[position + 1 :], now, position)
 
 
 def _invalid(position: int, why: str) -> VerificationError:
-    return VerificationError("gpu_ocsp_invalid", f"certificate {position}: {why}")
+    return VerificationError(GpuReason.OCSP_INVALID, f"certificate {position}: {why}")
 
 
 def _check_one(
@@ -218,7 +219,7 @@ def _check_one(
     if response.certificate_status == ocsp.OCSPCertStatus.REVOKED:
         reason = response.revocation_reason
         raise VerificationError(
-            "gpu_cert_revoked",
+            GpuReason.CERT_REVOKED,
             f"certificate {position} ({cert.subject.rfc4514_string()}) is revoked"
             + ("" if reason is None else f" ({reason.name})"),
         )

@@ -71,6 +71,7 @@ from attestation.gpu.policy import (
     vbios_version_key,
 )
 from attestation.gpu.revocation import check_revocation
+from attestation.reasons import GpuReason
 
 __all__ = [
     "GPU_STEPS",
@@ -83,37 +84,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class GpuReason:
-    """Stable ``VerificationError.reason`` codes of the GPU steps (docs/attestation.md)."""
-
-    REPORT_MALFORMED: Final = "gpu_report_malformed"
-    CHAIN_MALFORMED: Final = "gpu_chain_malformed"
-    CHAIN_INCOMPLETE: Final = "gpu_chain_incomplete"
-    ROOT_UNTRUSTED: Final = "gpu_root_untrusted"
-    CHAIN_INVALID: Final = "gpu_chain_invalid"
-    CERT_EXPIRED: Final = "gpu_cert_expired"
-    REVOCATION_UNAVAILABLE: Final = "gpu_revocation_unavailable"
-    OCSP_INVALID: Final = "gpu_ocsp_invalid"
-    CERT_REVOKED: Final = "gpu_cert_revoked"
-    FWID_MISSING: Final = "gpu_fwid_missing"
-    ARCHITECTURE_MISMATCH: Final = "gpu_architecture_mismatch"
-    ARCHITECTURE_NOT_ALLOWED: Final = "gpu_architecture_not_allowed"
-    FWID_MISMATCH: Final = "gpu_fwid_mismatch"
-    SIGNATURE_INVALID: Final = "gpu_signature_invalid"
-    NONCE_MISMATCH: Final = "gpu_nonce_mismatch"
-    CC_OFF: Final = "gpu_cc_off"
-    DEVTOOLS: Final = "gpu_devtools"
-    NOT_READY: Final = "gpu_not_ready"
-    VERSION_MISSING: Final = "gpu_version_missing"
-    DRIVER_TOO_OLD: Final = "gpu_driver_too_old"
-    VBIOS_TOO_OLD: Final = "gpu_vbios_too_old"
-    MEASUREMENT_MISSING: Final = "gpu_measurement_missing"
-    MEASUREMENT_NOT_ALLOWED: Final = "gpu_measurement_not_allowed"
-    EVIDENCE_MALFORMED: Final = "gpu_evidence_malformed"
-    EVIDENCE_UNBOUND: Final = "gpu_evidence_unbound"
-    EVIDENCE_MISSING: Final = "gpu_evidence_missing"
 
 
 # The per-GPU steps, in order, and the reasons each can raise (docs and step-by-step output).

@@ -1,10 +1,11 @@
-"""Quote providers behind one Protocol: configfs-tsm, the dstack guest agent, the CoCo
-attestation agent, and simulated.
+"""Quote providers behind one Protocol: configfs-tsm, the dstack guest agent and the CoCo
+attestation agent.
 
 ``detect_provider("auto")`` looks for, in this order, a usable configfs-tsm report directory
 and the dstack guest agent's socket, and raises ``QuoteProviderUnavailableError`` when neither
-is there. It never falls back to the simulator: ``detect_provider("simulated")`` must be asked
-for by name, and says so loudly in the log every time such a provider is made.
+is there. It never falls back to the simulator, which is not here at all: the simulated
+provider is in the development package (``enclave_dev.tee``, in no wheel), and the service
+makes it through ``enclave.development.load("insecure_allow_simulated_tee")``.
 
 ``"coco"`` (the Confidential Containers attestation agent's REST API on loopback) is explicit
 only: nothing on the file system tells a container that it runs in a CoCo pod, only a TCP
@@ -29,11 +30,6 @@ from attestation.providers._configfs_tsm import (
     tsm_report_root_usable,
 )
 from attestation.providers._dstack import DEFAULT_DSTACK_SOCKET, DstackProvider
-from attestation.providers._simulated import (
-    SIMULATED_TEE_WARNING,
-    QuoteSimulator,
-    SimulatedQuoteProvider,
-)
 from attestation.providers._types import (
     REPORT_DATA_SIZE,
     ProviderName,
@@ -46,7 +42,6 @@ __all__ = [
     "DEFAULT_DSTACK_SOCKET",
     "DEFAULT_TSM_REPORT_ROOT",
     "REPORT_DATA_SIZE",
-    "SIMULATED_TEE_WARNING",
     "TDX_TSM_PROVIDER",
     "CocoAttestationAgentProvider",
     "ConfigfsTsmProvider",
@@ -56,8 +51,6 @@ __all__ = [
     "ProviderName",
     "QuoteProvider",
     "QuoteResult",
-    "QuoteSimulator",
-    "SimulatedQuoteProvider",
     "TsmFileOps",
     "detect_provider",
 ]
@@ -75,7 +68,6 @@ def detect_provider(
     tsm_root: Path = DEFAULT_TSM_REPORT_ROOT,
     dstack_socket: Path = DEFAULT_DSTACK_SOCKET,
     coco_url: str = DEFAULT_COCO_AA_URL,
-    simulator: QuoteSimulator | None = None,
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> QuoteProvider:
     """The provider of ``kind``; ``"auto"``: configfs-tsm, then dstack, never coco or simulated.
@@ -83,15 +75,14 @@ def detect_provider(
     ``coco`` is made without contacting the agent (``coco_url``, loopback only); an agent that
     is not there shows as ``QuoteProviderUnavailableError`` at the first quote. An explicit
     ``configfs-tsm`` or ``dstack`` that is not present on this machine raises
-    ``QuoteProviderUnavailableError``. ``simulated`` wraps ``simulator``, or a fresh
-    ``attestation.simulator.Simulator.create()`` when none is given.
+    ``QuoteProviderUnavailableError``. ``simulated`` is refused with ``ValueError``: that
+    provider is made by the development package (``enclave_dev.tee.SimulatedQuoteProvider``).
     """
     if kind == "simulated":
-        if simulator is None:
-            from attestation.simulator import Simulator  # imported only when asked for
-
-            simulator = Simulator.create()
-        return SimulatedQuoteProvider(simulator)
+        raise ValueError(
+            "the simulated quote provider is not a product provider: it is made by the "
+            "development package (enclave_dev.tee.SimulatedQuoteProvider)"
+        )
     if kind == "coco":
         logger.info("quote provider: CoCo attestation agent at %s", coco_url)
         return CocoAttestationAgentProvider(coco_url, timeout=timeout)

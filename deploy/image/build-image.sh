@@ -138,10 +138,9 @@ if [[ -n $insecure_test ]]; then
         "tests only, never deploy it" >&2
     # the modules the declared insecure settings need, which production wheels leave out
     site=$tree/opt/enclave/lib/python$pyver/site-packages
-    for module in attestation/simulator model_manager/devengine; do
-        install -d "$site/$module"
-        (cd -- "$repo" && find "$module" -name '*.py' -exec install -D -m 0644 {} "$site/{}" \;)
-    done
+    # (the development package, enclave_dev: docs/design.md, layout)
+    install -d "$site/enclave_dev"
+    (cd -- "$repo" && find enclave_dev -name '*.py' -exec install -D -m 0644 {} "$site/{}" \;)
     cp -a -- "$here/insecure-test/mkosi.extra/." "$tree/"
 fi
 

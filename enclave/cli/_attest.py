@@ -20,6 +20,7 @@ from attestation.policy import DEFAULT_POLICY, Policy, load_policy
 from attestation.quote import TEE_TYPE_TDX, Quote, TdReport, parse_quote
 from attestation.ratls import parse_certificate
 from attestation.verify import VerifiedEvidence, verify_quote
+from enclave import development
 
 __all__ = ["register"]
 
@@ -282,8 +283,11 @@ def _inspect_cert(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from attestation.simulator import write_bundle
-
+    try:
+        write_bundle = development.load("insecure_allow_simulated_tee").write_bundle
+    except development.DevelopmentMissingError as exc:
+        sys.stderr.write(f"enclave attest simulate: {exc}\n")
+        return 2
     try:
         mrtd = None if args.mrtd is None else _hex_arg(args.mrtd, "--mrtd")
         rtmrs = None

@@ -37,6 +37,7 @@ from attestation.gpu.revocation import (
     checked_positions,
 )
 from attestation.policy import load_policy
+from attestation.reasons import GpuReason
 from enclave.cli._attest import _emit, _InputError, _read, _read_root
 
 __all__ = ["gpu_gate", "register_gpu"]
@@ -124,7 +125,7 @@ async def gpu_gate(
     evidence = await provider.collect(nonce)
     if len(evidence) < max(policy.required_count, 1):
         raise VerificationError(
-            "gpu_evidence_missing",
+            GpuReason.EVIDENCE_MISSING,
             f"{len(evidence)} GPU(s); the policy requires {max(policy.required_count, 1)}",
         )
     verified = []

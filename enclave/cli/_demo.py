@@ -1,18 +1,17 @@
-"""``enclave demo``: run the service and a client end to end on this machine (simulated TEE)."""
+"""``enclave demo``: run the service and a client end to end on this machine (simulated TEE).
+
+Only the command's registration is here; what it runs is ``enclave_dev.demo`` (development
+only, in no wheel), reached through ``enclave.development.load("insecure_demo")``."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import importlib.util
-import logging
 import sys
 from pathlib import Path
 
-__all__ = ["register"]
+from enclave import development
 
-#: Development-only packages (not in the production wheel) the demo runs on.
-_DEV_PARTS = ("attestation.simulator", "model_manager.devengine")
+__all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,20 +44,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    missing = [name for name in _DEV_PARTS if importlib.util.find_spec(name) is None]
-    if missing:
+    try:
+        demo = development.load("insecure_demo")
+    except development.DevelopmentMissingError as exc:
         print(
-            f"enclave demo needs {' and '.join(missing)}, which production builds leave out; "
-            "install from a source checkout with: pip install -e '.[dev]'",
+            f"enclave demo: {exc}; install from a source checkout with: pip install -e '.[dev]'",
             file=sys.stderr,
         )
         return 2
-    from enclave.demo import run_demo
-
-    # The service's own warnings (simulated TEE) are part of the story; keep the rest quiet.
-    logging.getLogger().setLevel(logging.ERROR)
-    try:
-        return asyncio.run(run_demo(sys.stdout, engine=args.engine, vllm_venv=args.vllm_venv))
-    except Exception as exc:
-        print(f"\nenclave demo failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    result: int = demo.main(engine=args.engine, vllm_venv=args.vllm_venv)
+    return result

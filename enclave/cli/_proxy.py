@@ -96,6 +96,9 @@ class ProxySettings(BaseSettings):
     receipts: Path | None = None
     # The pool to the endpoint: each streamed answer holds a connection while it streams.
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1, le=100_000)
+    # Set by `enclave proxy start` for the daemon it starts, never by hand: the secret the
+    # daemon proves it holds (an HMAC over a fresh challenge) to `enclave proxy status`/`stop`.
+    instance: SecretStr | None = None
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -120,6 +123,10 @@ class ProxySettings(BaseSettings):
     @property
     def token_value(self) -> str | None:
         return None if self.token is None else self.token.get_secret_value()
+
+    @property
+    def instance_value(self) -> str | None:
+        return None if self.instance is None else self.instance.get_secret_value()
 
     @property
     def listen(self) -> str:
@@ -323,6 +330,7 @@ def _run(args: argparse.Namespace) -> int:
         allowed_hosts=allowed_hosts,
         allowed_origins=settings.allowed_origins,
         token=settings.token_value,
+        instance=settings.instance_value,
         receipts_dir=settings.receipts,
         trust_anchor=anchor,
         collateral_source=collateral,
@@ -401,15 +409,17 @@ def _port_free(host: str, port: int) -> bool:
     return True
 
 
-def _health(listen: str, instance: str | None, timeout: float = 20.0) -> dict[str, object] | None:
+def _health(
+    listen: str, instance: str | None, token: str | None, timeout: float = 20.0
+) -> dict[str, object] | None:
     """The proxy's health, with ``ours``: whether it proved that it holds ``instance`` (an
-    HMAC over a fresh challenge; the token itself is never sent or shown). The access token,
-    when ``ENCLAVE_PROXY_TOKEN`` is set here, is sent as a bearer token."""
+    HMAC over a fresh challenge; the token itself is never sent or shown). The access
+    ``token`` (``ENCLAVE_PROXY_TOKEN``, read through :class:`ProxySettings`), when set, is
+    sent as a bearer token."""
     host, port = parse_listen(listen)
     shown = f"[{host}]" if ":" in host else host
     challenge = secrets.token_hex(16)
     headers = {CHALLENGE_HEADER: challenge}
-    token = os.environ.get("ENCLAVE_PROXY_TOKEN")
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
@@ -537,7 +547,7 @@ def _await_start(
             reason = _log_tail(args.log_file) or f"it exited with status {child.returncode}"
             sys.stderr.write(f"error: the proxy did not start: {reason} (log: {args.log_file})\n")
             return 1
-        health = _health(settings.listen, instance, timeout=2.0)
+        health = _health(settings.listen, instance, settings.token_value, timeout=2.0)
         if health is not None and health["ours"] is True and health.get("verified") is True:
             sys.stdout.write(
                 f"proxy started (pid {child.pid}) on http://{settings.listen} for "
@@ -594,11 +604,20 @@ def _stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _env_token() -> str | None:
+    """``ENCLAVE_PROXY_TOKEN`` through :class:`ProxySettings` (None when the environment does
+    not make valid proxy settings: then the status check goes without it)."""
+    try:
+        return ProxySettings().token_value
+    except ValidationError:
+        return None
+
+
 def _status(args: argparse.Namespace) -> int:
     pid, recorded, instance = _read_pid_file(args.pid_file)
     listen = args.listen or recorded or "127.0.0.1:8787"
     running = pid is not None and _alive(pid) and _is_our_proxy(pid)
-    health = _health(listen, instance) if running else None
+    health = _health(listen, instance, _env_token()) if running else None
     ours = health is not None and (instance is None or health["ours"] is True)
     document: dict[str, object] = {
         "running": running,

@@ -278,8 +278,6 @@ async def _serve_and_announce(server: EnclaveServer) -> None:
 def verify_command(server: EnclaveServer, port: int) -> list[str]:
     """``enclave verify`` with the simulated TEE's root and collateral (and the simulated GPU
     root, when there is one): the exact command that verifies this service."""
-    from attestation.gpu.providers import SimulatedGpuProvider
-
     if server.simulated is None or server.simulated.bundle_dir is None:
         raise ValueError("the service has no simulated TEE material to verify against")
     bundle = server.simulated.bundle_dir
@@ -293,7 +291,7 @@ def verify_command(server: EnclaveServer, port: int) -> list[str]:
         "--collateral", str(bundle / "collateral.json"),
         "--root-ca", str(bundle / "root_ca.pem"),
     ]  # fmt: skip
-    if isinstance(server.gpu_provider, SimulatedGpuProvider):
+    if server.gpu_provider is not None and server.gpu_provider.name == "simulated":
         gpu_root = server.settings.model_manager.run_dir / "simulated-gpu" / "root_ca.pem"
         command += ["--gpu-root-ca", str(gpu_root)]
     # The insecure settings this service declares in its claims, which a verifier refuses

@@ -41,6 +41,7 @@ from attestation.policy_bundle_files import load_signed_policy
 from enclave.client import AttestationFailed, VerifiedEndpoint, Verifier, attest_endpoint
 from enclave.client._document import verification_document
 from enclave.client._verifier import run_sync
+from enclave.errors import EnclaveError
 
 __all__ = ["add_verifier_arguments", "register", "verifier_from_args"]
 
@@ -69,7 +70,7 @@ pass. Check the printed MRTD and RTMRs against the image you expect, then keep t
 """
 
 
-class InputError(Exception):
+class InputError(EnclaveError):
     """A command-line input that cannot be used (``reason``: a stable code for the output)."""
 
     reason = "input_error"
@@ -386,6 +387,8 @@ def _facts_text(endpoint: VerifiedEndpoint) -> str:
         f"model: {'-' if model is None else model.name}",
         f"model_digest: {'-' if model is None else model.digest_kind + ':' + model.digest.hex()}",
         f"service_version: {endpoint.service_version or '-'}",
+        "receipt_key_sha256: "
+        + ("-" if endpoint.receipt_key_sha256 is None else endpoint.receipt_key_sha256.hex()),
         f"quote_provider: {endpoint.quote_provider}",
         f"gpus: {len(endpoint.gpus) or 'none'}",
     ]

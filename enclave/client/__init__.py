@@ -9,6 +9,8 @@
 - :func:`load_signed_policy`: a release's policy file, verified through its Sigstore bundle
   (signed by the release workflow, Rekor-logged, its version never going backwards) before
   it is used: ``Verifier(source, policy=load_signed_policy(...).policy)``;
+- :class:`ReceiptKeeper` / :class:`ResponseWatcher`: check an answer's signed receipt against
+  the verified endpoint and keep it with its evidence, for ``enclave receipt verify`` later;
 - :class:`Verifier`: the policy, collateral and cache these share. The transports refuse
   (:class:`MeasurementsNotPinned`) a policy that does not pin the measurements unless it says
   ``insecure_any_measurement``.
@@ -31,10 +33,12 @@ from enclave.client._ohttp import (
     attested_endpoint,
 )
 from enclave.client._ratls import AsyncRaTlsTransport, RaTlsTransport, verified_certificate
+from enclave.client._receipts import KeptReceipt, ReceiptKeeper, ResponseWatcher
 from enclave.client._verifier import VerifiedCertificate, Verifier
 from enclave.client.errors import (
     AttestationFailed,
     ClientError,
+    ClientReason,
     GatewayRefused,
     MeasurementsNotPinned,
     ResponseDecryptError,
@@ -47,13 +51,17 @@ __all__ = [
     "AsyncRaTlsTransport",
     "AttestationFailed",
     "ClientError",
+    "ClientReason",
     "GatewayRefused",
+    "KeptReceipt",
     "MeasurementsNotPinned",
     "OhttpTransport",
     "RaTlsTransport",
+    "ReceiptKeeper",
     "ReleaseIdentity",
     "ResponseDecryptError",
     "ResponseTruncated",
+    "ResponseWatcher",
     "SignedPolicy",
     "VerifiedCertificate",
     "VerifiedEndpoint",

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from enclave.client.errors import ClientError
+from enclave.protocol.api import anthropic_error_document, anthropic_error_type
 
 __all__ = [
     "AnthropicRequestError",
@@ -30,15 +31,6 @@ __all__ = [
 
 #: Sampling fields passed through as they are (vLLM accepts ``top_k`` as an extra).
 _SAMPLING = ("temperature", "top_p", "top_k")
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
 #: Blocks dropped from the history: the engine cannot verify another model's thinking.
 _DROPPED_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 _MEDIA = re.compile(r"image/[a-z0-9.+-]{1,64}")
@@ -405,16 +397,10 @@ def to_anthropic_message(
     }
 
 
-def error_type_for_status(status: int) -> str:
-    """Anthropic's error ``type`` for an HTTP status."""
-    if status in _ERROR_TYPES:
-        return _ERROR_TYPES[status]
-    return "api_error" if status >= 500 else "invalid_request_error"
-
-
-def error_document(error_type: str, message: str) -> JsonObject:
-    """``{"type": "error", "error": {"type": ..., "message": ...}}``."""
-    return {"type": "error", "error": {"type": error_type, "message": message}}
+#: Anthropic's error shape is built in the one place error bodies are
+#: (:mod:`enclave.protocol.api`); these are its names here.
+error_type_for_status = anthropic_error_type
+error_document = anthropic_error_document
 
 
 def sse_event(name: str, document: Mapping[str, object]) -> bytes:

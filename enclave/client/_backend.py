@@ -20,9 +20,10 @@ import typing
 
 import httpcore
 
+from attestation.reasons import Reason
 from enclave.client._gpus import GpusResponse, gpus_request, needs_gpu_check
 from enclave.client._verifier import VerifiedCertificate, Verifier
-from enclave.client.errors import AttestationFailed
+from enclave.client.errors import AttestationFailed, ClientReason
 
 __all__ = ["VERIFIED_INFO", "AsyncRaTlsBackend", "RaTlsBackend", "client_ssl_context"]
 
@@ -48,7 +49,7 @@ def _peer_certificate(stream: httpcore.NetworkStream | httpcore.AsyncNetworkStre
     ssl_object = stream.get_extra_info("ssl_object")
     der = None if ssl_object is None else ssl_object.getpeercert(True)
     if not isinstance(der, bytes) or not der:
-        raise AttestationFailed("evidence_malformed", "the peer presented no certificate")
+        raise AttestationFailed(Reason.EVIDENCE_MALFORMED, "the peer presented no certificate")
     return der
 
 
@@ -83,7 +84,9 @@ class _Stream(httpcore.NetworkStream):
 
     def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if self._verified is None:
-            raise AttestationFailed("not_verified", "refusing to write before verification")
+            raise AttestationFailed(
+                ClientReason.NOT_VERIFIED, "refusing to write before verification"
+            )
         self._inner.write(buffer, timeout)
 
     def close(self) -> None:
@@ -129,7 +132,9 @@ class _AsyncStream(httpcore.AsyncNetworkStream):
 
     async def write(self, buffer: bytes, timeout: float | None = None) -> None:
         if self._verified is None:
-            raise AttestationFailed("not_verified", "refusing to write before verification")
+            raise AttestationFailed(
+                ClientReason.NOT_VERIFIED, "refusing to write before verification"
+            )
         await self._inner.write(buffer, timeout)
 
     async def aclose(self) -> None:

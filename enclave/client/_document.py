@@ -2,9 +2,12 @@
 ``verify_endpoint`` (and, inside it, of ``attestation.verify``), what it checked, against what,
 and the result.
 
-Verification stops at the first failed step, so on failure the steps before it passed, the
-failed one carries the reason code, and the rest did not run. The document is built from the
-verified result (or the failure's reason code and stage); it adds no check of its own.
+A step prints "ok" only if the verifier's own record says it ran and passed
+(``VerifiedEndpoint.steps``, ``AttestationFailed.steps``: ``EndpointStep`` and
+``attestation.verify.EvidenceStep`` values appended as each check returns), never because the
+document expects it to have; a step not in the record prints "not run". Verification stops at
+the first failed step: that one carries the reason code, the rest did not run. The document
+adds no check of its own.
 """
 
 from __future__ import annotations
@@ -12,11 +15,16 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from attestation.checks import Reason
-from attestation.gpu import GpuReason
 from attestation.policy import Policy
-from enclave.client._endpoint import MAX_REPORT_BYTES, REPORT_PATH, VerifiedEndpoint
-from enclave.client.errors import AttestationFailed
+from attestation.reasons import GpuReason, Reason
+from attestation.verify import EvidenceStep
+from enclave.client._endpoint import (
+    MAX_REPORT_BYTES,
+    REPORT_PATH,
+    EndpointStep,
+    VerifiedEndpoint,
+)
+from enclave.client.errors import AttestationFailed, ClientReason
 
 __all__ = ["OK", "Step", "VerificationDocument", "verification_document"]
 
@@ -30,16 +38,16 @@ _REGISTERS = ("mrtd", "rtmr0", "rtmr1", "rtmr2", "rtmr3", "mrconfigid")
 
 #: Which step raises which reason code (in the report stage).
 _STEP_OF_REASON: dict[str, str] = {
-    "endpoint_unreachable": "2",
-    "not_verified": "2",
-    "report_unavailable": "2",
-    "report_rate_limited": "2",
-    "report_too_large": "2",
-    "report_malformed": "2",
-    "report_certificate_mismatch": "3",
+    ClientReason.ENDPOINT_UNREACHABLE: "2",
+    ClientReason.NOT_VERIFIED: "2",
+    ClientReason.REPORT_UNAVAILABLE: "2",
+    ClientReason.REPORT_RATE_LIMITED: "2",
+    ClientReason.REPORT_TOO_LARGE: "2",
+    ClientReason.REPORT_MALFORMED: "2",
+    ClientReason.REPORT_CERTIFICATE_MISMATCH: "3",
     Reason.EVIDENCE_MALFORMED: "4.1",
     Reason.QUOTE_MALFORMED: "4.1",
-    "collateral_unavailable": "4.2",
+    Reason.COLLATERAL_UNAVAILABLE: "4.2",
     Reason.COLLATERAL_EXPIRED: "4.2",
     Reason.COLLATERAL_NOT_YET_VALID: "4.2",
     Reason.CERT_CHAIN_INVALID: "4.2",
@@ -62,14 +70,32 @@ _STEP_OF_REASON: dict[str, str] = {
     Reason.MODEL_MISSING: "4.11",
     Reason.MODEL_NOT_ALLOWED: "4.11",
     Reason.SERVICE_INSECURE: "4.11",
-    "ohttp_keys_mismatch": "5",
-    "ohttp_keys_unusable": "6",
-    "receipt_key_mismatch": "8",
-    **{
-        str(code): "7"
-        for name, code in vars(GpuReason).items()
-        if name.isupper() and isinstance(code, str)
-    },
+    ClientReason.OHTTP_KEYS_MISMATCH: "5",
+    ClientReason.OHTTP_KEYS_UNUSABLE: "6",
+    ClientReason.RECEIPT_KEY_MISMATCH: "8",
+    **dict.fromkeys(GpuReason, "7"),
+}
+
+#: What the verifier's record must hold for a step to print "ok" (all of it).
+_RAN_BY: dict[str, frozenset[str]] = {
+    "1": frozenset({EndpointStep.CERTIFICATE}),
+    "2": frozenset({EndpointStep.REPORT}),
+    "3": frozenset({EndpointStep.REPORT_CERTIFICATE}),
+    "4.1": frozenset({EvidenceStep.PARSE}),
+    "4.2": frozenset({EvidenceStep.DCAP}),
+    "4.3": frozenset({EvidenceStep.TDX_ONLY}),
+    "4.4": frozenset({EvidenceStep.TCB_STATUS}),
+    "4.5": frozenset({EvidenceStep.NOT_DEBUG}),
+    "4.6": frozenset({EvidenceStep.REPORT_DATA}),
+    "4.7": frozenset({EvidenceStep.PUBKEY_HASH}),
+    "4.8": frozenset({EvidenceStep.NONCE}),
+    "4.9": frozenset({EvidenceStep.EVENT_LOG}),
+    "4.10": frozenset({EvidenceStep.MEASUREMENTS}),
+    "4.11": frozenset({EvidenceStep.CLAIMS, EvidenceStep.MODEL, EvidenceStep.SERVICE_SETTINGS}),
+    "5": frozenset({EndpointStep.OHTTP_KEYS}),
+    "6": frozenset({EndpointStep.KEY_CONFIG}),
+    "7": frozenset({EndpointStep.GPUS}),
+    "8": frozenset({EndpointStep.RECEIPT_KEY}),
 }
 
 
@@ -153,7 +179,10 @@ def verification_document(
     failure: AttestationFailed | None = None,
 ) -> VerificationDocument:
     """The document for a verified ``endpoint`` or a ``failure`` (exactly one)."""
-    steps = _steps(url, policy, trust_anchor, collateral, endpoint)
+    record = frozenset(
+        endpoint.steps if endpoint is not None else () if failure is None else failure.steps
+    )
+    steps = _from_record(_steps(url, policy, trust_anchor, collateral, endpoint), record, policy)
     if failure is not None and endpoint is None:
         failed = "1" if failure.stage == "certificate" else _failed_step(failure)
         steps = _mark_failure(steps, failed, failure.reason)
@@ -196,6 +225,26 @@ def _mark_failure(steps: tuple[Step, ...], failed: str | None, reason: str) -> t
             seen = True
         else:
             out.append(step)
+    return tuple(out)
+
+
+def _from_record(
+    steps: tuple[Step, ...], record: frozenset[str], policy: Policy
+) -> tuple[Step, ...]:
+    """Each step's result as written where the record says it ran (4.10: pinned or not per
+    register); "not run" where it does not (4.9 says why it is skipped, 4.5 that
+    ``insecure_allow_debug`` skipped it)."""
+    out = []
+    for step in steps:
+        if _RAN_BY[step.number] <= record:
+            result = OK if step.number == "4.9" else step.result
+        elif step.number == "4.9":
+            result = step.result  # skipped: this client gives the verifier no event log
+        elif step.number == "4.5" and policy.insecure_allow_debug:
+            result = SKIPPED + " (INSECURE: insecure_allow_debug)"
+        else:
+            result = NOT_RUN
+        out.append(_with(step, result))
     return tuple(out)
 
 

@@ -33,6 +33,7 @@ import hmac
 import json
 import os
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import httpx
 
@@ -42,11 +43,11 @@ from attestation.evidence import Claims, ModelClaim
 from attestation.gpu import VerifiedGpu
 from attestation.policy import Policy
 from attestation.ratls import parse_certificate
-from attestation.verify import Measurements
+from attestation.verify import EvidenceStep, Measurements
 from enclave.client._neterrors import describe_connection_error
 from enclave.client._ratls import AsyncRaTlsTransport, verified_certificate
 from enclave.client._verifier import Verifier, run_sync
-from enclave.client.errors import AttestationFailed
+from enclave.client.errors import AttestationFailed, ClientReason
 from enclave.protocol.api import REPORT_PATH
 from enclave.protocol.errors import ProtocolError
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs
@@ -106,6 +107,9 @@ class VerifiedEndpoint:
     #: receipt naming its quote is verified against later (``enclave receipt verify``).
     certificate_der: bytes = field(default=b"", repr=False)
     collateral_json: str | None = field(default=None, repr=False)
+    #: The steps that ran and passed, in order (``EndpointStep`` and ``EvidenceStep`` values):
+    #: what the verification document prints as "ok".
+    steps: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def model_digest_hex(self) -> str | None:
@@ -168,7 +172,8 @@ def check_report_certificate(report_spki_der: bytes, connection_spki_der: bytes)
     """Step 3: the report's certificate holds the key the TLS handshake proved."""
     if not hmac.compare_digest(report_spki_der, connection_spki_der):
         raise AttestationFailed(
-            "report_certificate_mismatch", "the report's certificate is not the connection's"
+            ClientReason.REPORT_CERTIFICATE_MISMATCH,
+            "the report's certificate is not the connection's",
         )
 
 
@@ -177,7 +182,8 @@ def check_ohttp_keys(claims: Claims | None, ohttp_keys: bytes) -> None:
     claimed = None if claims is None else claims.ohttp_keys
     if claimed is None or not hmac.compare_digest(hashlib.sha256(ohttp_keys).digest(), claimed):
         raise AttestationFailed(
-            "ohttp_keys_mismatch", "the served key configurations are not the attested ones"
+            ClientReason.OHTTP_KEYS_MISMATCH,
+            "the served key configurations are not the attested ones",
         )
 
 
@@ -186,22 +192,22 @@ def usable_key_configs(ohttp_keys: bytes) -> tuple[KeyConfig, ...]:
     try:
         configs = preferred_key_configs(decode_key_configs(ohttp_keys))
     except ProtocolError as exc:
-        raise AttestationFailed("ohttp_keys_unusable", type(exc).__name__) from exc
+        raise AttestationFailed(ClientReason.OHTTP_KEYS_UNUSABLE, type(exc).__name__) from exc
     if not configs:
-        raise AttestationFailed("ohttp_keys_unusable", "no supported key configuration")
+        raise AttestationFailed(ClientReason.OHTTP_KEYS_UNUSABLE, "no supported key configuration")
     return configs
 
 
 def _field(document: object, name: str) -> object:
     if not isinstance(document, dict) or name not in document:
-        raise AttestationFailed("report_malformed", f"the report has no {name!r}")
+        raise AttestationFailed(ClientReason.REPORT_MALFORMED, f"the report has no {name!r}")
     return document[name]
 
 
 def _text(document: object, name: str) -> str:
     value = _field(document, name)
     if not isinstance(value, str):
-        raise AttestationFailed("report_malformed", f"{name!r} is not a string")
+        raise AttestationFailed(ClientReason.REPORT_MALFORMED, f"{name!r} is not a string")
     return value
 
 
@@ -216,25 +222,29 @@ class _ReportTransport(AsyncRaTlsTransport):
 async def _read_capped(response: httpx.Response) -> bytes:
     """The report body, refused as soon as it passes MAX_REPORT_BYTES (never buffered whole)."""
     if verified_certificate(response) is None:
-        raise AttestationFailed("not_verified", "the report did not come over RA-TLS")
+        raise AttestationFailed(ClientReason.NOT_VERIFIED, "the report did not come over RA-TLS")
     if response.status_code == 429:  # the report's rate limit: say so, and when to retry
         retry_after = response.headers.get("retry-after", "")
-        raise AttestationFailed("report_rate_limited", retry_after if retry_after.isdigit() else "")
+        raise AttestationFailed(
+            ClientReason.REPORT_RATE_LIMITED, retry_after if retry_after.isdigit() else ""
+        )
     if response.status_code != 200:
-        raise AttestationFailed("report_unavailable", f"status {response.status_code}")
+        raise AttestationFailed(ClientReason.REPORT_UNAVAILABLE, f"status {response.status_code}")
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_REPORT_BYTES:
-        raise AttestationFailed("report_too_large", f"declared {declared} bytes")
+        raise AttestationFailed(ClientReason.REPORT_TOO_LARGE, f"declared {declared} bytes")
     body = bytearray()
     async for piece in response.aiter_bytes():
         body += piece
         if len(body) > MAX_REPORT_BYTES:
-            raise AttestationFailed("report_too_large", f"more than {MAX_REPORT_BYTES} bytes")
+            raise AttestationFailed(
+                ClientReason.REPORT_TOO_LARGE, f"more than {MAX_REPORT_BYTES} bytes"
+            )
     return bytes(body)
 
 
 async def _fetch_report(
-    session: httpx.AsyncClient, url: str, nonce: bytes
+    session: httpx.AsyncClient, url: str, nonce: bytes, ran: list[str]
 ) -> tuple[httpx.Response, bytes]:
     request = session.build_request("GET", url, params={"nonce": nonce.hex()})
     try:
@@ -243,30 +253,52 @@ async def _fetch_report(
         exc.stage = exc.stage or "certificate"
         raise
     except httpx.HTTPError as exc:
-        raise AttestationFailed("endpoint_unreachable", describe_connection_error(exc)) from exc
+        raise AttestationFailed(
+            ClientReason.ENDPOINT_UNREACHABLE, describe_connection_error(exc)
+        ) from exc
+    if verified_certificate(response) is not None:  # 1. passed, in the TLS layer
+        ran.append(EndpointStep.CERTIFICATE)
     try:
         return response, await _read_capped(response)
     except AttestationFailed:
         raise
     except httpx.HTTPError as exc:
-        raise AttestationFailed("endpoint_unreachable", describe_connection_error(exc)) from exc
+        raise AttestationFailed(
+            ClientReason.ENDPOINT_UNREACHABLE, describe_connection_error(exc)
+        ) from exc
     finally:
         await response.aclose()
+
+
+class EndpointStep(StrEnum):
+    """The steps of :func:`attest_endpoint` outside the evidence check (whose steps are
+    ``attestation.verify.EvidenceStep``); ``VerifiedEndpoint.steps`` and
+    ``AttestationFailed.steps`` name those that ran and passed, in order."""
+
+    CERTIFICATE = "certificate"  # 1: the RA-TLS certificate, in the TLS layer
+    REPORT = "report"  # 2
+    REPORT_CERTIFICATE = "report_certificate"  # 3
+    OHTTP_KEYS = "ohttp_keys"  # 5
+    KEY_CONFIG = "key_config"  # 6
+    GPUS = "gpus"  # 7
+    RECEIPT_KEY = "receipt_key"  # 8
 
 
 async def attest_endpoint(
     verifier: Verifier, url: str, client: httpx.AsyncClient | None = None
 ) -> VerifiedEndpoint:
     """Verify ``url`` (the service's base URL) with ``verifier``; see the module steps."""
+    ran: list[str] = []
     try:
-        return await _attest(verifier, url.rstrip("/"), client)
+        return await _attest(verifier, url.rstrip("/"), client, ran)
     except AttestationFailed as exc:
         exc.stage = exc.stage or "report"
+        exc.steps = tuple(ran)
         raise
 
 
 async def _attest(
-    verifier: Verifier, base: str, client: httpx.AsyncClient | None
+    verifier: Verifier, base: str, client: httpx.AsyncClient | None, ran: list[str]
 ) -> VerifiedEndpoint:
     nonce = os.urandom(NONCE_BYTES)
     own = client is None
@@ -275,13 +307,13 @@ async def _attest(
     )
     try:
         # 1-2. The certificate verifies in the TLS layer; the report comes over that connection.
-        response, body = await _fetch_report(session, base + REPORT_PATH, nonce)
+        response, body = await _fetch_report(session, base + REPORT_PATH, nonce, ran)
     finally:
         if own:
             await session.aclose()
     connection = verified_certificate(response)
     if connection is None:  # checked while streaming; kept for the type checker
-        raise AttestationFailed("not_verified", "the report did not come over RA-TLS")
+        raise AttestationFailed(ClientReason.NOT_VERIFIED, "the report did not come over RA-TLS")
     try:
         document = json.loads(body)
         evidence = bytes.fromhex(_text(document, "evidence"))
@@ -290,20 +322,33 @@ async def _attest(
     except AttestationFailed:
         raise
     except (ValueError, binascii.Error, AttestationError) as exc:
-        raise AttestationFailed("report_malformed", type(exc).__name__) from exc
+        raise AttestationFailed(ClientReason.REPORT_MALFORMED, type(exc).__name__) from exc
+    ran.append(EndpointStep.REPORT)
     provider = document.get("quote_provider")
     # 3. The report's certificate holds the key the handshake proved.
     check_report_certificate(report_certificate.spki_der, connection.spki_der)
-    # 4. Fresh evidence, our nonce, the connection's key.
-    verified = await verifier.verify_evidence(evidence, spki_der=connection.spki_der, nonce=nonce)
+    ran.append(EndpointStep.REPORT_CERTIFICATE)
+    # 4. Fresh evidence, our nonce, the connection's key (its steps recorded as they pass).
+    evidence_steps: list[EvidenceStep] = []
+    try:
+        verified = await verifier.verify_evidence(
+            evidence, spki_der=connection.spki_der, nonce=nonce, record=evidence_steps
+        )
+    finally:
+        ran.extend(evidence_steps)
     claims = verified.claims
     # 5. The key configurations are the attested ones.
     check_ohttp_keys(claims, ohttp_keys)
+    ran.append(EndpointStep.OHTTP_KEYS)
     # 6. Something to encrypt to.
     configs = usable_key_configs(ohttp_keys)
+    ran.append(EndpointStep.KEY_CONFIG)
     # 7. The GPUs: bound to these claims and allowed by the policy.
     gpus = verifier.verify_gpus(claims, document.get("gpu_evidence"))
+    ran.append(EndpointStep.GPUS)
+    # 8. The receipt key is the one the certificate names.
     receipt_key = check_receipt_key(claims, connection.receipt_key_sha256)
+    ran.append(EndpointStep.RECEIPT_KEY)
     return VerifiedEndpoint(
         url=base,
         tcb_status=verified.status,
@@ -326,6 +371,7 @@ async def _attest(
         receipt_key_sha256=receipt_key,
         certificate_der=connection.certificate_der,
         collateral_json=connection.collateral_json,
+        steps=tuple(ran),
     )
 
 
@@ -338,7 +384,8 @@ def check_receipt_key(claims: Claims | None, certificate_claim: bytes | None) ->
         and not hmac.compare_digest(claimed, certificate_claim)
     ):
         raise AttestationFailed(
-            "receipt_key_mismatch", "the report and the certificate name different receipt keys"
+            ClientReason.RECEIPT_KEY_MISMATCH,
+            "the report and the certificate name different receipt keys",
         )
     return claimed
 

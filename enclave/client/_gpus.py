@@ -15,7 +15,8 @@ import hmac
 import json
 from typing import Final
 
-from enclave.client.errors import AttestationFailed
+from attestation.reasons import GpuReason
+from enclave.client.errors import AttestationFailed, ClientReason
 from enclave.protocol.api import GPUS_PATH
 
 __all__ = ["MAX_GPUS_RESPONSE", "GpusResponse", "gpus_request", "needs_gpu_check"]
@@ -52,52 +53,52 @@ class GpusResponse:
 
     def feed(self, data: bytes) -> None:
         if not data:
-            raise AttestationFailed("gpu_evidence_malformed", "the connection closed early")
+            raise AttestationFailed(GpuReason.EVIDENCE_MALFORMED, "the connection closed early")
         self._buffer += data
         if self._body_start is None:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buffer) > _MAX_HEAD:
-                    raise AttestationFailed("gpu_evidence_malformed", "response head too long")
+                    raise AttestationFailed(GpuReason.EVIDENCE_MALFORMED, "response head too long")
                 return
             self._parse_head(bytes(self._buffer[:end]))
             self._body_start = end + 4
         if len(self._buffer) - self._body_start > self._length:
-            raise AttestationFailed("gpu_evidence_malformed", "bytes after the response")
+            raise AttestationFailed(GpuReason.EVIDENCE_MALFORMED, "bytes after the response")
 
     def _parse_head(self, head: bytes) -> None:
         lines = head.split(b"\r\n")
         parts = lines[0].split(b" ", 2)
         if len(parts) < 2 or parts[0] != b"HTTP/1.1" or not parts[1].isdigit():
-            raise AttestationFailed("gpu_evidence_malformed", "not an HTTP/1.1 response")
+            raise AttestationFailed(GpuReason.EVIDENCE_MALFORMED, "not an HTTP/1.1 response")
         self._status = int(parts[1])
         length = None
         for line in lines[1:]:
             name, _, value = line.partition(b":")
             key = name.strip().lower()
             if key == b"transfer-encoding":
-                raise AttestationFailed("gpu_evidence_malformed", "chunked GPU evidence")
+                raise AttestationFailed(GpuReason.EVIDENCE_MALFORMED, "chunked GPU evidence")
             if key == b"content-length":
                 length = value.strip()
         if length is None or not length.isdigit() or int(length) > MAX_GPUS_RESPONSE:
             raise AttestationFailed(
-                "gpu_evidence_malformed", f"no Content-Length up to {MAX_GPUS_RESPONSE}"
+                GpuReason.EVIDENCE_MALFORMED, f"no Content-Length up to {MAX_GPUS_RESPONSE}"
             )
         self._length = int(length)
 
     def items(self, certificate_der: bytes) -> object:
         """The ``gpu_evidence`` list, after checking it is the one for this certificate."""
         if self._status != 200 or self._body_start is None:
-            raise AttestationFailed("gpu_evidence_unavailable", f"status {self._status}")
+            raise AttestationFailed(ClientReason.GPU_EVIDENCE_UNAVAILABLE, f"status {self._status}")
         try:
             document = json.loads(bytes(self._buffer[self._body_start :]))
         except ValueError as exc:
-            raise AttestationFailed("gpu_evidence_malformed", "not JSON") from exc
+            raise AttestationFailed(GpuReason.EVIDENCE_MALFORMED, "not JSON") from exc
         if not isinstance(document, dict):
-            raise AttestationFailed("gpu_evidence_malformed", "not a JSON object")
+            raise AttestationFailed(GpuReason.EVIDENCE_MALFORMED, "not a JSON object")
         expected = hashlib.sha256(certificate_der).hexdigest()
         if not hmac.compare_digest(str(document.get("certificate_sha256")), expected):
             raise AttestationFailed(
-                "gpu_evidence_unbound", "the GPU evidence is for another certificate"
+                GpuReason.EVIDENCE_UNBOUND, "the GPU evidence is for another certificate"
             )
         return document.get("gpu_evidence")

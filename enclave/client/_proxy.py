@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from asyncio import timeout as asyncio_timeout
@@ -42,7 +41,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from attestation.receipt import HEADER as RECEIPT_HEADER
+from attestation.receipt import EVIDENCE_REQUEST_HEADER
 from enclave.client._anthropic import (
     AnthropicRequestError,
     TranslatedRequest,
@@ -59,7 +58,7 @@ from enclave.client._proxy_errors import Refusal, refusal_for
 from enclave.client._proxy_guard import ProxyGuard
 from enclave.client._proxy_page import PAGE_PATH, render_page
 from enclave.client._receipts import ReceiptKeeper, ResponseWatcher
-from enclave.client.errors import AttestationFailed, ClientError
+from enclave.client.errors import AttestationFailed, ClientError, ClientReason
 from enclave.protocol import api, strictjson
 from enclave.protocol.bodies import (
     BodyIncompleteError,
@@ -116,6 +115,9 @@ class ProxyOptions:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     token: str | None = field(default=None, repr=False)
+    #: The secret the health route proves it holds to ``enclave proxy status`` (the daemon's
+    #: ``ENCLAVE_PROXY_INSTANCE``, through ``ProxySettings``); None: no proof.
+    instance: str | None = field(default=None, repr=False)
 
 
 class _Health:
@@ -156,8 +158,7 @@ def _watcher(upstream: httpx.Response) -> ResponseWatcher | None:
     """A watcher for an answer that should carry a receipt (a 200 from an inference route)."""
     if upstream.status_code != 200 or upstream.request.url.path not in _RECEIPT_PATHS:
         return None
-    sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
-    return ResponseWatcher(upstream.headers.get(RECEIPT_HEADER), sse)
+    return ResponseWatcher.of(upstream)
 
 
 def confidential_headers(endpoint: VerifiedEndpoint) -> dict[str, str]:
@@ -292,6 +293,11 @@ def build_proxy_app(
     base = transport.url
     state = _Health()
     keeper = ReceiptKeeper(options.receipts_dir)
+    # Keeping receipts: ask for the signing service's certificate with each answer (another
+    # replica than the verified one may answer behind a balancer).
+    evidence_wanted = (
+        [] if options.receipts_dir is None else [(EVIDENCE_REQUEST_HEADER, "certificate")]
+    )
 
     async def send(outgoing: httpx.Request) -> httpx.Response | Refusal:
         try:
@@ -320,12 +326,13 @@ def build_proxy_app(
                 strictjson.loads(body)
             except (ValueError, RecursionError):
                 return _error(_INVALID_JSON, request_id)
+        if "x-request-id" not in request.headers:
+            headers.append(("x-request-id", request_id))
+        headers += evidence_wanted
         outgoing = client.build_request(
             request.method,
             base + path + ("?" + query if query else ""),
-            headers=[*headers, ("x-request-id", request_id)]
-            if "x-request-id" not in request.headers
-            else headers,
+            headers=headers,
             content=body,
         )
         upstream = await send(outgoing)
@@ -351,7 +358,7 @@ def build_proxy_app(
             finally:
                 await upstream.aclose()
             if watcher is not None:  # the whole answer went by: check and keep its receipt
-                keeper.keep(endpoint, path, body, watcher)
+                await keeper.keep(endpoint, path, body, watcher, transport.verifier)
 
         return StreamingResponse(
             body_stream(), status_code=upstream.status_code, headers={**kept, **extra}
@@ -377,6 +384,7 @@ def build_proxy_app(
                 **_anthropic_headers(request),
                 "x-request-id": request_id,
                 "content-type": "application/json",
+                **dict(evidence_wanted),
             },
             content=content,
         )
@@ -401,14 +409,18 @@ def build_proxy_app(
                 async for event in _anthropic_stream(upstream, translated, message_id, watcher):
                     yield event
                 if watcher is not None:
-                    keeper.keep(endpoint, "/v1/chat/completions", sent, watcher)
+                    await keeper.keep(
+                        endpoint, "/v1/chat/completions", sent, watcher, transport.verifier
+                    )
 
             return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
         try:
             answer = await upstream.aread()
             if watcher is not None:
                 watcher.feed(answer)
-                keeper.keep(endpoint, "/v1/chat/completions", sent, watcher)
+                await keeper.keep(
+                    endpoint, "/v1/chat/completions", sent, watcher, transport.verifier
+                )
             document = to_anthropic_message(
                 json.loads(answer),
                 message_id=message_id,
@@ -450,7 +462,7 @@ def build_proxy_app(
                 base, policy, trust_anchor=anchor, collateral=collateral, endpoint=endpoint
             )
         else:
-            error = state.error or AttestationFailed("not_verified", "not verified yet")
+            error = state.error or AttestationFailed(ClientReason.NOT_VERIFIED, "not verified yet")
             document = verification_document(
                 base, policy, trust_anchor=anchor, collateral=collateral, failure=error
             )
@@ -480,7 +492,7 @@ def build_proxy_app(
         await recheck()
         endpoint = transport.endpoint
         verified = endpoint is not None and state.failure is None
-        instance = os.environ.get(INSTANCE_ENV)
+        instance = options.instance
         challenge = request.headers.get(CHALLENGE_HEADER, "")
         proof = None
         if instance and 32 <= len(challenge) <= 128 and _is_hex(challenge):

@@ -18,7 +18,7 @@ from enclave.client._backend import (
     client_ssl_context,
 )
 from enclave.client._verifier import VerifiedCertificate, Verifier
-from enclave.client.errors import AttestationFailed
+from enclave.client.errors import AttestationFailed, ClientReason
 from enclave.protocol.padding import DEFAULT_BUCKET, json_padding
 
 __all__ = [
@@ -76,7 +76,7 @@ def verified_certificate(response: httpx.Response) -> VerifiedCertificate | None
 
 def _core_request(request: httpx.Request) -> httpcore.Request:
     if request.url.scheme != "https":
-        raise AttestationFailed("not_tls", "RA-TLS needs an https:// URL")
+        raise AttestationFailed(ClientReason.NOT_TLS, "RA-TLS needs an https:// URL")
     headers, content = _padded(request)
     return httpcore.Request(
         method=request.method,

@@ -11,14 +11,19 @@ given::
                                             certificate and the collateral, once per quote
 
 so ``enclave receipt verify DIR/receipts/<id>.json --policy FILE`` works later without the
-service. Only hashes, the model and ids are written: no request or response content. The last
+service. With a folder the proxy asks for the signing service's certificate with each answer
+(``x-enclave-receipt-evidence: certificate``): when the receipt names a certificate other than
+the one it verified (another replica behind a balancer answered), it verifies that
+certificate with the same verifier and policy and keeps it instead. Only hashes, the model
+and ids are written: no request or response content. The last
 ``KEPT_IN_MEMORY`` checks stay in memory for the proxy's page (``/proxy/``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import collections
-import hashlib
 import json
 import logging
 import os
@@ -27,7 +32,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
+from attestation.evidence import ModelClaim
 from attestation.receipt import (
+    CERTIFICATE_HEADER,
+    CERTIFICATE_MEMBER,
+    HEADER,
+    MEMBER,
     SSE_MARKER,
     EvidenceBundle,
     Receipt,
@@ -37,6 +49,8 @@ from attestation.receipt import (
     decode_receipt,
 )
 from enclave.client._endpoint import VerifiedEndpoint
+from enclave.client._verifier import VerifiedCertificate, Verifier, run_sync
+from enclave.client.errors import AttestationFailed
 
 __all__ = ["KEPT_IN_MEMORY", "KeptReceipt", "ReceiptKeeper", "ResponseWatcher"]
 
@@ -63,14 +77,23 @@ class KeptReceipt:
 class ResponseWatcher:
     """Sees an answer's bytes go by (streamed or not) and finds its receipt."""
 
-    def __init__(self, header: str | None, sse: bool) -> None:
+    def __init__(self, header: str | None, sse: bool, certificate: str | None = None) -> None:
         self._header = header
         self._sse = sse
+        #: The signing service's certificate (DER), when the answer carried it.
+        self.certificate: bytes | None = _b64(certificate)
         self._pieces: list[bytes] = []
         self._size = 0
         self._line = b""
         self._found: dict[str, object] | None = None
         self.too_large = False
+
+    @classmethod
+    def of(cls, response: httpx.Response) -> ResponseWatcher:
+        """A watcher for ``response`` (its receipt header, whether it streams, its
+        certificate); then :meth:`feed` it the body as it is read, in order."""
+        sse = response.headers.get("content-type", "").startswith("text/event-stream")
+        return cls(response.headers.get(HEADER), sse, response.headers.get(CERTIFICATE_HEADER))
 
     def feed(self, piece: bytes) -> None:
         if not self.too_large:
@@ -85,7 +108,8 @@ class ResponseWatcher:
             self._line = lines.pop()
             for line in lines:
                 if line.startswith(SSE_MARKER):
-                    self._found = _member(line)
+                    self._found, certificate = _member(line)
+                    self.certificate = self.certificate or _b64(certificate)
             if len(self._line) > MAX_CHECKED_BODY:
                 self._line = b""
 
@@ -101,13 +125,65 @@ class ResponseWatcher:
         raise ReceiptError("receipt_malformed", "the answer carried no receipt")
 
 
-def _member(line: bytes) -> dict[str, object] | None:
+def _member(line: bytes) -> tuple[dict[str, object] | None, str | None]:
     try:
         event = json.loads(line[len(b"data: ") :])
     except (UnicodeDecodeError, ValueError, RecursionError):
+        return None, None
+    if not isinstance(event, dict):
+        return None, None
+    found, certificate = event.get(MEMBER), event.get(CERTIFICATE_MEMBER)
+    return (
+        found if isinstance(found, dict) else None,
+        certificate if isinstance(certificate, str) else None,
+    )
+
+
+def _b64(text: str | None) -> bytes | None:
+    """Base64 or base64url, padded or not; None for anything else."""
+    if text is None or len(text) > 1 << 20:
         return None
-    found = event.get("enclave_receipt") if isinstance(event, dict) else None
-    return found if isinstance(found, dict) else None
+    try:
+        return base64.urlsafe_b64decode(
+            text.replace("+", "-").replace("/", "_") + "=" * (-len(text) % 4)
+        )
+    except (ValueError, binascii.Error):
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Basis:
+    """What a receipt is checked against: a certificate this proxy verified."""
+
+    quote_sha256: bytes
+    receipt_key: bytes | None
+    model: ModelClaim | None
+    certificate_der: bytes
+    collateral_json: str | None
+    verified_at: float
+    url: str
+
+    @classmethod
+    def of(cls, endpoint: VerifiedEndpoint | VerifiedCertificate) -> _Basis:
+        if isinstance(endpoint, VerifiedCertificate):  # an RA-TLS connection's
+            return cls(
+                endpoint.quote_sha256,
+                endpoint.receipt_key_sha256,
+                endpoint.evidence.model,
+                endpoint.certificate_der,
+                endpoint.collateral_json,
+                time.time(),
+                "",
+            )
+        return cls(
+            endpoint.certificate_quote_sha256,
+            endpoint.receipt_key_sha256,
+            endpoint.model,
+            endpoint.certificate_der,
+            endpoint.collateral_json,
+            endpoint.verified_at,
+            endpoint.url,
+        )
 
 
 class ReceiptKeeper:
@@ -121,23 +197,31 @@ class ReceiptKeeper:
             for sub in ("receipts", "evidence"):
                 (directory / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
 
-    def keep(
+    async def keep(
         self,
-        endpoint: VerifiedEndpoint | None,
+        endpoint: VerifiedEndpoint | VerifiedCertificate | None,
         route: str,
         request: bytes,
         watcher: ResponseWatcher,
+        verifier: Verifier | None = None,
     ) -> KeptReceipt:
-        """Check the answer ``watcher`` saw against ``endpoint`` and ``request``; keep it."""
+        """Check the answer ``watcher`` saw against ``endpoint`` (what an OHTTP transport
+        verified, ``attested_endpoint(response)``, or an RA-TLS connection's certificate,
+        ``verified_certificate(response)``; or against the certificate the answer carried,
+        verified with ``verifier``) and ``request``; keep it."""
         receipt: Receipt | None = None
+        basis = None
         try:
             receipt = watcher.receipt()
             if endpoint is None:
                 raise ReceiptError("receipt_key_mismatch", "no verified endpoint")
+            basis = _Basis.of(endpoint)
             receipt.verify_signature()
-            receipt.check_quote_sha256(endpoint.certificate_quote_sha256)
-            receipt.check_key(endpoint.receipt_key_sha256)
-            receipt.check_model(endpoint.model)
+            if receipt.quote_sha256 != basis.quote_sha256 and watcher.certificate is not None:
+                basis = await _verified_basis(verifier, watcher.certificate, basis.url)
+            receipt.check_quote_sha256(basis.quote_sha256)
+            receipt.check_key(basis.receipt_key)
+            receipt.check_model(basis.model)
             check_request(receipt, request)
             body = watcher.body
             if body is not None:
@@ -147,8 +231,13 @@ class ReceiptKeeper:
             reason = exc.reason
             logger.warning("receipt of an answer on %s refused: %s", route, reason)
         path = None
-        if receipt is not None and endpoint is not None and self.directory is not None:
-            path = self._write(receipt, endpoint)
+        if receipt is not None and basis is not None and self.directory is not None:
+            path = self._write(receipt, basis)
+        if reason == "receipt_quote_mismatch":  # e.g. another OHTTP replica answered
+            logger.warning(
+                "the answer's receipt names a certificate other than the one verified (another "
+                "replica behind the balancer?): its evidence is not kept"
+            )
         kept = KeptReceipt(
             receipt_id=None if receipt is None else receipt.id,
             route=route,
@@ -161,18 +250,31 @@ class ReceiptKeeper:
         self.latest.appendleft(kept)
         return kept
 
-    def _write(self, receipt: Receipt, endpoint: VerifiedEndpoint) -> str | None:
+    def keep_sync(
+        self,
+        endpoint: VerifiedEndpoint | VerifiedCertificate | None,
+        route: str,
+        request: bytes,
+        watcher: ResponseWatcher,
+        verifier: Verifier | None = None,
+    ) -> KeptReceipt:
+        """:meth:`keep` from synchronous code."""
+        return run_sync(self.keep(endpoint, route, request, watcher, verifier))
+
+    def _write(self, receipt: Receipt, basis: _Basis) -> str | None:
         assert self.directory is not None
         try:
-            evidence = self.directory / "evidence" / f"{receipt.quote_sha256.hex()}.json"
-            if not evidence.exists() and endpoint.certificate_der:
-                quote = hashlib.sha256(endpoint.certificate_der).hexdigest()
-                logger.info("keeping the evidence of certificate %s", quote[:16])
+            # Named by the quote the proxy verified, which a receipt from that certificate names.
+            quote = basis.quote_sha256.hex()
+            evidence = self.directory / "evidence" / f"{quote}.json"
+            named = receipt.quote_sha256 == basis.quote_sha256  # else not this evidence
+            if named and not evidence.exists() and basis.certificate_der:
+                logger.info("keeping the evidence of certificate quote %s", quote[:16])
                 bundle = EvidenceBundle(
-                    endpoint.certificate_der,
-                    endpoint.collateral_json,
-                    int(endpoint.verified_at),
-                    endpoint.url,
+                    basis.certificate_der,
+                    basis.collateral_json,
+                    int(basis.verified_at),
+                    basis.url,
                 )
                 _write_atomic(evidence, bundle.encode())
             target = self.directory / "receipts" / f"{receipt.id}.json"
@@ -182,6 +284,25 @@ class ReceiptKeeper:
             return None
         self.written += 1
         return str(target)
+
+
+async def _verified_basis(verifier: Verifier | None, certificate: bytes, url: str) -> _Basis:
+    """The certificate an answer carried, verified like any connection's (same policy)."""
+    if verifier is None:
+        raise ReceiptError("receipt_quote_mismatch", "no verifier for the carried certificate")
+    try:
+        verified = await verifier.verify_certificate(certificate)
+    except AttestationFailed as exc:
+        raise ReceiptError(exc.reason, exc.detail) from exc
+    return _Basis(
+        verified.quote_sha256,
+        verified.receipt_key_sha256,
+        verified.evidence.model,
+        verified.certificate_der,
+        verified.collateral_json,
+        time.time(),
+        url,
+    )
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -28,7 +28,8 @@ from attestation.evidence import Claims, Evidence, decode_evidence
 from attestation.gpu import VerifiedGpu, decode_gpu_evidence, verify_gpus
 from attestation.policy import Policy, unpinned_message
 from attestation.ratls import parse_certificate
-from attestation.verify import VerifiedEvidence, verify_evidence
+from attestation.reasons import GpuReason, Reason
+from attestation.verify import EvidenceStep, VerifiedEvidence, verify_evidence
 from enclave.client.errors import AttestationFailed, MeasurementsNotPinned
 
 __all__ = ["DEFAULT_CACHE_SECONDS", "VerifiedCertificate", "Verifier", "run_sync"]
@@ -155,14 +156,14 @@ class Verifier:
         try:
             return await self._collateral.get_collateral(quote)
         except CollateralError as exc:
-            raise AttestationFailed("collateral_unavailable", str(exc)) from exc
+            raise AttestationFailed(Reason.COLLATERAL_UNAVAILABLE, str(exc)) from exc
 
     async def verify_certificate(self, certificate_der: bytes) -> VerifiedCertificate:
         """Verify the evidence a peer's certificate carries (cached); raise AttestationFailed."""
         try:
             parsed = parse_certificate(certificate_der)
         except AttestationError as exc:
-            raise AttestationFailed("evidence_malformed", str(exc)) from exc
+            raise AttestationFailed(Reason.EVIDENCE_MALFORMED, str(exc)) from exc
         key = (hashlib.sha256(parsed.evidence.quote).digest(), _sha256(parsed.spki_der))
         cached = self._cached(key)
         if cached is not None:
@@ -186,21 +187,27 @@ class Verifier:
         return run_sync(self.verify_certificate(certificate_der))
 
     async def verify_evidence(
-        self, evidence: bytes, *, spki_der: bytes, nonce: bytes | None
+        self,
+        evidence: bytes,
+        *,
+        spki_der: bytes,
+        nonce: bytes | None,
+        record: list[EvidenceStep] | None = None,
     ) -> VerifiedEvidence:
-        """Verify challenge evidence (never cached: it is fresh by construction)."""
+        """Verify challenge evidence (never cached: it is fresh by construction); each step
+        that passes is appended to ``record`` (``attestation.verify.verify_evidence``)."""
         try:
             parsed = decode_evidence(evidence)
         except AttestationError as exc:
-            raise AttestationFailed("evidence_malformed", str(exc)) from exc
+            raise AttestationFailed(Reason.EVIDENCE_MALFORMED, str(exc)) from exc
         collateral = await self.collateral_for(parsed.quote)
-        return self._check(parsed, collateral, spki_der, nonce)
+        return self._check(parsed, collateral, spki_der, nonce, record)
 
     def verify_gpus(self, claims: Claims | None, served: object) -> tuple[VerifiedGpu, ...]:
         """The GPU evidence served with verified ``claims`` (a list of base64 items): bound to
         the claims' ``gpus`` digests and nonce, and allowed by the policy's ``[gpu]`` table."""
         if claims is None:
-            raise AttestationFailed("gpu_evidence_unbound", "no claims to bind GPU evidence to")
+            raise AttestationFailed(GpuReason.EVIDENCE_UNBOUND, "no claims to bind GPU evidence to")
         if served is None:
             served = []
         try:
@@ -210,7 +217,7 @@ class Verifier:
                 decode_gpu_evidence(base64.b64decode(item, validate=True)) for item in served
             )
         except (ValueError, binascii.Error, AttestationError) as exc:
-            raise AttestationFailed("gpu_evidence_malformed", str(exc)) from exc
+            raise AttestationFailed(GpuReason.EVIDENCE_MALFORMED, str(exc)) from exc
         at = None if self._now is None else datetime.datetime.fromtimestamp(self._now, datetime.UTC)
         try:
             return verify_gpus(
@@ -225,7 +232,12 @@ class Verifier:
             raise AttestationFailed(exc.reason, exc.detail) from exc
 
     def _check(
-        self, evidence: Evidence, collateral: Collateral, spki_der: bytes, nonce: bytes | None
+        self,
+        evidence: Evidence,
+        collateral: Collateral,
+        spki_der: bytes,
+        nonce: bytes | None,
+        record: list[EvidenceStep] | None = None,
     ) -> VerifiedEvidence:
         self.verifications += 1
         try:
@@ -237,6 +249,7 @@ class Verifier:
                 nonce=nonce,
                 now=self._now,
                 insecure_root_ca_der=self._root_ca_der,
+                record=record,
             )
         except VerificationError as exc:
             logger.warning("evidence refused: %s", exc.reason)

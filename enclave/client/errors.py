@@ -35,7 +35,9 @@ The client's own ``AttestationFailed.reason`` codes (next to ``attestation.check
 - ``report_rate_limited``: the report request was refused by the service's rate limit (429);
   the detail is the ``Retry-After`` seconds;
 - ``report_too_large``: the report is larger than ``MAX_REPORT_BYTES`` (refused while it is
-  being read).
+  being read);
+- ``gpu_evidence_unavailable``: the GPU evidence request was answered with a status other
+  than 200.
 
 A signed policy (``load_signed_policy``, ``--policy-bundle``) is checked before any connection:
 its refusals are ``attestation.errors.VerificationError`` with the ``policy_bundle_*`` codes of
@@ -44,11 +46,17 @@ its refusals are ``attestation.errors.VerificationError`` with the ``policy_bund
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import ClassVar
+
 import httpx
+
+from enclave.errors import EnclaveError
 
 __all__ = [
     "AttestationFailed",
     "ClientError",
+    "ClientReason",
     "GatewayRefused",
     "MeasurementsNotPinned",
     "ResponseDecryptError",
@@ -56,7 +64,32 @@ __all__ = [
 ]
 
 
-class ClientError(Exception):
+class ClientReason(StrEnum):
+    """The client's own ``AttestationFailed.reason`` codes (the list above; docs/client.md's
+    table is checked against it). The others are ``attestation.reasons.Reason`` and
+    ``GpuReason`` values, raised by the verifier and passed on unchanged."""
+
+    ENDPOINT_UNREACHABLE = "endpoint_unreachable"
+    REPORT_MALFORMED = "report_malformed"
+    REPORT_CERTIFICATE_MISMATCH = "report_certificate_mismatch"
+    OHTTP_KEYS_MISMATCH = "ohttp_keys_mismatch"
+    OHTTP_KEYS_UNUSABLE = "ohttp_keys_unusable"
+    NOT_TLS = "not_tls"
+    NOT_VERIFIED = "not_verified"
+    REPORT_UNAVAILABLE = "report_unavailable"
+    REPORT_RATE_LIMITED = "report_rate_limited"
+    REPORT_TOO_LARGE = "report_too_large"
+    GPU_EVIDENCE_UNAVAILABLE = "gpu_evidence_unavailable"
+    RECEIPT_KEY_MISMATCH = "receipt_key_mismatch"
+
+    #: Every code (derived from the members).
+    ALL: ClassVar[frozenset[str]]
+
+
+ClientReason.ALL = frozenset(ClientReason)
+
+
+class ClientError(EnclaveError):
     """Root of every error raised by the client side."""
 
 
@@ -71,6 +104,8 @@ class AttestationFailed(ClientError, httpx.ConnectError):  # noqa: N818 (the nam
         #: Where it failed in ``verify_endpoint``: "certificate" (the TLS connection's RA-TLS
         #: certificate), "report" (the attestation report), or "" (elsewhere).
         self.stage = stage
+        #: The steps of ``verify_endpoint`` that ran and passed before it failed.
+        self.steps: tuple[str, ...] = ()
 
 
 class ResponseTruncated(ClientError, httpx.RemoteProtocolError):  # noqa: N818

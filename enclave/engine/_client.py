@@ -18,10 +18,18 @@ from pathlib import Path
 
 from enclave.engine._connection import EngineConnection
 from enclave.engine.errors import EngineError, EngineTimeoutError
+from enclave.settings import ServiceSettings
 
 __all__ = ["EngineClient", "EngineResponse", "EngineTimeouts"]
 
 _FORBIDDEN_IN_FIELDS = (b"\r", b"\n", b"\x00")
+
+
+def _default(name: str) -> float:
+    """The default of setting ``name``: one source (issue 23 point 7), the settings model."""
+    value = ServiceSettings.model_fields[name].default
+    assert isinstance(value, float)
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,10 +37,10 @@ class EngineTimeouts:
     """Seconds: to connect, to get a pooled connection, to write the request, and to wait
     for the response head or any further body bytes."""
 
-    connect: float = 5.0
-    pool: float = 10.0
-    write: float = 60.0
-    read: float = 600.0
+    connect: float = _default("engine_connect_timeout_seconds")
+    pool: float = _default("engine_pool_timeout_seconds")
+    write: float = _default("engine_write_timeout_seconds")
+    read: float = _default("engine_read_timeout_seconds")
 
 
 class EngineResponse:

@@ -9,10 +9,12 @@ Messages are fixed texts; they never carry request or response content.
 
 from __future__ import annotations
 
+from enclave.errors import EnclaveError
+
 __all__ = ["EngineError", "EngineProtocolError", "EngineTimeoutError"]
 
 
-class EngineError(Exception):
+class EngineError(EnclaveError):
     """The engine could not be reached, or its response failed before it was complete."""
 
 

@@ -26,6 +26,7 @@ from enclave.gateway._replay_redis import (
 from enclave.gateway._types import (
     DEFAULT_ALLOWED_ROUTES,
     FAILURE_REASONS,
+    FailureReason,
     GatewayLimits,
     GatewayObserver,
     NullObserver,
@@ -37,6 +38,7 @@ __all__ = [
     "DEFAULT_REDIS_PREFIX",
     "FAILURE_REASONS",
     "SCOPE_EXTENSION",
+    "FailureReason",
     "GatewayLimits",
     "GatewayObserver",
     "NullObserver",

@@ -50,7 +50,12 @@ from enclave.gateway._responses import (
     send_plain,
     send_problem,
 )
-from enclave.gateway._types import GatewayLimits, GatewayObserver, NullObserver
+from enclave.gateway._types import (
+    FailureReason,
+    GatewayLimits,
+    GatewayObserver,
+    NullObserver,
+)
 from enclave.protocol import bhttp
 from enclave.protocol.api import sse_error_event
 from enclave.protocol.bodies import (
@@ -94,7 +99,7 @@ class _RefusedError(Exception):
     """An outer refusal: a status, a fixed body, and the reason code for the metric."""
 
     def __init__(
-        self, status: int, reason: str, body: bytes = b"", code: str | None = None
+        self, status: int, reason: FailureReason, body: bytes = b"", code: str | None = None
     ) -> None:
         self.status, self.reason, self.body, self.code = status, reason, body, code
 
@@ -150,7 +155,7 @@ class OhttpGateway:
         """``GET /.well-known/ohttp-keys``: the exact bytes the attestation claim hashes."""
         body = self.key_store.ohttp_keys()
         if not body:  # a replica the key broker refused holds no key: say so, serve nothing
-            self._observer.failure("ohttp_key_unavailable")
+            self._observer.failure(FailureReason.OHTTP_KEY_UNAVAILABLE)
             await send_json_error(send, "ohttp_key_unavailable", ((b"retry-after", b"30"),))
             return
         headers = [
@@ -166,9 +171,11 @@ class OhttpGateway:
         try:
             declared = self._check_outer(scope)
             if not self.key_store.key_ids:
-                raise _RefusedError(503, "ohttp_key_unavailable", code="ohttp_key_unavailable")
+                raise _RefusedError(
+                    503, FailureReason.OHTTP_KEY_UNAVAILABLE, code="ohttp_key_unavailable"
+                )
             if self._in_flight >= self.limits.max_concurrent_requests:
-                raise _RefusedError(503, "overloaded", b"too many requests in flight\n")
+                raise _RefusedError(503, FailureReason.OVERLOADED, b"too many requests in flight\n")
             self._in_flight += 1
             try:
                 if _content_type(scope) == MEDIA_TYPE_CHUNKED_REQUEST:
@@ -188,20 +195,22 @@ class OhttpGateway:
                 extra = ((b"retry-after", b"1"),) if refused.status == 503 else ()
                 await send_plain(send, refused.status, refused.body, extra)
         except _ClientGoneError:
-            self._observer.failure("client_disconnected")
+            self._observer.failure(FailureReason.CLIENT_DISCONNECTED)
 
     def _check_outer(self, scope: Scope) -> int | None:
         """The declared body length, after the checks that need no byte of the body."""
         if scope["method"] != "POST":
-            raise _RefusedError(405, "method", b"POST only\n")
+            raise _RefusedError(405, FailureReason.METHOD, b"POST only\n")
         if _content_type(scope) not in (MEDIA_TYPE_REQUEST, MEDIA_TYPE_CHUNKED_REQUEST):
-            raise _RefusedError(415, "content_type", b"unsupported media type\n")
+            raise _RefusedError(415, FailureReason.CONTENT_TYPE, b"unsupported media type\n")
         try:
             length = content_length(scope["headers"])
         except InvalidContentLengthError as exc:
-            raise _RefusedError(400, "content_length", code="invalid_content_length") from exc
+            raise _RefusedError(
+                400, FailureReason.CONTENT_LENGTH, code="invalid_content_length"
+            ) from exc
         if length is not None and length > self.limits.body_limit_bytes:
-            raise _RefusedError(413, "body_too_large", b"request body too large\n")
+            raise _RefusedError(413, FailureReason.BODY_TOO_LARGE, b"request body too large\n")
         return length
 
     async def _read(
@@ -212,9 +221,13 @@ class OhttpGateway:
         except BodyIncompleteError as exc:
             raise _ClientGoneError from exc
         except BodyTooLargeError as exc:
-            raise _RefusedError(413, "body_too_large", b"request body too large\n") from exc
+            raise _RefusedError(
+                413, FailureReason.BODY_TOO_LARGE, b"request body too large\n"
+            ) from exc
         except InvalidContentLengthError as exc:
-            raise _RefusedError(400, "content_length", code="invalid_content_length") from exc
+            raise _RefusedError(
+                400, FailureReason.CONTENT_LENGTH, code="invalid_content_length"
+            ) from exc
 
     async def _whole(
         self, scope: Scope, receive: Receive, send: Send, declared: int | None
@@ -257,7 +270,7 @@ class OhttpGateway:
         with _decryption_errors():
             pieces.append(decoder.finish())
         if decoder.enc is None or decoder.key_id is None:  # finish() raised otherwise
-            raise _RefusedError(400, "decrypt", b"bad request\n")
+            raise _RefusedError(400, FailureReason.DECRYPT, b"bad request\n")
         request, admission = await self._accept(b"".join(pieces), decoder.enc, decoder.key_id)
         encoder = decoder.response_encoder(max_chunk_size=self.limits.max_chunk_size)
         await send(
@@ -297,20 +310,22 @@ class OhttpGateway:
         try:
             request = bhttp.decode_request(plaintext)
         except ProtocolError as exc:
-            raise _RefusedError(400, "bad_inner_request", b"bad request\n") from exc
+            raise _RefusedError(400, FailureReason.BAD_INNER_REQUEST, b"bad request\n") from exc
         try:
             if self._shared_replay is None:
                 admission = self._replay.admit(enc, self._inner_date(request))
             else:
                 admission = await self._admit_shared(enc, key_id, self._inner_date(request))
         except ReplayCacheFullError as exc:
-            raise _RefusedError(503, "overloaded", b"too many requests in flight\n") from exc
+            raise _RefusedError(
+                503, FailureReason.OVERLOADED, b"too many requests in flight\n"
+            ) from exc
         except ReplayStoreUnavailableError as exc:  # fail closed: never accepted unchecked
             raise _RefusedError(
-                503, "replay_store_unavailable", code="replay_store_unavailable"
+                503, FailureReason.REPLAY_STORE_UNAVAILABLE, code="replay_store_unavailable"
             ) from exc
         if admission is Admission.REPLAY:
-            raise _RefusedError(400, "replay", b"bad request\n")
+            raise _RefusedError(400, FailureReason.REPLAY, b"bad request\n")
         return request, admission
 
     async def _admit_shared(self, enc: bytes, key_id: int, date: float | None) -> Admission:
@@ -341,17 +356,17 @@ class OhttpGateway:
 
     def _inner_refusal(self, request: bhttp.Request, admission: Admission) -> bhttp.Response | None:
         if admission is Admission.STALE:
-            self._observer.failure("date")
+            self._observer.failure(FailureReason.DATE)
             return inner_date_problem(self._replay.reference())
         if _expects_continue(request):  # RFC 9458 section 5.1: the gateway MUST refuse it
-            self._observer.failure("expect_continue")
+            self._observer.failure(FailureReason.EXPECT_CONTINUE)
             return inner_json_error("expectation_failed")
         method, path = request.method.decode("ascii"), request.path.split(b"?", 1)[0]
         if (method, path.decode("latin-1")) not in self.limits.allowed_routes:
-            self._observer.failure("route_not_allowed")
+            self._observer.failure(FailureReason.ROUTE_NOT_ALLOWED)
             return inner_json_error("route_not_allowed")
         if not _inner_length_agrees(request):  # Binary HTTP frames the content, not this field
-            self._observer.failure("content_length")
+            self._observer.failure(FailureReason.CONTENT_LENGTH)
             return inner_json_error("invalid_content_length")
         return None
 
@@ -389,7 +404,7 @@ class OhttpGateway:
                     raise RuntimeError("inner response over the body limit")
             return bhttp.Response(start.status, _inner_headers(start.headers), bytes(body))
         except Exception as exc:
-            self._observer.failure("inner_error")
+            self._observer.failure(FailureReason.INNER_ERROR)
             _log_failure("inner request failed before its response was complete", exc)
             return inner_json_error("internal_error")
         finally:
@@ -409,7 +424,7 @@ class OhttpGateway:
         try:
             done, _ = await asyncio.wait({pump, watcher}, return_when=asyncio.FIRST_COMPLETED)
             if pump not in done:
-                self._observer.failure("client_disconnected")
+                self._observer.failure(FailureReason.CLIENT_DISCONNECTED)
                 pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
@@ -431,7 +446,7 @@ class OhttpGateway:
         try:
             start = await exchange.response_start()
         except Exception as exc:
-            self._observer.failure("inner_error")
+            self._observer.failure(FailureReason.INNER_ERROR)
             _log_failure("inner request failed before its response started", exc)
             failed = inner_json_error("internal_error")
             head = stream.head(failed.status, failed.headers)
@@ -447,7 +462,7 @@ class OhttpGateway:
         try:
             await exchange.stream_body(sink)
         except Exception as exc:
-            self._observer.failure("inner_error")
+            self._observer.failure(FailureReason.INNER_ERROR)
             _log_failure("inner response failed mid-stream", exc)
             if (start.header(b"content-type") or b"").startswith(b"text/event-stream"):
                 await emit(seal(stream.body(pad_events(_SSE_ERROR, self.limits.padding))))
@@ -504,8 +519,8 @@ class _decryption_errors(contextlib.AbstractContextManager[None]):  # noqa: N801
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         if isinstance(exc, UnknownKeyIdError):
-            raise _RefusedError(422, "unknown_key") from exc
+            raise _RefusedError(422, FailureReason.UNKNOWN_KEY) from exc
         if isinstance(exc, UnsupportedSuiteError):
-            raise _RefusedError(422, "unsupported_suite") from exc
+            raise _RefusedError(422, FailureReason.UNSUPPORTED_SUITE) from exc
         if isinstance(exc, ProtocolError):
-            raise _RefusedError(400, "decrypt", b"bad request\n") from exc
+            raise _RefusedError(400, FailureReason.DECRYPT, b"bad request\n") from exc

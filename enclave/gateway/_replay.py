@@ -19,6 +19,8 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
+from enclave.errors import EnclaveError
+
 __all__ = [
     "Admission",
     "ReplayCache",
@@ -32,7 +34,7 @@ __all__ = [
 _EDGE_SECONDS = 1.0
 
 
-class ReplayCacheFullError(Exception):
+class ReplayCacheFullError(EnclaveError):
     """Every slot holds an ``enc`` still inside the window."""
 
 
@@ -126,7 +128,7 @@ class ReplayCache:
 # kept outside this process. The in-memory cache above stays the default for one replica.
 
 
-class ReplayStoreUnavailableError(Exception):
+class ReplayStoreUnavailableError(EnclaveError):
     """The shared replay store could not answer: the request must be refused (fail closed),
     never accepted unchecked."""
 

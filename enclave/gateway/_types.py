@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Final, Protocol
 
 from enclave.protocol.api import GPUS_PATH, REPORT_PATH
@@ -11,6 +12,7 @@ from enclave.protocol.chunked import DEFAULT_MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 __all__ = [
     "DEFAULT_ALLOWED_ROUTES",
     "FAILURE_REASONS",
+    "FailureReason",
     "GatewayLimits",
     "GatewayObserver",
     "NullObserver",
@@ -33,26 +35,49 @@ DEFAULT_ALLOWED_ROUTES: Final = frozenset(
     }
 )
 
-#: Every reason a gateway request can fail for; the only values a metric label takes.
-FAILURE_REASONS: Final = (
-    "method",  # not POST
-    "content_type",  # neither request media type
-    "content_length",  # Content-Length not 1*DIGIT, repeated otherwise, or not the body's
-    "body_too_large",  # over the body limit
-    "overloaded",  # too many requests in flight
-    "unknown_key",  # key ID not held
-    "unsupported_suite",  # KEM/KDF/AEAD not offered by that key
-    "decrypt",  # anything that does not decrypt or frame: one generic 400
-    "bad_inner_request",  # decrypted, but not valid Binary HTTP
-    "replay",  # enc seen before within the window
-    "date",  # inner Date missing or outside the window
-    "expect_continue",  # inner request expects 100-continue (RFC 9458 section 5.1)
-    "route_not_allowed",  # inner route not on the allow-list
-    "inner_error",  # the inner app failed
-    "client_disconnected",  # the outer client went away mid-response
-    "ohttp_key_unavailable",  # this replica holds no OHTTP key (the key broker refused it)
-    "replay_store_unavailable",  # the shared replay store (Redis) did not answer
-)
+
+class FailureReason(StrEnum):
+    """Every reason a gateway request can fail for; the only values a metric label takes
+    (``GatewayObserver.failure`` takes only these, so a new one is checked by mypy)."""
+
+    #: Not POST.
+    METHOD = "method"
+    #: Neither request media type.
+    CONTENT_TYPE = "content_type"
+    #: Content-Length not 1*DIGIT, repeated otherwise, or not the body's.
+    CONTENT_LENGTH = "content_length"
+    #: Over the body limit.
+    BODY_TOO_LARGE = "body_too_large"
+    #: Too many requests in flight.
+    OVERLOADED = "overloaded"
+    #: Key ID not held.
+    UNKNOWN_KEY = "unknown_key"
+    #: KEM/KDF/AEAD not offered by that key.
+    UNSUPPORTED_SUITE = "unsupported_suite"
+    #: Anything that does not decrypt or frame: one generic 400.
+    DECRYPT = "decrypt"
+    #: Decrypted, but not valid Binary HTTP.
+    BAD_INNER_REQUEST = "bad_inner_request"
+    #: ``enc`` seen before within the window.
+    REPLAY = "replay"
+    #: Inner Date missing or outside the window.
+    DATE = "date"
+    #: Inner request expects 100-continue (RFC 9458 section 5.1).
+    EXPECT_CONTINUE = "expect_continue"
+    #: Inner route not on the allow-list.
+    ROUTE_NOT_ALLOWED = "route_not_allowed"
+    #: The inner app failed.
+    INNER_ERROR = "inner_error"
+    #: The outer client went away mid-response.
+    CLIENT_DISCONNECTED = "client_disconnected"
+    #: This replica holds no OHTTP key (the key broker refused it).
+    OHTTP_KEY_UNAVAILABLE = "ohttp_key_unavailable"
+    #: The shared replay store (Redis) did not answer.
+    REPLAY_STORE_UNAVAILABLE = "replay_store_unavailable"
+
+
+#: The values, in order (the ``reason`` label of ``enclave_ohttp_failures_total``).
+FAILURE_REASONS: Final[tuple[str, ...]] = tuple(reason.value for reason in FailureReason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +111,7 @@ class GatewayLimits:
 class GatewayObserver(Protocol):
     """Where the gateway reports what happened; labels are fixed codes only."""
 
-    def failure(self, reason: str) -> None: ...
+    def failure(self, reason: FailureReason) -> None: ...
     def chunk_sealed(self) -> None: ...
     def request_served(self, chunked: bool) -> None: ...
 
@@ -94,7 +119,7 @@ class GatewayObserver(Protocol):
 class NullObserver:
     """Reports nowhere."""
 
-    def failure(self, reason: str) -> None:
+    def failure(self, reason: FailureReason) -> None:
         return None
 
     def chunk_sealed(self) -> None:

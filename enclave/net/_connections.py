@@ -39,11 +39,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import httptools
 from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from enclave._prefix import address_prefix
+from enclave.protocol.api import error_body
+from enclave.settings import ServiceSettings
 
 __all__ = [
     "ConnectionLimits",
@@ -60,23 +63,28 @@ logger = logging.getLogger(__name__)
 _LOG_PERIOD_SECONDS = 10.0
 
 
+def _default(name: str) -> Any:
+    """The default of setting ``name``: one source (issue 23 point 7), the settings model."""
+    return ServiceSettings.model_fields[name].default
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
     """Named limits of the connection layer (settings: docs/operations.md, "Limits")."""
 
-    max_connections: int = 2048
-    max_per_address: int = 256
+    max_connections: int = _default("max_connections")
+    max_per_address: int = _default("max_connections_per_address")
     #: IPv6 peers are also counted by their /56: one subscriber often holds a /56 or a /48, so
     #: eight /64s of one /61 could hold 8 x 256 = every connection.
-    max_per_prefix: int = 512
+    max_per_prefix: int = _default("max_connections_per_prefix")
     #: The last ``reserved_for_light_peers`` of ``max_connections`` admit only peers (an IPv4
     #: address, an IPv6 /56) holding fewer than ``light_peer_connections``.
-    reserved_for_light_peers: int = 256
-    light_peer_connections: int = 8
-    handshake_timeout_seconds: float = 10.0
-    header_timeout_seconds: float = 10.0
-    keep_alive_timeout_seconds: float = 5.0
-    body_timeout_seconds: float = 30.0
+    reserved_for_light_peers: int = _default("connections_reserved_for_light_peers")
+    light_peer_connections: int = _default("light_peer_connections")
+    handshake_timeout_seconds: float = _default("tls_handshake_timeout_seconds")
+    header_timeout_seconds: float = _default("header_timeout_seconds")
+    keep_alive_timeout_seconds: float = _default("keep_alive_timeout_seconds")
+    body_timeout_seconds: float = _default("body_timeout_seconds")
 
     def __post_init__(self) -> None:
         counts = (
@@ -242,6 +250,25 @@ def _prefix_key(host: str) -> str:
     return address_prefix(host, 56)
 
 
+class _RecordingParser:
+    """httptools' parser, keeping the text of the error it raised (to pick the error code of
+    the 400; the text itself never goes to the client)."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.error = ""
+
+    def feed_data(self, data: bytes) -> None:
+        try:
+            self._inner.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.error = str(exc)
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with deadlines on the request head, the idle time between
     requests and the rest of a body answered early; ``on_close`` runs once it has ended."""
@@ -257,6 +284,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
+        self.parser = _RecordingParser(self.parser)  # type: ignore[assignment]
         self._limits = limits
         self._on_close = on_close
         self._deadline: asyncio.TimerHandle | None = None
@@ -301,6 +329,33 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # on any byte, so bytes that begin no request (stray line ends) start one too.
         if self._deadline is None and self._between_requests() and not self.transport.is_closing():
             self._arm(self._limits.header_timeout_seconds, "header")
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser refused (llhttp: a bad method, header or framing), answered in
+        the API's error shape instead of uvicorn's plain text: ``invalid_content_length`` for a
+        ``Content-Length`` that is not one ``1*DIGIT`` value (as every ASGI path answers it,
+        :mod:`enclave.protocol.bodies`), ``malformed_request`` otherwise. The parser's own
+        text is never sent; the connection is closed (its framing is unknown)."""
+        error = self.parser.error if isinstance(self.parser, _RecordingParser) else ""
+        code = (
+            "invalid_content_length" if "content-length" in error.lower() else "malformed_request"
+        )
+        body = error_body(code)
+        content = [b"HTTP/1.1 400 Bad Request\r\n"]
+        for name, value in self.server_state.default_headers:
+            content.extend([name, b": ", value, b"\r\n"])
+        content.extend(
+            [
+                b"content-type: application/json\r\n",
+                b"content-length: " + str(len(body)).encode("ascii") + b"\r\n",
+                b"cache-control: no-store\r\n",
+                b"connection: close\r\n",
+                b"\r\n",
+                body,
+            ]
+        )
+        self.transport.write(b"".join(content))
+        self.transport.close()
 
     def on_headers_complete(self) -> None:
         self._disarm()

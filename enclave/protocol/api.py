@@ -13,6 +13,10 @@ OpenAI's shape ``{"error": {"message", "type", "param", "code"}}`` built here:
   ``rate_limit_error``, 503 ``service_unavailable_error``, every other 5xx ``server_error``.
 - ``param`` names the offending request field, or is ``null``; the key is always present.
 
+The local proxy's Anthropic surface (``/v1/messages``) answers the same refusals in Anthropic's
+shape (:func:`anthropic_error_document`, :func:`anthropic_error_type`): both shapes are built
+here and nowhere else.
+
 Sans-IO: dictionaries and bytes in, dictionaries and bytes out; the server renders them with
 Starlette, the proxy and the client read them. docs/service.md lists the codes.
 """
@@ -30,6 +34,8 @@ __all__ = [
     "KEYS_PATH",
     "REPORT_PATH",
     "ErrorCode",
+    "anthropic_error_document",
+    "anthropic_error_type",
     "error_body",
     "error_document",
     "error_type",
@@ -74,6 +80,7 @@ ERRORS: Final[dict[str, ErrorCode]] = {
     "invalid_content_length": _e(
         400, "Content-Length must be 1 to 16 ASCII digits, given once, and match the body"
     ),
+    "malformed_request": _e(400, "the request is not valid HTTP/1.1"),
     "not_found": _e(404, "no such route"),
     "route_not_allowed": _e(404, "no such route through the gateway"),
     "method_not_allowed": _e(405, "method not allowed on this route"),
@@ -190,6 +197,31 @@ def error_body(code: str, *, message: str | None = None, param: str | None = Non
     """:func:`error_document` as compact JSON bytes."""
     document = error_document(code, message=message, param=param)
     return json.dumps(document, separators=(",", ":")).encode()
+
+
+#: Anthropic's error ``type`` per status (the proxy's ``/v1/messages`` surface).
+_ANTHROPIC_TYPES: Final[dict[int, str]] = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    """Anthropic's error ``type`` for an HTTP status."""
+    if status in _ANTHROPIC_TYPES:
+        return _ANTHROPIC_TYPES[status]
+    return "api_error" if status >= 500 else "invalid_request_error"
+
+
+def anthropic_error_document(error_type: str, message: str) -> dict[str, object]:
+    """The same refusal in Anthropic's shape, for the proxy's ``/v1/messages`` surface:
+    ``{"type": "error", "error": {"type": ..., "message": ...}}``."""
+    return {"type": "error", "error": {"type": error_type, "message": message}}
 
 
 def sse_error_event(code: str) -> bytes:

@@ -20,6 +20,8 @@ Callers map these to responses in exactly one place; ``str(exc)`` never goes to 
 
 from __future__ import annotations
 
+from enclave.errors import EnclaveError
+
 __all__ = [
     "DecryptError",
     "MalformedMessageError",
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 
-class ProtocolError(Exception):
+class ProtocolError(EnclaveError):
     """Root of every error raised by the protocol core."""
 
 

@@ -11,12 +11,13 @@ from collections.abc import Mapping
 
 from starlette.responses import JSONResponse
 
+from enclave.errors import EnclaveError
 from enclave.protocol.api import ERRORS, error_document, sse_error_event
 
 __all__ = ["ERRORS", "ApiError", "error_document", "error_response", "sse_error_event"]
 
 
-class ApiError(Exception):
+class ApiError(EnclaveError):
     """A refusal with a stable ``code``; the handler turns it into the OpenAI error shape."""
 
     def __init__(

@@ -1,6 +1,7 @@
 """Relaying an engine response to the client: as soon as it arrives, with backpressure.
 
-- Server-sent events are relayed whole, byte for byte as the engine wrote them: every engine
+- Server-sent events are relayed whole, byte for byte as the engine wrote them (each after the
+  padding comment line, below, which every parser ignores): every engine
   read is cut after its last complete event and those events go out as one ASGI body message
   (one flush; the OHTTP gateway seals one chunk per message); the partial event after them
   waits for its end. So an event is never delayed: what has arrived goes out at once, and
@@ -42,6 +43,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import json
@@ -53,8 +55,8 @@ from dataclasses import dataclass
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from attestation.receipt import CERTIFICATE_HEADER, SseDataDigest, attach_member, json_member_base
 from attestation.receipt import HEADER as RECEIPT_HEADER
-from attestation.receipt import SseDataDigest, attach_member, json_member_base
 from enclave._receipts import RequestReceipt, receipt_event
 from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.metrics import ServiceMetrics
@@ -236,6 +238,9 @@ class Relay(Response):
         attached = body if receipt is None else attach_member(body, receipt) or body
         if receipt is not None:
             headers.append((RECEIPT_HEADER.encode(), receipt.header_value.encode("ascii")))
+            if self._receipt.certificate is not None:
+                value = base64.urlsafe_b64encode(self._receipt.certificate).rstrip(b"=")
+                headers.append((CERTIFICATE_HEADER.encode(), value))
         if self._pad_json:
             attached += json_padding(len(attached), self._pad_json)
         headers.append((b"content-length", str(len(attached)).encode("ascii")))
@@ -376,7 +381,9 @@ class Relay(Response):
         self._digest.update(head)
         receipt = self._receipt.sign(self._digest.digest(), "sse-lines")
         self._digest = None
-        return b"" if receipt is None else receipt_event(receipt, self._first_event)
+        if receipt is None:
+            return b""
+        return receipt_event(receipt, self._first_event, self._receipt.certificate)
 
     async def _send_events(self, send: Send, piece: bytes, *, whole: bool = True) -> None:
         """One message of events, padded to the bucket when it starts at an event boundary

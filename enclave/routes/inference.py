@@ -30,6 +30,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from attestation.receipt import EVIDENCE_REQUEST_HEADER as RECEIPT_EVIDENCE_HEADER
 from enclave._cache_salt import CACHE_ISOLATION_HEADER, InvalidIsolationKeyError, salted_body
 from enclave.engine import EngineError, EngineResponseProtocol, EngineTimeoutError
 from enclave.gateway import through_gateway
@@ -153,7 +154,10 @@ async def _pass_through(
         return await _engine_refusal(upstream, request_id, path)
     logger.info("request %s on %s: relaying (%d bytes in)", request_id, path, len(body))
     issuer = service.receipts
-    receipt = None if issuer is None else issuer.for_request(path, body, status)
+    receipt = None
+    if issuer is not None:
+        wanted = request.headers.get(RECEIPT_EVIDENCE_HEADER, "").strip().lower()
+        receipt = issuer.for_request(path, body, status, with_certificate=wanted == "certificate")
     context = RelayContext(
         route=OHTTP_INNER_ROUTE if through_gateway(request.scope) else path,
         request_id=request_id,

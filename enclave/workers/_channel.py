@@ -23,6 +23,8 @@ from typing import Any
 
 import cbor2
 
+from enclave.errors import EnclaveError
+
 __all__ = ["MAX_FRAME_BYTES", "Channel", "ChannelClosedError"]
 
 logger = logging.getLogger(__name__)
@@ -35,7 +37,7 @@ _HEADER = struct.Struct(">I")
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 
-class ChannelClosedError(Exception):
+class ChannelClosedError(EnclaveError):
     """The other side is gone (or the channel was closed)."""
 
 

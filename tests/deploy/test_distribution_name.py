@@ -7,6 +7,7 @@ they install from the checkout or its wheel, never a bare name from an index."""
 
 from __future__ import annotations
 
+import ast
 import re
 import tomllib
 from pathlib import Path
@@ -22,7 +23,10 @@ TAKEN = ("enclave", "attestation", "model-manager", "model_manager")
 WARNINGS = ("Do not `pip install enclave`", "`pip install enclave` gets an unrelated project")
 DOCUMENTS = ("README.md", *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "docs").glob("*.md"))))
 #: ``pip install`` and what follows its options: the first thing it installs.
-_PIP_INSTALL = re.compile(r"pip install\s+((?:(?:-e|--editable|-{1,2}[\w-]+)\s+)*)(\S+)")
+_OPTION = r"(?:-e|--editable|(?:--target|-t|--prefix|--root)\s+\S+|-{1,2}[\w-]+)"
+_PIP_INSTALL = re.compile(rf"pip install\s+((?:{_OPTION}\s+)*)(\S+)")
+#: Tools named as themselves, not this project under another name.
+_THIRD_PARTY = ("torch", "vllm", '"vllm', "'vllm", "py-spy")
 #: What an install line may install: this checkout (with extras), a wheel we built, a path.
 _ALLOWED_TARGET = re.compile(
     r"""^['"]?(\.|\.\[[\w,]+\]|[\w./<>${}-]*enclave_inference-\S*\.whl.*|/\S+)['"]?$"""
@@ -39,8 +43,20 @@ def test_the_distribution_name_is_ours_and_the_packages_keep_theirs() -> None:
     assert project["name"] == DISTRIBUTION
     assert project["name"] not in TAKEN
     assert project["scripts"] == {"enclave": "enclave.cli:main"}
-    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert build["packages"]["find"]["include"] == ["enclave*", "attestation*", "model_manager*"]
+    # The package list is setup.py's (the wheel's product packages; enclave_dev only in an
+    # editable install): read, not run.
+    lists = {
+        target.id: ast.literal_eval(node.value)
+        for node in ast.parse((ROOT / "setup.py").read_text()).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name) and target.id in ("PRODUCT", "DEVELOPMENT")
+    }
+    assert lists["PRODUCT"] == [
+        *("enclave", "enclave.*", "attestation", "attestation.*"),
+        *("model_manager", "model_manager.*"),
+    ]
+    assert lists["DEVELOPMENT"] == ["enclave_dev", "enclave_dev.*"]
 
 
 @pytest.mark.parametrize("document", DOCUMENTS)
@@ -58,8 +74,8 @@ def test_every_install_line_installs_this_project(document: str) -> None:
         for code in spans:
             for match in _PIP_INSTALL.finditer(code):
                 target = match.group(2)
-                if target.startswith(("torch", "vllm", '"vllm', "'vllm")):
-                    continue  # the real-vLLM environment's own packages
+                if target.startswith(_THIRD_PARTY):
+                    continue  # the real-vLLM environment's own packages, the profiler
                 assert _ALLOWED_TARGET.match(target), f"{document}: {code.strip()!r}"
 
 

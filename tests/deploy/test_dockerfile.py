@@ -102,6 +102,13 @@ def test_build_context_holds_only_the_packages() -> None:
     ]
     assert lines[0] == "*"
     included = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
-    assert included == {"pyproject.toml", "README.md", "enclave", "attestation", "model_manager"}
+    assert included == {
+        "pyproject.toml",
+        "setup.py",
+        "README.md",
+        "enclave",
+        "attestation",
+        "model_manager",
+    }
     copied = {rest.split()[0] for keyword, rest in _instructions() if keyword == "COPY"}
     assert copied - {"--from=build"} <= included | {"pyproject.toml"}

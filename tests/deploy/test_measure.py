@@ -17,7 +17,7 @@ import pytest
 
 from attestation.eventlog import parse_dstack_event_log, replay_rtmrs
 from attestation.policy import policy_from_mapping
-from attestation.simulator import SimulatedMeasurements, Simulator
+from enclave_dev.tee import SimulatedMeasurements, Simulator
 from tests.deploy._repo import DEPLOY, load_script
 
 FOOTER = uuid.UUID("96b582de-1fb2-45f7-baea-a366c55a082d").bytes_le

@@ -51,13 +51,15 @@ def test_check_fails_on_a_stale_document(tmp_path: Path) -> None:
 
 
 def test_every_setting_is_listed(generator: ModuleType) -> None:
+    from enclave.cli._proxy import ProxySettings
     from enclave.settings import ServiceSettings
     from model_manager import ModelManagerSettings
 
     text = generator.settings_reference()
-    for model in (ServiceSettings, ModelManagerSettings):
+    for model in (ServiceSettings, ModelManagerSettings, ProxySettings):
         for name in model.model_fields:
             assert f"| `{name}` |" in text, name
+    assert "| `allowed_hosts` | `ENCLAVE_PROXY_ALLOWED_HOSTS` | comma-separated list |" in text
     assert "`ENCLAVE_LOAD_TOKEN`, `LOAD_TOKEN`" in text
     assert "| `port` | `ENCLAVE_PORT` | int | `8443` | >= 0, <= 65535 |" in text
 

@@ -25,7 +25,6 @@ from attestation.evidence import (
 )
 from attestation.quote import parse_quote
 from attestation.ratls import RaTlsIssuer, parse_certificate
-from attestation.simulator import Simulator
 from enclave.gateway._httpdate import parse_http_date
 from enclave.protocol import bhttp
 from enclave.protocol.chunked import ChunkedRequestDecoder, ChunkedRequestEncoder
@@ -39,6 +38,7 @@ from enclave.protocol.ohttp import (
     encode_key_configs,
     generate_default_key_configs,
 )
+from enclave_dev.tee import Simulator
 from tests.fuzz._corpus import CASES, run_cases
 from tests.unit.attestation.test_eventlog import _sample_ccel, _sample_dstack_log
 from tests.vectors import load_bytes

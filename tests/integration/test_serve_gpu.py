@@ -44,7 +44,7 @@ def test_enclave_serve_with_simulated_gpus_and_enclave_verify(tmp_path: Path) ->
         "--tee", "simulated", "--insecure-allow-simulated-tee",
         "--gpu", "simulated", "--insecure-allow-simulated-gpu",
         "--insecure-dev-engine",
-        "--engine-command", f"{sys.executable} -m model_manager.devengine",
+        "--engine-command", f"{sys.executable} -m enclave_dev.engine",
     ]  # fmt: skip
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

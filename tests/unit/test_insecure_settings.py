@@ -33,11 +33,11 @@ from pydantic_settings import BaseSettings
 from attestation.collateral import Collateral
 from attestation.errors import VerificationError
 from attestation.policy import DEFAULT_POLICY, Policy
-from attestation.simulator import Simulator
 from attestation.verify import verify_evidence
-from enclave.local import local_settings
 from enclave.server import EnclaveServer
 from enclave.settings import EnclaveSettings, insecure_settings, insecure_warnings
+from enclave_dev.local import local_settings
+from enclave_dev.tee import Simulator
 
 PACKAGES = ("enclave", "attestation", "model_manager")
 TOKEN = "insecure-settings-token-5d0e8a2c9f1b"

@@ -20,9 +20,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from attestation.evidence import Evidence, ModelClaim
 from attestation.ratls import RaTlsIssuer
-from attestation.simulator import Simulator
 from enclave.protocol._keystore import KeyStore, generate_default_key_configs
 from enclave.tls import CertificateManager
+from enclave_dev.tee import Simulator
 
 __all__ = ["STARTED", "AttackerTd", "Reply", "new_ohttp_keys", "running_attacker"]
 

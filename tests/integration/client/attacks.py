@@ -27,7 +27,6 @@ from attestation import verify as _verify
 from attestation.errors import CollateralError
 from attestation.evidence import Evidence, ModelClaim
 from attestation.policy import Policy
-from attestation.simulator import SimulatedMeasurements, Simulator
 from enclave.client import (
     AsyncOhttpTransport,
     AsyncRaTlsTransport,
@@ -41,6 +40,7 @@ from enclave.client import (
     attest_endpoint,
     attested_endpoint,
 )
+from enclave_dev.tee import SimulatedMeasurements, Simulator
 from tests.integration.client.attacker import (
     SERVICE_VERSION,
     AttackerTd,

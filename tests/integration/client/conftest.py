@@ -21,11 +21,11 @@ import uvicorn
 
 from attestation.collateral import Collateral
 from attestation.policy import Policy, pinned_policy
-from attestation.simulator import Simulator
 from enclave.client import Verifier
-from enclave.local import local_settings, serve_locally
 from enclave.server import EnclaveServer
 from enclave.settings import EnclaveSettings
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
 
 TOKEN = "client-integration-token-6b0e3d9f"
 CANARY = "canary-client-3f1d7a9c"

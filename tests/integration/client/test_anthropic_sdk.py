@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from enclave.client import AsyncOhttpTransport
 from enclave.client._proxy import build_proxy_app
-from model_manager.devengine import expected_completion, prompt_tag
+from enclave_dev.engine import expected_completion, prompt_tag
 from tests.integration.client.conftest import Running, serve
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from attestation.checks import Reason
-from attestation.simulator import SimulatedMeasurements
 from enclave.client import (
     AsyncOhttpTransport,
     AsyncRaTlsTransport,
@@ -24,6 +23,7 @@ from enclave.client import (
 )
 from enclave.client._document import _STEP_OF_REASON
 from enclave.client._endpoint import MAX_REPORT_BYTES
+from enclave_dev.tee import SimulatedMeasurements
 from tests.integration.client import attacks
 from tests.integration.client.attacker import STARTED, AttackerTd, running_attacker
 from tests.integration.client.attacks import ATTACKS, BEHAVIOURS, CANARY, pinned

@@ -1,4 +1,4 @@
-"""The whole GPU path with the simulated GPU: a real service (enclave.local, gpu=simulated, two
+"""The whole GPU path with the simulated GPU: a real service (enclave_dev.local, gpu=simulated, two
 GPUs), its report and RA-TLS certificate, the client's RA-TLS and OHTTP transports, and
 `enclave verify`. A client that requires GPUs refuses a service without them, GPUs outside
 its policy, and GPU evidence it cannot root; it accepts the right ones."""
@@ -18,9 +18,7 @@ import pytest
 import pytest_asyncio
 
 from attestation.gpu import GpuPolicy
-from attestation.gpu.providers import SimulatedGpuProvider
 from attestation.policy import load_policy
-from attestation.simulator import Simulator
 from enclave.cli import main
 from enclave.client import (
     AsyncOhttpTransport,
@@ -30,7 +28,9 @@ from enclave.client import (
     attested_endpoint,
 )
 from enclave.client._ratls import verified_certificate
-from enclave.local import local_settings, serve_locally
+from enclave_dev.gpu import SimulatedGpuProvider
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.client.conftest import TOKEN, Running
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from attestation.policy import policy_to_toml
-from attestation.simulator import Simulator
 from enclave.client import AsyncOhttpTransport
 from enclave.client._proxy import HEALTH_PATH, ProxyOptions, build_proxy_app
-from enclave.local import serve_locally
+from enclave_dev.local import serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.client.conftest import Running, serve, server_settings
 from tests.integration.client.test_policy_workflow import run_cli, trust
 from tests.integration.client.test_relay_cli_daemon import exited, socket_port

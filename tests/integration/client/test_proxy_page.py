@@ -18,10 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from attestation.simulator import Simulator
 from enclave.client import AsyncOhttpTransport
 from enclave.client._proxy import ProxyOptions, build_proxy_app
-from enclave.local import local_settings, serve_locally
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.client.conftest import TOKEN, Running, serve, server_settings
 
 pytestmark = [

@@ -15,10 +15,12 @@ import httpx
 import pytest
 
 from attestation.policy import policy_to_toml
-from attestation.simulator import Simulator
-from enclave.client import AsyncOhttpTransport
+from attestation.receipt import CERTIFICATE_HEADER, EVIDENCE_REQUEST_HEADER, HEADER
+from enclave.client import AsyncOhttpTransport, AsyncRaTlsTransport
 from enclave.client._proxy import ProxyOptions, build_proxy_app
-from enclave.local import serve_locally
+from enclave.client._receipts import ReceiptKeeper, ResponseWatcher
+from enclave_dev.local import serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.client.conftest import Running, serve, server_settings
 from tests.integration.client.test_policy_workflow import run_cli, trust
 from tests.integration.client.test_proxy_daemon import proxy
@@ -163,3 +165,78 @@ async def test_the_proxy_checks_each_receipt_and_keeps_the_latest(tmp_path: Path
     assert len(latest) == 6
     assert all(kept.verified for kept in latest), latest
     assert all(kept.path is None for kept in latest)  # no folder: memory only
+
+
+async def test_an_answer_from_another_certificate_is_kept_with_the_one_it_carried(
+    tmp_path: Path,
+) -> None:
+    """Behind a balancer another replica (another certificate) may answer: asked for, the
+    answer carries its certificate, which the proxy verifies and keeps instead."""
+    simulator = Simulator.create()
+    async with serve_locally(server_settings(tmp_path), simulator=simulator) as server:
+        running = Running(server, simulator, server.bound_port or 0, tmp_path)
+        await _load(running)
+        transport = AsyncOhttpTransport(running.url, running.verifier())
+        endpoint = await transport.refresh()
+        await server.certificates.reissue("lifetime")  # what another replica would present
+        body = json.dumps({**CHAT, "stream": True}).encode()
+        async with httpx.AsyncClient(
+            transport=AsyncRaTlsTransport(running.verifier()), timeout=60
+        ) as client:
+            answers = [
+                await client.post(
+                    running.url + "/v1/chat/completions",
+                    content=content,
+                    headers={"content-type": "application/json", **extra},
+                )
+                for content, extra in (
+                    (body, {EVIDENCE_REQUEST_HEADER: "certificate"}),
+                    (json.dumps(CHAT).encode(), {EVIDENCE_REQUEST_HEADER: "certificate"}),
+                    (body, {}),
+                )
+            ]
+        kept_dir = tmp_path / "kept"
+        keeper = ReceiptKeeper(kept_dir)
+        outcomes = []
+        for answer, sent in zip(answers, (body, json.dumps(CHAT).encode(), body), strict=True):
+            sse = answer.headers["content-type"].startswith("text/event-stream")
+            watcher = ResponseWatcher(
+                answer.headers.get(HEADER), sse, answer.headers.get(CERTIFICATE_HEADER)
+            )
+            watcher.feed(answer.content)
+            outcomes.append(
+                await keeper.keep(
+                    endpoint, "/v1/chat/completions", sent, watcher, running.verifier()
+                )
+            )
+        # the carried certificate is verified like a connection's: another policy refuses it
+        wrong = running.verifier(running.policy(mrtd=frozenset({b"\x22" * 48})))
+        watcher = ResponseWatcher(
+            answers[1].headers.get(HEADER), False, answers[1].headers.get(CERTIFICATE_HEADER)
+        )
+        watcher.feed(answers[1].content)
+        refused = await ReceiptKeeper(None).keep(
+            endpoint, "/v1/chat/completions", json.dumps(CHAT).encode(), watcher, wrong
+        )
+        policy = tmp_path / "policy.toml"
+        policy.write_text(policy_to_toml(running.policy()))
+        root = tmp_path / "root.pem"
+        root.write_bytes(simulator.root_ca_pem)
+    assert [o.verified for o in outcomes] == [True, True, False]
+    assert outcomes[2].reason == "receipt_quote_mismatch"  # no certificate carried
+    assert refused.reason == "mrtd_not_allowed"
+    assert CERTIFICATE_HEADER not in answers[2].headers
+    assert len(list((kept_dir / "evidence").glob("*.json"))) == 1  # the new certificate's
+    for outcome in outcomes[:2]:
+        assert outcome.path is not None
+        code, out, _ = run_cli(
+            "receipt",
+            "verify",
+            outcome.path,
+            "--policy",
+            str(policy),
+            "--root-ca",
+            str(root),
+            "--insecure-simulated-root",
+        )
+        assert code == 0, out

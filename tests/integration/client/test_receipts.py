@@ -5,12 +5,15 @@ streamed and whole answers carrying a receipt as before."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from attestation.policy import policy_to_toml
 from attestation.receipt import (
     HEADER,
     MEMBER,
@@ -20,10 +23,17 @@ from attestation.receipt import (
     decode_receipt,
     verify_receipt,
 )
-from enclave.client import AsyncOhttpTransport, AsyncRaTlsTransport, attested_endpoint
+from enclave.client import (
+    AsyncOhttpTransport,
+    AsyncRaTlsTransport,
+    ReceiptKeeper,
+    ResponseWatcher,
+    attested_endpoint,
+)
 from enclave.client._ratls import verified_certificate
 from enclave.protocol.padding import strip_event_padding
 from tests.integration.client.conftest import Running
+from tests.integration.client.test_policy_workflow import run_cli
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -157,3 +167,60 @@ async def test_the_openai_sdk_ignores_the_receipt_and_keeps_it_readable(running:
     assert chunks[-1].id == chunks[0].id
     assert (chunks[-1].model_extra or {}).get(MEMBER) is not None
     await client.close()
+
+
+async def test_a_program_keeps_receipts_with_the_library(running: Running, tmp_path: Path) -> None:
+    """``ReceiptKeeper`` and ``ResponseWatcher`` over both transports: streamed through OHTTP
+    (``attested_endpoint``) and whole over RA-TLS (``verified_certificate``), each kept and
+    verified offline from the folder."""
+    keeper = ReceiptKeeper(tmp_path / "kept")
+    body = json.dumps({**REQUESTS["/v1/chat/completions"], "stream": True}).encode()
+    headers = {"content-type": "application/json"}
+    url = running.url + "/v1/chat/completions"
+    ohttp = AsyncOhttpTransport(running.url, running.verifier())
+    async with httpx.AsyncClient(transport=ohttp) as client:
+        async with client.stream("POST", url, content=body, headers=headers) as response:
+            watcher = ResponseWatcher.of(response)
+            async for piece in response.aiter_bytes():
+                watcher.feed(piece)
+        streamed = await keeper.keep(
+            attested_endpoint(response), "/v1/chat/completions", body, watcher, running.verifier()
+        )
+    whole_body = json.dumps(REQUESTS["/v1/embeddings"]).encode()
+    ratls = AsyncRaTlsTransport(running.verifier())
+    async with httpx.AsyncClient(transport=ratls) as client:
+        response = await client.post(
+            running.url + "/v1/embeddings", content=whole_body, headers=headers
+        )
+        watcher = ResponseWatcher.of(response)
+        watcher.feed(response.content)
+        whole = await keeper.keep(
+            verified_certificate(response), "/v1/embeddings", whole_body, watcher
+        )
+    assert (streamed.verified, whole.verified) == (True, True), (streamed, whole)
+    policy = tmp_path / "policy.toml"
+    policy.write_text(policy_to_toml(running.policy()))
+    root = tmp_path / "root.pem"
+    root.write_bytes(running.simulator.root_ca_pem)
+    for kept in (streamed, whole):
+        assert kept.path is not None
+        code, out, _ = run_cli(
+            "receipt", "verify", kept.path, "--policy", str(policy),
+            "--root-ca", str(root), "--insecure-simulated-root",
+        )  # fmt: skip
+        assert code == 0, out
+
+
+async def test_enclave_verify_prints_the_receipt_key(running: Running) -> None:
+    from tests.integration.client.test_policy_workflow import trust
+
+    code, out, _ = await asyncio.to_thread(
+        run_cli,
+        "verify",
+        running.url,
+        *trust(running, ("insecure_dev_engine", "insecure_allow_simulated_tee")),
+    )
+    assert code == 0, out
+    claim = running.server.receipts.claim.hex()
+    assert f"receipt_key_sha256: {claim}" in out
+    assert "8     receipt key: ok" in out

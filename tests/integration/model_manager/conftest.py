@@ -26,7 +26,7 @@ TOKEN = "integration-load-token-5e1d-0c8a7f2b"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 #: Generous deadlines for a loaded 2-core machine; tests wait on polls, never on sleeps.
 WAIT = 60.0
-DEV_ENGINE = (sys.executable, "-P", "-m", "model_manager.devengine")
+DEV_ENGINE = (sys.executable, "-P", "-m", "enclave_dev.engine")
 
 
 @pytest.fixture(scope="package", autouse=True)

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from model_manager.devengine import NOT_A_LANGUAGE_MODEL, expected_completion
+from enclave_dev.engine import NOT_A_LANGUAGE_MODEL, expected_completion
 from model_manager.endpoints import LOAD_PATH, UNLOAD_PATH
 
 from .conftest import WAIT, Harness, live

@@ -33,8 +33,8 @@ from typing import Any
 
 
 def _child(platform: Any, replica: dict[str, Any]) -> None:
-    from attestation.simulator import SimulatedMeasurements, Simulator
     from enclave.cli import main
+    from enclave_dev.tee import SimulatedMeasurements, Simulator
 
     log = os.open(replica["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(log, 1)
@@ -59,7 +59,10 @@ def _child(platform: Any, replica: dict[str, Any]) -> None:
 
 def main() -> None:
     config = json.loads(Path(sys.argv[1]).read_text())
-    from attestation.simulator import Simulator
+    # Imported once here, before forking: the replicas start without importing it all again.
+    import enclave.cli
+    import enclave.server  # noqa: F401
+    from enclave_dev.tee import Simulator
 
     platform = Simulator.create()
     bundle = Path(config["bundle_dir"])

@@ -41,7 +41,6 @@ import pytest
 
 from attestation.collateral import Collateral
 from attestation.policy import Policy, pinned_policy, policy_to_toml
-from attestation.simulator import SimulatedMeasurements
 from enclave.client import (
     AsyncOhttpTransport,
     AsyncRaTlsTransport,
@@ -52,6 +51,7 @@ from enclave.client import (
 from enclave.keybroker import KeyGeneration, derive_generation_keys
 from enclave.protocol import bhttp
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs, encapsulate_request
+from enclave_dev.tee import SimulatedMeasurements
 from tests.integration.replicas._kbs import RESOURCE, StandIn, generation, kbs_standin
 from tests.integration.replicas._redis import RedisServer, free_port, redis_server
 from tests.integration.server.test_serve_process import DEV_ENGINE
@@ -212,7 +212,17 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         replicas = [
             {
                 "argv": replica_argv(tmp, index, port, kbs, redis),
-                "env": {"LOAD_TOKEN": LOAD_TOKEN},
+                # Idle connections outlive the relay's pooled ones (httpx keeps them 5 s, the
+                # service's default is also 5 s: a request on a connection closed at that
+                # instant fails), and a loaded CI machine may answer slowly.
+                "env": {
+                    "LOAD_TOKEN": LOAD_TOKEN,
+                    "ENCLAVE_KEEP_ALIVE_TIMEOUT_SECONDS": "30",
+                    "ENCLAVE_REPLAY_STORE_TIMEOUT_SECONDS": "10",
+                    # One process per replica whatever the machine's cores (workers are
+                    # tested on their own).
+                    "ENCLAVE_DATA_PLANE_WORKERS": "1",
+                },
                 "log": str(tmp / f"replica-{index}.log"),
                 "mrtd": OTHER_MRTD if index == TRUSTED else None,
             }
@@ -228,13 +238,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         )  # fmt: skip
         lb = RoundRobin(ports[:TRUSTED])
         relay_port = free_port()
+        relay_log = (tmp / "relay.log").open("w")
         relay = subprocess.Popen(
             [
                 sys.executable, "-m", "enclave", "relay",
                 "--gateway", f"https://127.0.0.1:{lb.port}/.well-known/ohttp-gateway",
                 "--listen", f"127.0.0.1:{relay_port}", "--insecure-skip-gateway-tls-verify",
             ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=relay_log, stderr=subprocess.STDOUT,
             env={**env, "PYTHONPATH": str(ROOT)},
         )  # fmt: skip
         logs = [tmp / f"replica-{index}.log" for index in range(len(ports))]
@@ -247,7 +258,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             json.loads(launcher.stdout.readline())
             for index in range(len(ports)):
                 with running.plain(index) as client:
-                    wait_until(lambda c=client: answers(c, "/health"), f"replica {index} up")
+                    wait_until(
+                        lambda c=client: answers(c, "/health"), f"replica {index} up", 2 * WAIT
+                    )
             with httpx.Client(timeout=5) as plain:
                 wait_until(
                     lambda: answers_relay(plain, f"http://127.0.0.1:{relay_port}"), "relay up"
@@ -261,6 +274,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         finally:
             relay.terminate()
             relay.wait(timeout=30)
+            relay_log.close()
             launcher.send_signal(signal.SIGTERM)
             try:
                 launcher.wait(timeout=60)
@@ -270,6 +284,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
             if launcher.stdout is not None:
                 launcher.stdout.close()
             lb.close()
+
+
+def dump_logs(fleet: Fleet) -> None:
+    for log in [fleet.tmp / "relay.log", *fleet.logs]:
+        if log.exists():
+            sys.stderr.write(f"--- {log.name}\n{log.read_text()[-4000:]}\n")
 
 
 def answers_relay(client: httpx.Client, base: str) -> bool:
@@ -381,7 +401,12 @@ def test_ra_tls_verifies_whichever_replica_a_connection_reaches(fleet: Fleet) ->
 
 def test_300_ohttp_requests_through_the_relay_land_on_all_three(fleet: Fleet) -> None:
     async def run() -> Counter[str]:
-        transport = AsyncOhttpTransport(fleet.lb_url, fleet.verifier(), relay_url=fleet.relay_url)
+        # Pooled connections to the relay are dropped after 1 s idle, before the relay
+        # (uvicorn: 5 s) drops them: no request is sent on a connection being closed.
+        outer = httpx.AsyncHTTPTransport(limits=httpx.Limits(keepalive_expiry=1.0))
+        transport = AsyncOhttpTransport(
+            fleet.lb_url, fleet.verifier(), relay_url=fleet.relay_url, outer_transport=outer
+        )
         seen: Counter[str] = Counter()
         async with httpx.AsyncClient(
             transport=transport, base_url=fleet.lb_url, timeout=60
@@ -398,7 +423,11 @@ def test_300_ohttp_requests_through_the_relay_land_on_all_three(fleet: Fleet) ->
         return seen
 
     before = fleet.lb.chosen.copy()
-    seen = asyncio.run(run())
+    try:
+        seen = asyncio.run(run())
+    except BaseException:
+        dump_logs(fleet)
+        raise
     assert sum(seen.values()) == 300
     assert set(seen) == {f"replica-{i}" for i in range(TRUSTED)}, seen
     assert all(count >= 10 for count in seen.values()), seen
@@ -496,6 +525,61 @@ def test_a_rotation_at_the_broker_reaches_every_replica(fleet: Fleet) -> None:
 
     wait_until(old_refused, "the old key refused everywhere", 20)
     fleet.generations[:] = [current]
+
+
+def test_receipts_from_each_replica_are_kept_with_that_replicas_certificate(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    """Through relay and balancer, answers come from replicas other than the one the proxy
+    verified: each receipt names its replica's certificate, which the proxy (asking for it)
+    verifies and keeps; every receipt then verifies offline from the folder alone."""
+    from enclave.client._proxy import ProxyOptions, build_proxy_app
+    from tests.integration.client.conftest import serve
+    from tests.integration.client.test_policy_workflow import run_cli
+
+    for index in range(TRUSTED):
+        with fleet.plain(index) as client:
+            if client.get("/v1/models/status").json()["proxy_status"] != "ready":
+                loaded = client.post(
+                    "/v1/models/load",
+                    json={"model": "tiny"},
+                    headers={"Authorization": f"Bearer {LOAD_TOKEN}"},
+                )
+                assert loaded.status_code in (200, 202), loaded.text
+            wait_until(
+                lambda c=client: c.get("/v1/models/status").json()["proxy_status"] == "ready",
+                "loaded",
+            )
+    kept = tmp_path / "kept"
+
+    async def run() -> list[Any]:
+        transport = AsyncOhttpTransport(fleet.lb_url, fleet.verifier(), relay_url=fleet.relay_url)
+        app = build_proxy_app(
+            transport, options=ProxyOptions(receipts_dir=kept, through_relay=True)
+        )
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "r"}], "max_tokens": 3}
+        async with serve(app) as url, httpx.AsyncClient(timeout=60) as client:
+
+            async def one(stream: bool) -> None:
+                answer = await client.post(
+                    url + "/v1/chat/completions", json={**body, "stream": stream}
+                )
+                assert answer.status_code == 200, answer.text
+
+            await asyncio.gather(*(one(i % 2 == 0) for i in range(24)))
+        return list(app.state.receipts.latest)
+
+    latest = asyncio.run(run())
+    assert len(latest) == 24
+    assert all(item.verified for item in latest), [item.reason for item in latest]
+    evidence = list((kept / "evidence").glob("*.json"))
+    assert len(evidence) >= 2, evidence  # several replicas answered, each kept with its own
+    policy = tmp_path / "policy.toml"
+    policy.write_text(policy_to_toml(fleet_policy()))
+    trust = ("--root-ca", str(fleet.tmp / "platform" / "root_ca.der"), "--insecure-simulated-root")
+    for receipt in sorted((kept / "receipts").glob("rcpt_*.json")):
+        code, out, _ = run_cli("receipt", "verify", str(receipt), "--policy", str(policy), *trust)
+        assert code == 0, out
 
 
 def test_redis_gone_refuses_ohttp_never_accepts_unchecked(fleet: Fleet) -> None:

@@ -23,14 +23,14 @@ import pytest_asyncio
 from attestation.collateral import Collateral
 from attestation.policy import DEFAULT_POLICY, Policy
 from attestation.ratls import parse_certificate
-from attestation.simulator import Simulator
 from attestation.verify import VerifiedEvidence, verify_evidence
-from enclave.local import local_settings, serve_locally
 from enclave.protocol import bhttp
 from enclave.protocol.chunked import ChunkedRequestEncoder, ChunkedResponseDecoder
 from enclave.protocol.ohttp import KeyConfig, decode_key_configs
 from enclave.protocol.padding import strip_event_padding
 from enclave.server import EnclaveServer
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
 
 TOKEN = "integration-load-token-2a7c9e1f05b3"
 METRICS_TOKEN = "integration-metrics-token-6b0d3f8e9a21c4"

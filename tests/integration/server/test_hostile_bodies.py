@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from attestation.simulator import Simulator
-from enclave.local import local_settings, serve_locally
 from enclave.protocol import bhttp
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.server._raw import RawClient
 from tests.integration.server.conftest import (
     TOKEN,
@@ -163,5 +163,36 @@ async def test_a_body_refused_from_its_headers_may_follow_but_must_end_in_time(r
         assert "connection" not in headers
         await client.send(b"x" * 1000)
         assert await client.closed_by_server(timeout=BODY_TIMEOUT + 20)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("length", "code"),
+    [
+        (b"-1", "invalid_content_length"),
+        (b"+5", "invalid_content_length"),
+        (b"5,5", "invalid_content_length"),
+        (b"5, 6", "invalid_content_length"),
+        (b"99999999999999999999", "invalid_content_length"),
+        (b"5\r\ncontent-length: 6", "invalid_content_length"),
+    ],
+)
+async def test_a_bad_content_length_on_the_wire_gets_the_typed_400(
+    running: Running, length: bytes, code: str
+) -> None:
+    """Through the real server (TLS, llhttp): the parser refuses it before any route, and the
+    answer is the API's error shape with the code every ASGI path gives; then the close."""
+    client = await RawClient.open(running.port)
+    try:
+        await client.send(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: enclave\r\n"
+            b"content-type: application/json\r\ncontent-length: " + length + b"\r\n\r\n{}"
+        )
+        status, headers, body = await client.response(10)
+        assert status == 400
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body)["error"]["code"] == code
+        assert await client.closed_by_server(5)
     finally:
         await client.aclose()

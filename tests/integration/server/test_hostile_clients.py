@@ -26,11 +26,11 @@ import pytest
 
 from attestation.collateral import Collateral
 from attestation.ratls import parse_certificate
-from attestation.simulator import Simulator
 from attestation.verify import verify_evidence
-from enclave.local import local_settings, serve_locally
 from enclave.protocol import bhttp
 from enclave.protocol.ohttp import decode_key_configs
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.server.conftest import (
     Running,
     accepting_policy,

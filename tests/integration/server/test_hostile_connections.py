@@ -13,8 +13,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from attestation.simulator import Simulator
-from enclave.local import local_settings, serve_locally
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.server._raw import RawClient
 from tests.integration.server.conftest import TOKEN, Running
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from model_manager.devengine._loading import ENGINE_VERSION
+from enclave_dev.engine._loading import ENGINE_VERSION
 from tests.integration.server._process import METRICS_AUTH, Serve, wait_until
 from tests.integration.server.test_serve_process import descendants
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from enclave.local import DEV_ENGINE
+from enclave_dev.local import DEV_ENGINE
 
 pytestmark = pytest.mark.slow
 

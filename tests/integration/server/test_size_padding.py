@@ -20,11 +20,11 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from attestation.simulator import Simulator
-from enclave.local import local_settings, serve_locally
 from enclave.protocol import bhttp
 from enclave.protocol._encap import response_nonce_size
 from enclave.protocol.padding import strip_event_padding
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.server.conftest import (
     TOKEN,
     Running,

@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from attestation.simulator import Simulator
-from enclave.local import local_settings, serve_locally
 from enclave.protocol.padding import strip_event_padding
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
 from tests.integration.server.conftest import TOKEN, Running, load_model, sse_text
 from tests.integration.server.observers import TlsRecord, TlsRecordForwarder, raw_tls_exchange
 from tests.integration.server.test_size_padding import _dechunk, _http_request, _ohttp_sizes

@@ -9,6 +9,7 @@ sees no final chunk: truncated), and new requests are served."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,10 +26,12 @@ from enclave.protocol import bhttp
 from enclave.protocol._keyconfig import KeyConfig, decode_key_configs
 from tests.integration.server._process import METRICS_AUTH, Serve, wait_until
 from tests.integration.server.conftest import chat_request, encapsulate
+from tests.integration.server.test_serve_process import free_port
 
 pytestmark = pytest.mark.slow
 
 WORKERS = 2
+METRICS_PORT = free_port()
 
 
 def worker_pids(serve: Serve) -> set[int]:
@@ -74,10 +78,15 @@ def posts_per_worker(serve: Serve, action: Callable[[], None]) -> dict[str, floa
     keep-alive connection name the worker that connection is on (each scrape is counted in
     the next one), whose own scrape is then taken off."""
     name = "enclave_data_plane_worker_requests_total"
-    first = per_worker(serve, name)
-    second = per_worker(serve, name)
-    scraper = [w for w in second if second[w] - first.get(w, 0.0) == 1.0]
-    assert len(scraper) == 1, (first, second)
+    for _ in range(10):  # until nothing else ended between the two scrapes
+        first = per_worker(serve, name)
+        second = per_worker(serve, name)
+        changed = {w: second[w] - first.get(w, 0.0) for w in second}
+        scraper = [w for w, delta in changed.items() if delta == 1.0]
+        if len(scraper) == 1 and sum(changed.values()) == 1.0:
+            break
+    else:
+        raise AssertionError(f"requests kept ending between two scrapes: {first}, {second}")
     action()
     third = per_worker(serve, name)
     served = {w: third[w] - second.get(w, 0.0) for w in third}
@@ -112,7 +121,10 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
         None,
         "--data-plane-workers", str(WORKERS),
         "--certificate-lifetime", "60",
-        env={"ENCLAVE_ENGINE_STALL_TIMEOUT_SECONDS": "30"},
+        env={
+            "ENCLAVE_ENGINE_STALL_TIMEOUT_SECONDS": "30",
+            "ENCLAVE_METRICS_PORT": str(METRICS_PORT),
+        },
     )  # fmt: skip
     try:
         wait_until(lambda: len(worker_pids(running)) == WORKERS, "both workers up")
@@ -131,6 +143,10 @@ def test_requests_spread_over_both_workers(serve: Serve) -> None:
     served = {worker: after[worker] - before.get(worker, 0.0) for worker in after}
     assert all(count > 0 for count in served.values()), served
     assert per_worker(serve, "enclave_data_plane_worker_up") == {"0": 1.0, "1": 1.0}
+    # The metrics listener (the owner's, plain HTTP on loopback) gives the same one exposition.
+    listener = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", headers=METRICS_AUTH).text
+    assert 'enclave_data_plane_worker_up{worker="1"} 1.0' in listener
+    assert "enclave_http_requests_total" in listener  # the workers' counts, summed
     # The lifecycle API is the owner's, through any worker.
     status = fresh_get(serve.port, "/v1/models/status").json()
     assert status["proxy_status"] == "ready"
@@ -200,53 +216,111 @@ def test_a_reissue_while_a_stream_is_open_does_not_drop_it(serve: Serve) -> None
     assert sum(1 for t in tokens if t["choices"] and t["choices"][0]["delta"].get("content")) == 120
 
 
-def test_a_killed_worker_is_restarted_and_new_requests_are_served(serve: Serve) -> None:
-    if serve.client.get("/v1/models/status").json()["loaded_model"] != "slow":
-        serve.load("slow")
-    config = key_config(serve.port)
-    body, decoder = encapsulate(config, chat_request("cut me", model="slow", max_tokens=60))
-    opened = threading.Event()
-    outcome: list[object] = []
+class OhttpStream(threading.Thread):
+    """A chunked OHTTP stream on a connection of its own, read in a thread: ``opened`` once a
+    piece decrypted, then ``outcome`` "complete" (the final chunk came) or the exception."""
 
-    def stream() -> None:
+    def __init__(self, port: int, body: bytes, decoder: Any) -> None:
+        super().__init__(daemon=True)
+        self.port, self.body, self.decoder = port, body, decoder
+        self.opened = threading.Event()
+        self.client_port = 0
+        self.outcome: object = None
+
+    def run(self) -> None:
         try:
             with (
                 httpx.Client(
-                    base_url=f"https://127.0.0.1:{serve.port}", verify=False, timeout=120
+                    base_url=f"https://127.0.0.1:{self.port}", verify=False, timeout=120
                 ) as client,
                 client.stream(
                     "POST",
                     "/.well-known/ohttp-gateway",
-                    content=body,
+                    content=self.body,
                     headers={"content-type": "message/ohttp-chunked-req", "incremental": "?1"},
                 ) as response,
             ):
+                stream = response.extensions["network_stream"]
+                self.client_port = int(stream.get_extra_info("client_addr")[1])
                 for piece in response.iter_raw():
-                    if decoder.feed(piece):
-                        opened.set()
-            decoder.finish()
-            outcome.append("complete")
+                    if self.decoder.feed(piece):
+                        self.opened.set()
+            self.decoder.finish()
+            self.outcome = "complete"
         except Exception as exc:  # the cut: a transport error or the decoder's truncation
-            outcome.append(exc)
+            self.outcome = exc
+        self.opened.set()
 
-    thread = threading.Thread(target=stream)
-    thread.start()
-    assert opened.wait(30)
-    old = worker_pids(serve)
-    assert len(old) == WORKERS
-    for pid in old:
-        os.kill(pid, signal.SIGKILL)
-    thread.join(60)
-    assert outcome
-    assert outcome[0] != "complete"  # the client knows its stream was cut
-    wait_until(
-        lambda: len(worker_pids(serve)) == WORKERS and not worker_pids(serve) & old,
-        "both workers restarted",
-    )
-    wait_until(lambda: _answers(serve.port), "new requests served")
+
+def holder_of(serve: Serve, client_port: int) -> int | None:
+    """The worker process holding the service's end of the connection from ``client_port``."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if int(local.split(":")[1], 16) == serve.port and int(remote.split(":")[1], 16) == (
+            client_port
+        ):
+            inode = fields[9]
+    if inode is None:
+        return None
+    for pid in worker_pids(serve):
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) == f"socket:[{inode}]":
+                        return pid
+    return None
+
+
+def test_a_killed_worker_is_restarted_and_the_other_serves_on(serve: Serve) -> None:
+    if serve.client.get("/v1/models/status").json()["loaded_model"] != "slow":
+        serve.load("slow")
+    config = key_config(serve.port)
+    streams: dict[int, OhttpStream] = {}  # worker pid -> a stream it holds
+    started: list[OhttpStream] = []
+    for attempt in range(20):
+        body, decoder = encapsulate(
+            config, chat_request(f"stream {attempt}", model="slow", max_tokens=30)
+        )
+        stream = OhttpStream(serve.port, body, decoder)
+        stream.start()
+        started.append(stream)
+        assert stream.opened.wait(30)
+        holder = holder_of(serve, stream.client_port)
+        assert holder is not None
+        streams.setdefault(holder, stream)
+        if len(streams) == WORKERS:
+            break
+    assert len(streams) == WORKERS, "every stream landed on one worker"
+    victim, survivor = sorted(streams)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: _dead(victim), "the killed worker gone")
+    # The survivor takes every new connection at once (the dead one's socket is gone).
     for _ in range(8):
         assert fresh_get(serve.port, "/v1/models").status_code == 200
-    assert per_worker(serve, "enclave_data_plane_worker_restarts_total") == {"0": 1.0, "1": 1.0}
+    streams[victim].join(60)
+    assert streams[victim].outcome not in (None, "complete")  # the client knows it was cut
+    streams[survivor].join(60)
+    assert streams[survivor].outcome == "complete"  # the other worker's stream ended whole
+    wait_until(
+        lambda: len(worker_pids(serve)) == WORKERS and victim not in worker_pids(serve),
+        "the killed worker restarted",
+    )
+    wait_until(lambda: _answers(serve.port), "new requests served")
+    restarts = per_worker(serve, "enclave_data_plane_worker_restarts_total")
+    assert sorted(restarts.values()) == [0.0, 1.0]
+    assert survivor in worker_pids(serve)
+    for stream in started:  # none of them outlives the test
+        stream.join(60)
+
+
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie (its sockets are closed) the owner has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def _answers(port: int) -> bool:

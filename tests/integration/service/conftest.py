@@ -83,7 +83,7 @@ async def running(tmp_path: Path, short_dir: Path) -> AsyncIterator[Running]:
         engine_command=(
             sys.executable,
             "-m",
-            "model_manager.devengine",
+            "enclave_dev.engine",
             "--dev-load-seconds",
             "0.1",
             "--dev-tokens-per-second",

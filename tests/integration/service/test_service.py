@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from enclave.protocol.padding import strip_event_padding
-from model_manager.devengine import expected_completion, expected_embedding
+from enclave_dev.engine import expected_completion, expected_embedding
 from tests.integration.service.conftest import MODEL, WAIT_SECONDS, Running
 
 CHAT = "/v1/chat/completions"

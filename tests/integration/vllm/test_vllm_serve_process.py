@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from enclave.tinymodel import TINY_MODEL_NAME
+from enclave_dev.tinymodel import TINY_MODEL_NAME
 from tests.integration.server.test_serve_process import descendants, free_port
 
 from .conftest import ENGINE_ENV, START_WAIT, TOKEN, VLLM, models_dir

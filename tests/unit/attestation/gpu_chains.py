@@ -13,9 +13,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from attestation.gpu import simulator as _sim
 from attestation.gpu import verify_gpu_report
-from attestation.gpu.simulator import GpuSimulator
+from enclave_dev.gpu import GpuSimulator
+from enclave_dev.gpu import _simulator as _sim
 
 NONCE = bytes(range(32))
 

@@ -21,8 +21,8 @@ from attestation.collateral import Collateral
 from attestation.errors import VerificationError
 from attestation.eventlog import Event, EventLog, replay_rtmrs
 from attestation.ratls import RaTlsIssuer
-from attestation.simulator import SimulatedMeasurements, Simulator
 from attestation.verify import verify_evidence, verify_quote
+from enclave_dev.tee import SimulatedMeasurements, Simulator
 from tests.integration.client.attacks import MUTATIONS as CLIENT_MUTATIONS
 from tests.unit.attestation import gpu_chains
 from tests.vectors import load_bytes, vector_path

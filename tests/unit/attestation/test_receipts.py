@@ -35,7 +35,7 @@ from attestation.receipt import (
     response_digest_of,
     verify_receipt,
 )
-from attestation.simulator import Simulator
+from enclave_dev.tee import Simulator
 from tests.vectors import load_bytes, load_json, vector_path
 
 VECTORS = load_json("receipts/receipts.json")

@@ -19,8 +19,8 @@ from attestation.evidence import Evidence, ModelClaim, encode_claims
 from attestation.policy import Policy, pinned_policy
 from attestation.quote import parse_quote
 from attestation.ratls import RaTlsIssuer, parse_certificate
-from attestation.simulator import SimulatedMeasurements, Simulator
 from attestation.verify import VerifiedEvidence, verify_evidence, verify_quote
+from enclave_dev.tee import SimulatedMeasurements, Simulator
 from tests.vectors import load_bytes, load_json, vector_path
 
 CASES = {case["quote"]: case for case in load_json("tdx/MANIFEST.json")["cases"]}

@@ -111,7 +111,7 @@ def test_verify_gpu_with_ocsp_dir_checks_revocation(tmp_path: Path) -> None:
 def test_verify_gpu_simulated_with_good_and_revoked_ocsp(tmp_path: Path) -> None:
     from cryptography.x509 import ocsp
 
-    from attestation.gpu.simulator import GpuSimulator
+    from enclave_dev.gpu import GpuSimulator
 
     simulator = GpuSimulator()
     (tmp_path / "report.txt").write_text(simulator.report(0, bytes.fromhex(NONCE)).hex())

@@ -14,8 +14,8 @@ import pytest
 from attestation.errors import GpuNotInCcModeError, VerificationError
 from attestation.gpu import DEFAULT_GPU_POLICY, GpuPolicy, GpuReason
 from attestation.gpu.providers import NvmlGpuProvider
-from attestation.gpu.simulator import GpuSimulator
 from enclave.cli._attest_gpu import gpu_gate
+from enclave_dev.gpu import GpuSimulator
 from tests.deploy._repo import ROOT
 from tests.unit.attestation.gpu.test_providers import _FakeLibrary
 

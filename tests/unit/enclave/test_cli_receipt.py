@@ -107,3 +107,19 @@ def test_the_evidence_is_found_next_to_a_kept_receipt(
     args = _args(WHOLE, evidence=False)
     args[2] = str(tmp_path / "receipts" / f"{WHOLE}.json")
     assert main(args) == 0, capsys.readouterr().out
+
+
+def test_a_bare_certificate_needs_the_collateral(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = json.loads(vector_path("receipts/bundle.json").read_text())
+    certificate = tmp_path / "certificate.pem"
+    certificate.write_text(bundle["certificate_pem"])
+    collateral = tmp_path / "collateral.json"
+    collateral.write_text(bundle["collateral"])
+    args = _args(WHOLE)
+    args[args.index("--evidence") + 1] = str(certificate)
+    assert main(args) == 1
+    assert "reason: collateral_unavailable" in capsys.readouterr().out
+    assert main([*args, "--collateral", str(collateral)]) == 0
+    assert capsys.readouterr().out.startswith("verified: yes")

@@ -12,12 +12,11 @@ from starlette.applications import Starlette
 from attestation.collateral import Collateral
 from attestation.errors import VerificationError
 from attestation.evidence import ModelClaim
-from attestation.providers import SimulatedQuoteProvider
 from attestation.ratls import RaTlsIssuer
-from attestation.simulator import Simulator
 from attestation.verify import verify_evidence
 from enclave.report import RateLimiter, ReportSource, report_routes
 from enclave.tls import CertificateManager
+from enclave_dev.tee import SimulatedQuoteProvider, Simulator
 from model_manager.digests import ModelDigest
 from model_manager.status import ModelStatus
 

@@ -14,14 +14,12 @@ from attestation.collateral import Collateral
 from attestation.errors import GpuNotInCcModeError, VerificationError
 from attestation.gpu import GpuPolicy, GpuReason, decode_gpu_evidence, gpu_nonce, verify_gpus
 from attestation.gpu.evidence import GpuEvidence
-from attestation.gpu.providers import SimulatedGpuProvider
-from attestation.gpu.simulator import GpuSimulator
-from attestation.providers import SimulatedQuoteProvider
 from attestation.ratls import RaTlsIssuer, parse_certificate
-from attestation.simulator import Simulator
 from attestation.verify import verify_evidence
 from enclave.report import RateLimiter, ReportSource, report_routes
 from enclave.tls import CertificateManager
+from enclave_dev.gpu import GpuSimulator, SimulatedGpuProvider
+from enclave_dev.tee import SimulatedQuoteProvider, Simulator
 from model_manager.status import ModelStatus
 
 NONCE = bytes(range(32))

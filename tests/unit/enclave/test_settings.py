@@ -154,7 +154,7 @@ def test_service_settings_are_frozen_and_forbid_extras() -> None:
 
 
 def test_the_development_engine_is_declared_and_warned_about() -> None:
-    command = "python3 -m model_manager.devengine --dev-load-seconds 1"
+    command = "python3 -m enclave_dev.engine --dev-load-seconds 1"
     with pytest.raises(SettingsError, match="insecure_dev_engine"):
         load_settings({"engine_command": command})
     settings = load_settings(
@@ -168,3 +168,17 @@ def test_the_development_engine_is_declared_and_warned_about() -> None:
     assert insecure_settings(settings) == ("insecure_allow_simulated_tee", "insecure_dev_engine")
     assert any("development engine" in line for line in insecure_warnings(settings))
     assert insecure_settings(load_settings({})) == ()
+
+
+def test_data_plane_workers_default_to_the_cores_less_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from enclave.settings import data_plane_workers
+
+    service = load_settings({}).service
+    assert service.data_plane_workers == 0
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: set(range(16)))
+    assert data_plane_workers(service) == 15
+    monkeypatch.setattr("os.sched_getaffinity", lambda _: {0})
+    assert data_plane_workers(service) == 1  # at least one
+    assert data_plane_workers(load_settings({"data_plane_workers": 3}).service) == 3
+    with pytest.raises(SettingsError):
+        load_settings({"data_plane_workers": -1})

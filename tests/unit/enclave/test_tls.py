@@ -13,9 +13,9 @@ import pytest
 from attestation.collateral import Collateral
 from attestation.evidence import ModelClaim
 from attestation.ratls import CLOCK_SKEW, RaTlsIssuer, parse_certificate
-from attestation.simulator import Simulator
 from attestation.verify import verify_evidence
 from enclave.tls import CertificateManager, model_claim
+from enclave_dev.tee import Simulator
 from model_manager.digests import ModelDigest
 from model_manager.status import ModelStatus
 

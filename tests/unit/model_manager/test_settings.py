@@ -30,11 +30,11 @@ def test_load_token_from_either_variable(monkeypatch: pytest.MonkeyPatch, variab
 
 
 def test_env_prefix_and_shlex_split(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENCLAVE_ENGINE_COMMAND", "python3 -m 'model_manager.devengine'")
+    monkeypatch.setenv("ENCLAVE_ENGINE_COMMAND", "python3 -m 'enclave_dev.engine'")
     monkeypatch.setenv("ENCLAVE_INSECURE_DEV_ENGINE", "true")
     monkeypatch.setenv("ENCLAVE_PUSH_INTERVAL_SECONDS", "5")
     settings = ModelManagerSettings()
-    assert settings.engine_command == ("python3", "-m", "model_manager.devengine")
+    assert settings.engine_command == ("python3", "-m", "enclave_dev.engine")
     assert settings.push_interval_seconds == 5.0
 
 
@@ -71,8 +71,8 @@ def test_push_url_https_or_loopback_or_dev(url: str, dev: bool) -> None:
 @pytest.mark.parametrize(
     "command",
     [
-        ("python3", "-m", "model_manager.devengine"),
-        ("/usr/bin/python3", "/src/model_manager/devengine/__main__.py", "--dev-load-seconds", "1"),
+        ("python3", "-m", "enclave_dev.engine"),
+        ("/usr/bin/python3", "/src/enclave_dev/engine/__main__.py", "--dev-load-seconds", "1"),
     ],
 )
 def test_the_development_engine_needs_insecure_dev_engine(command: tuple[str, ...]) -> None:

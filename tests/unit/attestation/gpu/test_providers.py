@@ -17,12 +17,8 @@ from attestation.errors import (
     VerificationError,
 )
 from attestation.gpu import GpuReason, verify_gpu
-from attestation.gpu.providers import (
-    NvmlGpuProvider,
-    SimulatedGpuProvider,
-    make_gpu_provider,
-)
-from attestation.gpu.simulator import SIMULATED_GPU_WARNING, GpuSimulator
+from attestation.gpu.providers import NvmlGpuProvider, make_gpu_provider
+from enclave_dev.gpu import SIMULATED_GPU_WARNING, GpuSimulator, SimulatedGpuProvider
 
 NONCE = bytes(range(32))
 
@@ -30,8 +26,9 @@ NONCE = bytes(range(32))
 async def test_simulated_provider_warns_and_verifies_only_against_its_root(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    provider = make_gpu_provider("simulated", simulated_count=2)
-    assert isinstance(provider, SimulatedGpuProvider)
+    with pytest.raises(ValueError, match="development package"):
+        make_gpu_provider("simulated")  # the product never makes it
+    provider = SimulatedGpuProvider(GpuSimulator(count=2))
     assert SIMULATED_GPU_WARNING in caplog.text
     evidence = await provider.collect(NONCE)
     assert len(evidence) == 2

@@ -14,7 +14,7 @@ from cryptography.x509 import ocsp
 from attestation.errors import VerificationError
 from attestation.gpu import GpuReason, verify_gpu_report
 from attestation.gpu.revocation import CachedOcsp, OfflineOcsp, certificate_key
-from attestation.gpu.simulator import GpuSimulator
+from enclave_dev.gpu import GpuSimulator
 
 NONCE = bytes(32)
 

@@ -28,7 +28,7 @@ from attestation.providers import (
     QuoteProvider,
     detect_provider,
 )
-from attestation.simulator import Simulator
+from enclave_dev.tee import Simulator
 from tests.vectors import load_bytes
 
 REPORT_DATA = bytes(range(0x80, 0xC0))  # not valid UTF-8: must travel as base64

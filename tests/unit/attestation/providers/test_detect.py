@@ -14,14 +14,12 @@ import pytest
 
 from attestation.errors import QuoteProviderUnavailableError
 from attestation.providers import (
-    SIMULATED_TEE_WARNING,
     ConfigfsTsmProvider,
     DstackProvider,
     QuoteProvider,
-    SimulatedQuoteProvider,
     detect_provider,
 )
-from attestation.simulator import Simulator
+from enclave_dev.tee import SIMULATED_TEE_WARNING, SimulatedQuoteProvider, Simulator
 
 REPORT_DATA = bytes(range(64))
 
@@ -98,7 +96,7 @@ def test_simulated_warns_loudly_every_time(
     simulator: Simulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING):
-        detect_provider("simulated", simulator=simulator)
+        SimulatedQuoteProvider(simulator)
         SimulatedQuoteProvider(simulator)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 2
@@ -111,7 +109,7 @@ def test_simulated_warns_loudly_every_time(
 async def test_simulated_quote_verifies_against_the_simulator_root_only(
     simulator: Simulator,
 ) -> None:
-    provider: QuoteProvider = detect_provider("simulated", simulator=simulator)
+    provider: QuoteProvider = SimulatedQuoteProvider(simulator)
     result = await provider.get_quote(REPORT_DATA)
     assert result.provider == "simulated"
     assert result.event_log is None
@@ -124,9 +122,7 @@ async def test_simulated_quote_verifies_against_the_simulator_root_only(
         await provider.get_quote(bytes(63))
 
 
-async def test_simulated_without_a_simulator_makes_one(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING):
-        provider = detect_provider("simulated")
-    assert SIMULATED_TEE_WARNING in caplog.text
-    result = await provider.get_quote(REPORT_DATA)
-    assert len(result.quote) > 632
+def test_the_product_never_makes_the_simulated_provider() -> None:
+    """Only the development package (enclave_dev.tee) makes it, through enclave.development."""
+    with pytest.raises(ValueError, match="development package"):
+        detect_provider("simulated")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from attestation.simulator import Simulator
+from enclave_dev.tee import Simulator
 
 #: A fixed creation time (2027-01-15T08:00:00Z) so that no test depends on the clock.
 NOW = 1_800_000_000

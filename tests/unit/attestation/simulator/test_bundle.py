@@ -7,7 +7,7 @@ from pathlib import Path
 import dcap_qvl
 import pytest
 
-from attestation.simulator import BUNDLE_REPORT_DATA, SimulatedMeasurements, write_bundle
+from enclave_dev.tee import BUNDLE_REPORT_DATA, SimulatedMeasurements, write_bundle
 
 from .conftest import NOW
 

@@ -7,7 +7,7 @@ import json
 import dcap_qvl
 import pytest
 
-from attestation.simulator import Simulator
+from enclave_dev.tee import Simulator
 from tests.vectors import load_json
 
 from .conftest import NOW

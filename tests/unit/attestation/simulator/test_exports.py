@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import attestation.simulator as simulator
+import enclave_dev.tee as simulator
 
 
 def test_public_names_are_exported_and_documented() -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from attestation.simulator import SimulatedMeasurements
+from enclave_dev.tee import SimulatedMeasurements
 
 
 @pytest.mark.parametrize(

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dcap_qvl
 import pytest
 
-from attestation.simulator import Simulator
+from enclave_dev.tee import Simulator
 
 from .conftest import NOW
 
-# Offsets in a simulated TDX v4 quote (see attestation/simulator/_quote.py).
+# Offsets in a simulated TDX v4 quote (see enclave_dev/tee/_quote.py).
 BODY = 48
 SIGNATURE_DATA = BODY + 584 + 4
 ATTESTATION_KEY = SIGNATURE_DATA + 64

@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from attestation.simulator import (
+from enclave_dev.tee import (
     DEFAULT_TD_ATTRIBUTES,
     DEFAULT_XFAM,
     SIMULATED_FMSPC,

@@ -7,7 +7,7 @@ import json
 import dcap_qvl
 import pytest
 
-from attestation.simulator import SimulatedMeasurements, Simulator
+from enclave_dev.tee import SimulatedMeasurements, Simulator
 
 from .conftest import NOW
 

@@ -12,10 +12,10 @@ import pytest
 from attestation.collateral import Collateral
 from attestation.policy import Policy, pinned_policy
 from attestation.ratls import RaTlsIssuer
-from attestation.simulator import Simulator
 from enclave.cli._models import render_progress
 from enclave.client import AsyncRaTlsTransport, AttestationFailed, Verifier
 from enclave.tls import CertificateManager
+from enclave_dev.tee import Simulator
 
 
 class Source:

@@ -4,6 +4,7 @@ deadline is armed, and for how long, at each point of a connection's life)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import pytest
@@ -137,3 +138,32 @@ async def test_an_expired_deadline_aborts_and_the_end_is_reported_once() -> None
     assert transport.aborted
     proto.connection_lost(None)
     assert closed == [1]
+
+
+@pytest.mark.parametrize(
+    ("head", "code"),
+    [
+        (b"content-length: -1\r\n", "invalid_content_length"),
+        (b"content-length: +5\r\n", "invalid_content_length"),
+        (b"content-length: 5,5\r\n", "invalid_content_length"),
+        (b"content-length: 5, 6\r\n", "invalid_content_length"),
+        (b"content-length: 99999999999999999999\r\n", "invalid_content_length"),
+        (b"content-length: 5\r\ncontent-length: 5\r\n", "invalid_content_length"),
+        (b"bad header line\r\n", "malformed_request"),
+    ],
+)
+async def test_a_request_the_parser_refuses_gets_the_typed_400(head: bytes, code: str) -> None:
+    """On the wire llhttp refuses these before any app; the answer is the API's error shape
+    (the same code as every ASGI path gives, enclave.protocol.bodies), never the parser's text,
+    and the connection is closed."""
+    proto, transport = protocol([])
+    proto.data_received(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n" + head + b"\r\nhello")
+    answer = bytes(transport.written)
+    status, _, rest = answer.partition(b"\r\n")
+    headers, _, body = rest.partition(b"\r\n\r\n")
+    assert status == b"HTTP/1.1 400 Bad Request"
+    assert b"content-type: application/json" in headers
+    assert b"connection: close" in headers
+    assert json.loads(body)["error"]["code"] == code
+    assert b"Invalid" not in body
+    assert transport.closing

@@ -204,3 +204,19 @@ def test_a_worker_share_rounds_up() -> None:
     assert share(255, 2) == 128
     assert share(1, 4) == 1
     assert share(100, 3, minimum=50) == 50
+
+
+def test_a_worker_starts_from_the_owners_reference_time() -> None:
+    """A worker restarted after the wall clock was stepped back reads the owner's reference
+    time, so a request dated in the owner's past stays stale (the owner may have forgotten it)."""
+    from enclave.gateway._replay import Admission, ReplayCache
+
+    owner_reference = 10_000.0
+    stepped_back = [owner_reference - 230.0]  # the host set the clock back
+    fresh_worker = ReplayCache(60.0, 16, lambda: stepped_back[0], lambda: 0.0)
+    old_date = owner_reference - 200.0  # within the window of the stepped-back clock
+    assert fresh_worker.admit(b"probe", old_date) is Admission.FRESH  # what it would accept
+    worker = ReplayCache(60.0, 16, lambda: stepped_back[0], lambda: 0.0)
+    worker.hold_at_least(owner_reference)
+    assert worker.reference() >= owner_reference
+    assert worker.admit(b"captured", old_date) is Admission.STALE

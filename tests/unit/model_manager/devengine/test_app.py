@@ -14,17 +14,17 @@ from typing import Any
 import httpx
 import pytest
 
-from model_manager.devengine import (
+from enclave_dev.engine import (
     NOT_A_LANGUAGE_MODEL,
     expected_completion,
     expected_embedding,
     prompt_tag,
 )
-from model_manager.devengine._app import EngineState, build_app
-from model_manager.devengine._config import parse_config
-from model_manager.devengine._faults import FaultSwitch
-from model_manager.devengine._loading import inspect_model
-from model_manager.devengine._metrics import EngineMetrics
+from enclave_dev.engine._app import EngineState, build_app
+from enclave_dev.engine._config import parse_config
+from enclave_dev.engine._faults import FaultSwitch
+from enclave_dev.engine._loading import inspect_model
+from enclave_dev.engine._metrics import EngineMetrics
 
 PROMPT = "hello there general kenobi"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from enclave_dev.engine._config import build_parser, parse_config
 from model_manager.catalog import ModelSpec
-from model_manager.devengine._config import build_parser, parse_config
 from model_manager.engine import engine_argv
 from model_manager.settings import ModelManagerSettings
 
@@ -18,7 +18,7 @@ VECTORS = Path(__file__).resolve().parents[3] / "vectors" / "vllm"
 
 def test_help_says_plainly_it_is_not_a_language_model() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "model_manager.devengine", "--help"],
+        [sys.executable, "-m", "enclave_dev.engine", "--help"],
         capture_output=True,
         text=True,
         check=True,
@@ -31,7 +31,7 @@ def test_help_says_plainly_it_is_not_a_language_model() -> None:
 
 def test_accepts_every_flag_the_supervisor_passes(tmp_path: Path) -> None:
     settings = ModelManagerSettings(
-        engine_command=("python3", "-m", "model_manager.devengine", "--dev-load-seconds", "0.1"),
+        engine_command=("python3", "-m", "enclave_dev.engine", "--dev-load-seconds", "0.1"),
         insecure_dev_engine=True,
         run_dir=tmp_path,
     )
@@ -97,7 +97,7 @@ def test_a_failed_start_prints_vllm_032s_lines_and_reason(tmp_path: Path) -> Non
     model = tmp_path / "tiny"
     model.mkdir()
     done = subprocess.run(
-        [sys.executable, "-m", "model_manager.devengine", "serve", str(model),
+        [sys.executable, "-m", "enclave_dev.engine", "serve", str(model),
          "--port", "0", "--dev-fail-at-start"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
@@ -120,7 +120,7 @@ def test_a_start_prints_vllm_032s_milestones(tmp_path: Path) -> None:
     model.mkdir()
     (model / "config.json").write_text('{"architectures": ["LlamaForCausalLM"]}')
     process = subprocess.Popen(
-        [sys.executable, "-m", "model_manager.devengine", "serve", str(model),
+        [sys.executable, "-m", "enclave_dev.engine", "serve", str(model),
          "--uds", str(tmp_path / "s.sock"), "--dev-load-seconds", "0.2"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip

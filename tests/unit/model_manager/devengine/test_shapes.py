@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from model_manager.devengine._app import EngineState, build_app
-from model_manager.devengine._config import parse_config
-from model_manager.devengine._faults import FaultSwitch
-from model_manager.devengine._loading import inspect_model
-from model_manager.devengine._metrics import EngineMetrics
+from enclave_dev.engine._app import EngineState, build_app
+from enclave_dev.engine._config import parse_config
+from enclave_dev.engine._faults import FaultSwitch
+from enclave_dev.engine._loading import inspect_model
+from enclave_dev.engine._metrics import EngineMetrics
 
 VECTORS = Path(__file__).resolve().parents[3] / "vectors" / "vllm"
 CHAT = {"model": "tiny", "messages": [{"role": "user", "content": "Say hello."}], "max_tokens": 5}
