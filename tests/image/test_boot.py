@@ -17,6 +17,7 @@ it they skip. Boot times are printed (TCG is slow: minutes).
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import socket
@@ -50,10 +51,27 @@ ANSI = re.compile(r"\x1b\[[0-9;:]*[A-Za-z]")
 REFUSAL = (
     "enclave-prestart: ENCLAVE_TEE=configfs-tsm but /sys/kernel/config/tsm/report does not exist"
 )
-BUNDLE = re.compile(
-    r"ENCLAVE-INSECURE-TEST-BUNDLE-BEGIN (\S+)\n([A-Za-z0-9+/=]+)\n"
-    r"ENCLAVE-INSECURE-TEST-BUNDLE-END \1"
-)
+#: The insecure test flavour's bundle on the console (insecure-test-bundle.sh): numbered base64
+#: lines ending in "|", each file's line count and SHA-256, printed three times.
+BUNDLE_LINE = re.compile(r"ENCLAVE-INSECURE-TEST-BUNDLE (\S+) (\d{5}) ([A-Za-z0-9+/=]+)\|")
+BUNDLE_END = re.compile(r"ENCLAVE-INSECURE-TEST-BUNDLE-END (\S+) (\d+) ([0-9a-f]{64})")
+
+
+def bundle_files(console: str) -> dict[str, bytes]:
+    """Each file of the bundle, put together from the numbered lines that came through whole in
+    any repetition (another writer's line may land next to ours) and checked by its SHA-256."""
+    lines: dict[str, dict[int, str]] = {}
+    for name, number, data in BUNDLE_LINE.findall(console):
+        lines.setdefault(name, {}).setdefault(int(number), data)
+    files = {}
+    for name, count, digest in set(BUNDLE_END.findall(console)):
+        got = lines.get(name, {})
+        missing = [n for n in range(1, int(count) + 1) if n not in got]
+        assert not missing, f"{name}: lines {missing[:5]} never came through whole"
+        data = base64.b64decode("".join(got[n] for n in range(1, int(count) + 1)))
+        assert hashlib.sha256(data).hexdigest() == digest, f"{name}: not the file the VM sent"
+        files[name] = data
+    return files
 
 
 def free_port() -> int:
@@ -172,12 +190,11 @@ def test_insecure_test_flavour_serves_health_and_verifies(
 ) -> None:
     vm = boot(disk_image("enclave-cvm-insecure-test"))
     vm.wait_for(re.compile(r"module=verity op=ctr .*res=1"))
-    # the bundle script prints root_ca.pem, then collateral.json: wait for the last marker
-    bundled = vm.wait_for("ENCLAVE-INSECURE-TEST-BUNDLE-END collateral.json")
+    bundled = vm.wait_for("ENCLAVE-INSECURE-TEST-BUNDLE-DONE")  # after all three repetitions
     files = {}
-    for name, payload in BUNDLE.findall(vm.console()):
+    for name, data in bundle_files(vm.console()).items():
         files[name] = tmp_path / name
-        files[name].write_bytes(base64.b64decode(payload))
+        files[name].write_bytes(data)
     assert set(files) == {"root_ca.pem", "collateral.json"}
 
     deadline = time.monotonic() + 300
