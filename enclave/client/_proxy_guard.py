@@ -165,13 +165,18 @@ class ProxyGuard:
     def _type_ok(content_type: bytes | None) -> bool:
         return _json(content_type)
 
+    def _required_token(self) -> bytes:
+        if self._token is None:  # only called when a token is configured
+            raise RuntimeError("the proxy guard has no token")
+        return self._token
+
     def _token_ok(self, offered: bytes) -> bool:
-        assert self._token is not None
-        return hmac.compare_digest(offered, self._token)
+        token = self._required_token()
+        return hmac.compare_digest(offered, token)
 
     def _authorise(self, scope: Scope, headers: dict[bytes, bytes]) -> str | None:
         """None when a header carries the token (that header is then removed), else the code."""
-        assert self._token is not None
+        self._required_token()
         offered = False
         for name in (b"authorization", b"x-api-key"):
             value = headers.get(name)

@@ -262,7 +262,8 @@ class ReceiptKeeper:
         return run_sync(self.keep(endpoint, route, request, watcher, verifier))
 
     def _write(self, receipt: Receipt, basis: _Basis) -> str | None:
-        assert self.directory is not None
+        if self.directory is None:
+            raise RuntimeError("_write without a receipts directory")
         try:
             # Named by the quote the proxy verified, which a receipt from that certificate names.
             quote = basis.quote_sha256.hex()

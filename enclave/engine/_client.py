@@ -28,7 +28,8 @@ _FORBIDDEN_IN_FIELDS = (b"\r", b"\n", b"\x00")
 def _default(name: str) -> float:
     """The default of setting ``name``: one source (issue 23 point 7), the settings model."""
     value = ServiceSettings.model_fields[name].default
-    assert isinstance(value, float)
+    if not isinstance(value, float):
+        raise TypeError(f"setting {name} has no float default")
     return value
 
 

@@ -332,7 +332,8 @@ class OhttpGateway:
         """:meth:`ReplayCache.admit` with the set in the shared store: the Date checked
         against this gateway's reference time, a fresh ``enc`` kept (``SET NX EX``) until the
         reference passes ``Date + window`` plus the edge second; a stale one not stored."""
-        assert self._shared_replay is not None
+        if self._shared_replay is None:
+            raise RuntimeError("_admit_shared without a shared replay store")
         now = self._replay.reference()
         window = self.limits.replay_window_seconds
         if date is None or abs(now - date) > window:
